@@ -1,0 +1,447 @@
+"""One thread per camera: RTSP demux with PyAV, packet copy into runs of fMP4 segments.
+
+The thread owns everything about its camera and nothing else: it never touches SQLite, never
+fsyncs and never waits for another camera. Finished segments and gaps go to the catalog writer
+through a queue (`edge/writer.py`).
+
+Time (see docs/design/time.md):
+* A *run* is an uninterrupted stretch of the stream with one MP4 muxer. Timestamps are rebased
+  once per run so the first video keyframe is at 0, and stay continuous across its files.
+* Wall-clock time of a packet = run anchor (arrival time of the run's first keyframe, UTC)
+  + (dts - first dts). At every keyframe the drift against the edge clock is checked; beyond
+  `recording.max_drift_seconds` a new run starts, anchored at the edge clock again.
+* Non-monotonic or jumping timestamps end the run; the next keyframe starts a new one, and the
+  packets in between are counted as dropped and recorded as a `timestamp_jump` gap.
+* A segment ends at the first keyframe at or after each wall-clock multiple of
+  `segment_seconds`. A stream that goes `segment_cap_seconds` without a keyframe is re-opened,
+  which makes the camera start a new GOP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential_jitter
+
+from edge.config import CameraConfig, RecordingConfig
+from edge.metrics import CameraMetrics
+from edge.segments import ClosedSegment, SegmentSink
+from edge.writer import CatalogWriter, Gap
+from shared.logs import redact
+from shared.timeutil import now_us
+
+log = logging.getLogger(__name__)
+
+VIDEO_CODECS = {"h264", "hevc"}
+AUDIO_CODECS = {"aac", "opus"}  # what MP4 carries and browsers play; anything else is dropped
+MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof+skip_trailer"
+TIMESTAMP_JUMP_S = 5.0
+HEALTHY_SESSION_S = 10.0  # a session that recorded this long reconnects at once, without backoff
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraStatus:
+    camera: str
+    state: str  # connecting | recording | failed | disabled
+    since_us: int
+    error: str | None = None
+    reason: str | None = None  # gap reason of the last failure
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    last_segment_end_us: int | None = None
+
+
+class CameraFailure(Exception):
+    """A session that could not start or ended badly; `reason` is a gap reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Stopped(Exception):
+    pass
+
+
+def classify_open_error(exc: BaseException) -> CameraFailure:
+    """Say exactly what is wrong with a camera that will not open, without its password."""
+    msg = redact(str(exc))
+    if isinstance(exc, av.error.HTTPUnauthorizedError):
+        return CameraFailure("auth_failed", "camera refused the credentials (401 Unauthorized): "
+                                            "check the user and password in the URL")
+    if isinstance(exc, av.error.HTTPForbiddenError):
+        return CameraFailure("auth_failed", "camera refused access (403 Forbidden)")
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return CameraFailure("stream_not_found", "camera has no stream at this path (404 Not Found): "
+                                                 "check the path in the URL")
+    if isinstance(exc, ConnectionRefusedError):
+        return CameraFailure("camera_unreachable", "connection refused: nothing listens on the camera's "
+                                                   "RTSP port")
+    if isinstance(exc, av.error.TimeoutError | av.error.ExitError | TimeoutError):
+        return CameraFailure("camera_unreachable", "camera did not answer in time")
+    if isinstance(exc, OSError):
+        return CameraFailure("camera_unreachable", f"cannot reach camera: {msg}")
+    return CameraFailure("camera_unreachable", f"cannot open stream: {msg}")
+
+
+class Run:
+    """One muxer writing one uninterrupted stretch of the stream into segment files."""
+
+    def __init__(self, *, camera: str, run_id: int, anchor_us: int, first_key: av.Packet,
+                 video: av.video.stream.VideoStream, audio: Any, data_dir: Path, rec: RecordingConfig,
+                 on_closed: Any, on_lost: Any) -> None:
+        self.anchor_us = anchor_us
+        self.seg_us = rec.segment_seconds * 1_000_000
+        self.cap_us = rec.segment_cap_seconds * 1_000_000
+        self.max_drift_us = int(rec.max_drift_seconds * 1_000_000)
+        self.sink = SegmentSink(
+            camera=camera, run_id=run_id, data_dir=data_dir, video_codec=video.codec_context.name,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            on_closed=on_closed, on_lost=on_lost)
+        self.out = av.open(self.sink, "w", format="mp4", options={"movflags": MOVFLAGS})
+        self.streams: dict[int, Any] = {video.index: self.out.add_stream_from_template(video)}
+        if audio is not None:
+            self.streams[audio.index] = self.out.add_stream_from_template(audio)
+        # one offset in seconds, converted per stream, keeps audio and video in sync
+        offset = first_key.dts * video.time_base
+        self.base = {video.index: first_key.dts}
+        if audio is not None:
+            self.base[audio.index] = round(offset / audio.time_base)
+        tb: Fraction = video.time_base
+        self.video_index = video.index
+        self.us_num, self.us_den = tb.numerator * 1_000_000, tb.denominator
+        self.start_us = anchor_us
+        self.segment_start_us = anchor_us
+        self.next_cut_us = (anchor_us // self.seg_us + 1) * self.seg_us
+        self.end_us = anchor_us  # wall end of the last video frame muxed
+        self.last_video_us = anchor_us
+        self.frame_us = 0
+        self.packets = 0
+
+    def wall_us(self, dts: int) -> int:
+        return self.anchor_us + (dts - self.base[self.video_index]) * self.us_num // self.us_den
+
+    def write(self, pkt: av.Packet, arrival_us: int) -> str | None:
+        """Mux one packet. Returns why the run must end before this packet, or None."""
+        index = pkt.stream.index
+        if index == self.video_index:
+            wall = self.wall_us(pkt.dts)
+            if pkt.is_keyframe:
+                if self.packets and abs(wall - arrival_us) > self.max_drift_us:
+                    return "clock_drift"
+                cut = wall >= self.next_cut_us
+                if cut:
+                    self.next_cut_us = (wall // self.seg_us + 1) * self.seg_us
+                    self.segment_start_us = wall
+                self.sink.keyframe(wall, cut)
+            elif wall - self.segment_start_us > self.cap_us:
+                return "gop_too_long"
+            if wall > self.last_video_us:
+                self.frame_us = wall - self.last_video_us
+                self.last_video_us = wall
+            self.end_us = self.last_video_us + self.frame_us
+        base = self.base[index]
+        pkt.dts -= base
+        pkt.pts -= base
+        if pkt.dts < 0:  # audio from before the run's first keyframe
+            return None
+        pkt.stream = self.streams[index]
+        self.out.mux_one(pkt)
+        self.packets += 1
+        return None
+
+    def close(self) -> None:
+        try:
+            self.out.close()
+        except av.error.FFmpegError as exc:
+            log.warning("muxer close failed", extra={"error": str(exc)})
+        self.sink.finish(self.end_us)
+
+
+class CameraRecorder(threading.Thread):
+    """Records one camera forever: connect, record runs, reconnect with capped backoff."""
+
+    def __init__(self, cam: CameraConfig, rec: RecordingConfig, data_dir: Path, writer: CatalogWriter,
+                 metrics: CameraMetrics, stop: threading.Event, next_run_id: Any,
+                 resume_gap_from_us: int | None) -> None:
+        super().__init__(name=f"camera-{cam.id}", daemon=True)
+        self.cam = cam
+        self.rec = rec
+        self.data_dir = data_dir
+        self.writer = writer
+        self.metrics = metrics
+        self.stop = stop
+        self.next_run_id = next_run_id
+        self.status = CameraStatus(cam.id, "connecting", now_us())
+        self.last_packet_us: int | None = None
+        self.max_switch_s = 0.0  # longest time one packet took in this thread (bench figure)
+        self._lock = threading.Lock()  # held while muxing; taken by force_close() at shutdown
+        self._closed = False
+        self._run: Run | None = None
+        self._gap_from = resume_gap_from_us
+        self._gap_reason = "edge_restart"
+        self._gap_detail = "edge was not recording"
+        self._warned_audio: set[str] = set()
+        self._audio: Any = None
+        self._session_packets = 0
+        self._extra = {"camera": cam.id}
+        t = str(int(cam.timeout_seconds * 1_000_000))
+        self._options = {"rtsp_transport": cam.transport, "timeout": t,
+                         "probesize": "500000", "analyzeduration": "1000000"}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> None:
+        retrying = Retrying(
+            wait=wait_exponential_jitter(initial=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S, jitter=1.0),
+            retry=retry_if_exception_type(CameraFailure), stop=stop_never, sleep=self._sleep,
+            before_sleep=self._before_sleep, reraise=True)
+        while not self.stop.is_set():
+            try:
+                retrying(self._session)
+            except _Stopped:
+                return
+            except Exception:  # a bug must not end this camera's recording for good
+                log.exception("camera recorder failed unexpectedly; restarting it", extra=self._extra)
+                self._set_status("failed", error="internal error (see the edge log)")
+                with self._lock:
+                    self._end_run("camera_unreachable", "internal error")
+                if self.stop.wait(BACKOFF_MAX_S):
+                    return
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise _Stopped
+
+    def _before_sleep(self, state: Any) -> None:
+        exc = state.outcome.exception()
+        self.metrics.reconnects.inc()
+        log.warning("camera failed; retrying", extra={
+            **self._extra, "reason": getattr(exc, "reason", None), "error": str(exc),
+            "retry_in_s": round(state.next_action.sleep, 1), "attempt": state.attempt_number})
+
+    def force_close(self, timeout: float) -> bool:
+        """Close the open segment from another thread (shutdown with a hung camera)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            self._closed = True
+            self._end_run("edge_restart", "edge stopping")
+        finally:
+            self._lock.release()
+        return True
+
+    def _set_status(self, state: str, **kw: Any) -> None:
+        old = self.status
+        if old.state == state and all(getattr(old, k) == v for k, v in kw.items()):
+            return
+        self.status = dataclasses.replace(old, state=state, since_us=now_us(), **{
+            "error": None, "reason": None, **kw})
+        self.metrics.set_state(state)
+
+    # -- one RTSP session ---------------------------------------------------------------------
+    def _session(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped
+        self._set_status("connecting", video_codec=self.status.video_codec,
+                         audio_codec=self.status.audio_codec)
+        try:
+            inp = av.open(self.cam.url, options=self._options,
+                          timeout=(self.cam.timeout_seconds, self.cam.timeout_seconds))
+        except (av.error.FFmpegError, OSError) as exc:
+            self._fail(classify_open_error(exc))
+        started = time.monotonic()
+        self._session_packets = 0
+        reason, message = "camera_unreachable", "recorder error"
+        try:
+            video, audio = self._select_streams(inp)
+            self._set_status("recording", video_codec=video.codec_context.name,
+                             audio_codec=audio.codec_context.name if audio is not None else None)
+            log.info("camera recording", extra={**self._extra, "video": video.codec_context.name,
+                                                 "audio": audio.codec_context.name if audio else None})
+            reason, message = self._pump(inp, video, audio)
+        finally:
+            with self._lock:
+                self._end_run(reason, message)
+            threading.Thread(target=_close_quietly, args=(inp,), daemon=True).start()
+        if self.stop.is_set() or self._closed:
+            raise _Stopped
+        healthy = time.monotonic() - started >= HEALTHY_SESSION_S and self._session_packets > 0
+        self._mark_gap_reason(reason, message)
+        if reason == "gop_too_long" or healthy:
+            log.warning("camera stream ended; reconnecting", extra={**self._extra, "reason": reason,
+                                                                    "error": message})
+            self.metrics.reconnects.inc()
+            return
+        self._fail(CameraFailure(reason, message))
+
+    def _fail(self, failure: CameraFailure) -> None:
+        self._mark_gap_reason(failure.reason, str(failure))
+        self._set_status("failed", error=str(failure), reason=failure.reason,
+                         video_codec=self.status.video_codec, audio_codec=self.status.audio_codec)
+        raise failure
+
+    def _mark_gap_reason(self, reason: str, message: str) -> None:
+        if self._gap_from is not None and self._gap_reason != "edge_restart":
+            self._gap_reason, self._gap_detail = reason, message
+
+    def _select_streams(self, inp: Any) -> tuple[Any, Any]:
+        if not inp.streams.video:
+            self._fail(CameraFailure("unsupported_codec", "stream has no video track"))
+        video = inp.streams.video[0]
+        name = video.codec_context.name
+        if name not in VIDEO_CODECS:
+            self._fail(CameraFailure("unsupported_codec",
+                                     f"video codec {name} is not supported (H.264 or H.265 only)"))
+        audio = inp.streams.audio[0] if inp.streams.audio else None
+        if audio is not None and audio.codec_context.name not in AUDIO_CODECS:
+            if audio.codec_context.name not in self._warned_audio:
+                self._warned_audio.add(audio.codec_context.name)
+                log.warning("audio codec cannot be stored in MP4; recording video only",
+                            extra={**self._extra, "audio": audio.codec_context.name})
+            audio = None
+        self._audio = audio
+        return video, audio
+
+    def _pump(self, inp: Any, video: Any, audio: Any) -> tuple[str, str]:
+        """Copy packets until the stream ends or fails; returns (gap reason, message)."""
+        streams = [video] if audio is None else [video, audio]
+        held: dict[int, tuple[av.Packet, int]] = {}  # first packet of a stream, awaiting its dts
+        seen: set[int] = set()
+        last_dts: dict[int, int] = {}
+        default_ticks = {s.index: _frame_ticks(s) for s in streams}
+        try:
+            for pkt in inp.demux(*streams):
+                if self.stop.is_set():
+                    return "edge_restart", "edge stopping"
+                if pkt.size == 0:
+                    continue
+                arrival = now_us()
+                self.last_packet_us = arrival
+                index = pkt.stream.index
+                if pkt.dts is None:
+                    if index not in seen and index not in held:
+                        held[index] = (pkt, arrival)  # back-filled from the next packet
+                    else:
+                        self.metrics.invalid_packets.inc()
+                    continue
+                seen.add(index)
+                if pkt.pts is None:
+                    pkt.pts = pkt.dts
+                t0 = time.perf_counter()
+                with self._lock:
+                    if self._closed:
+                        return "edge_restart", "edge stopping"
+                    if index in held:
+                        first, first_arrival = held.pop(index)
+                        first.dts = pkt.dts - (first.duration or pkt.duration or default_ticks[index])
+                        first.pts = first.dts if first.pts is None else first.pts
+                        ended = self._packet(first, first_arrival, last_dts, video.index)
+                        if ended:
+                            return ended
+                    ended = self._packet(pkt, arrival, last_dts, video.index)
+                    if ended:
+                        return ended
+                spent = time.perf_counter() - t0
+                if spent > self.max_switch_s:
+                    self.max_switch_s = spent
+        except (av.error.TimeoutError, av.error.ExitError) as exc:
+            return "camera_unreachable", f"camera stopped sending data ({redact(str(exc))})"
+        except (av.error.FFmpegError, OSError) as exc:
+            return "camera_unreachable", f"stream failed: {redact(str(exc))}"
+        return "stream_ended", "camera closed the stream"
+
+    def _packet(self, pkt: av.Packet, arrival: int, last_dts: dict[int, int], video_index: int) -> \
+            tuple[str, str] | None:
+        """Handle one timed packet under the lock; returns (reason, message) to end the session."""
+        index = pkt.stream.index
+        is_video = index == video_index
+        prev = last_dts.get(index)
+        if prev is not None:
+            step = pkt.dts - prev
+            if step <= 0 or step * pkt.time_base > TIMESTAMP_JUMP_S:
+                kind = "non_monotonic" if step <= 0 else "jump"
+                self.metrics.timestamp_discontinuities.inc()
+                if not is_video and step <= 0:
+                    self.metrics.invalid_packets.inc()
+                    return None
+                log.warning("timestamps broke; starting a new run at the next keyframe",
+                            extra={**self._extra, "kind": kind, "stream": pkt.stream.type,
+                                   "step_s": float(step * pkt.time_base)})
+                self._end_run("timestamp_jump", f"{pkt.stream.type} timestamps {kind.replace('_', '-')}")
+                last_dts.clear()
+        last_dts[index] = pkt.dts
+        run = self._run
+        if run is None:
+            if not (is_video and pkt.is_keyframe):
+                if is_video:  # nothing can be recorded before a keyframe
+                    self.metrics.dropped_packets.inc()
+                return None
+            run = self._start_run(pkt, arrival)
+        ended = run.write(pkt, arrival)
+        self._session_packets += 1
+        if ended == "clock_drift":
+            log.warning("camera clock drifted; starting a new run", extra={
+                **self._extra, "drift_s": round((run.wall_us(pkt.dts) - arrival) / 1e6, 3)})
+            self.metrics.timestamp_discontinuities.inc()
+            prev_end = run.end_us
+            self._end_run("", "")
+            self._gap_from = None  # re-anchoring loses no footage
+            self._start_run(pkt, max(arrival, prev_end)).write(pkt, arrival)
+        elif ended == "gop_too_long":
+            log.warning("no keyframe within the segment cap; re-opening the stream", extra=self._extra)
+            return "gop_too_long", f"no keyframe for {self.rec.segment_cap_seconds} s; re-opened the stream"
+        return None
+
+    def _start_run(self, key: av.Packet, anchor_us: int) -> Run:
+        run_id = self.next_run_id()
+        self._run = Run(camera=self.cam.id, run_id=run_id, anchor_us=anchor_us, first_key=key,
+                        video=key.stream, audio=self._audio, data_dir=self.data_dir, rec=self.rec,
+                        on_closed=self._segment_closed, on_lost=self._footage_lost)
+        if self._gap_from is not None:
+            if anchor_us > self._gap_from:
+                self.writer.add_gap(Gap(self.cam.id, self._gap_from, anchor_us, self._gap_reason,
+                                        self._gap_detail))
+            self._gap_from = None
+        self._gap_reason, self._gap_detail = "", ""
+        return self._run
+
+    def _end_run(self, reason: str, detail: str) -> None:
+        """Close the open run; footage is missing from its end until the next run starts."""
+        run, self._run = self._run, None
+        if run is not None:
+            run.close()
+            self._gap_from, self._gap_reason, self._gap_detail = run.end_us, reason, detail
+
+    def _segment_closed(self, seg: ClosedSegment) -> None:
+        self.writer.add_segment(seg)
+        self.metrics.segment_closed(seg)
+        self.status = dataclasses.replace(self.status, last_segment_end_us=seg.end_us)
+
+    def _footage_lost(self, start_us: int, end_us: int, detail: str) -> None:
+        self.writer.add_gap(Gap(self.cam.id, start_us, end_us, "disk_full", detail))
+        self.writer.request_retention()
+
+
+def _frame_ticks(stream: Any) -> int:
+    """A guess at one packet's duration, in the stream's time base, for back-filling."""
+    if stream.type == "audio":
+        return max(1, round(Fraction(1024, stream.codec_context.sample_rate or 48000) / stream.time_base))
+    rate = stream.average_rate or stream.guessed_rate or Fraction(15)
+    return max(1, round(1 / (rate * stream.time_base)))
+
+
+def _close_quietly(container: Any) -> None:
+    try:
+        container.close()  # sends TEARDOWN; blocks for the timeout on a hung camera
+    except Exception:  # noqa: S110 - nothing useful to do about a failed TEARDOWN
+        pass

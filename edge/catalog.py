@@ -1,0 +1,239 @@
+"""The edge catalog: one SQLite file (`<data_dir>/catalog.db`) describing every segment on disk.
+
+Only the catalog writer thread (`edge/writer.py`) writes it; the HTTP server opens it
+read-only. The schema below is version 1 (`PRAGMA user_version`); later versions append a
+migration step to `MIGRATIONS`, never edit an old one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge.segments import ClosedSegment, blob_to_fragments, fragments_to_blob
+from shared import sqlite
+from shared.timeutil import now_us
+
+CATALOG_NAME = "catalog.db"
+
+GAP_REASONS = (
+    "camera_unreachable",  # refused, timed out, stopped sending
+    "auth_failed",         # 401/403
+    "stream_not_found",    # 404: wrong path
+    "stream_ended",        # the camera closed the stream
+    "unsupported_codec",   # not H.264/H.265
+    "timestamp_jump",      # timestamps went backwards or leapt: new run
+    "gop_too_long",        # no keyframe within the segment cap: stream re-opened
+    "disk_full",           # a write failed; footage dropped until space returned
+    "edge_restart",        # the edge was not running
+    "evicted",             # recorded, then deleted by retention
+)
+
+SCHEMA_V1 = f"""
+-- One row per segment file on disk (invariant 1 in docs/design/segments.md).
+CREATE TABLE segments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,      -- (node, seq) names a segment everywhere; never reused
+    camera TEXT NOT NULL,
+    run_id INTEGER NOT NULL,                    -- segments of one run have continuous timestamps
+    start_us INTEGER NOT NULL,                  -- wall-clock UTC microseconds of the first frame
+    end_us INTEGER NOT NULL,                    -- wall-clock UTC microseconds after the last frame
+    path TEXT NOT NULL UNIQUE,                  -- relative to data_dir
+    bytes INTEGER NOT NULL CHECK (bytes > 0),
+    sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+    init_bytes INTEGER NOT NULL CHECK (init_bytes > 0 AND init_bytes < bytes),  -- ftyp+moov
+    video_codec TEXT NOT NULL,
+    audio_codec TEXT,
+    fragments BLOB NOT NULL,                    -- little-endian int64 [n, 4]: offset, size, start_us, duration_us
+    recovered INTEGER NOT NULL DEFAULT 0 CHECK (recovered IN (0, 1)),  -- rebuilt from a stray file at start-up
+    sync_state TEXT NOT NULL DEFAULT 'pending' CHECK (sync_state IN ('pending', 'synced')),
+    deleting INTEGER NOT NULL DEFAULT 0 CHECK (deleting IN (0, 1)),    -- retention has begun to delete it
+    created_us INTEGER NOT NULL,
+    CHECK (end_us >= start_us)
+);
+-- Serves "segments of camera C in [a, b)" and the last end per camera.
+CREATE INDEX segments_camera_start ON segments (camera, start_us);
+-- Serves retention: oldest first, synced before pending.
+CREATE INDEX segments_retention ON segments (sync_state, end_us);
+
+-- Why footage is missing: one row per hole in a camera's recording.
+CREATE TABLE gaps (
+    id INTEGER PRIMARY KEY,
+    camera TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL,
+    reason TEXT NOT NULL CHECK (reason IN ({", ".join(f"'{r}'" for r in GAP_REASONS)})),
+    detail TEXT NOT NULL DEFAULT '',
+    created_us INTEGER NOT NULL,
+    CHECK (end_us >= start_us)
+);
+CREATE INDEX gaps_camera_start ON gaps (camera, start_us);
+"""
+
+
+def _v0_to_v1(conn: sqlite3.Connection) -> None:
+    sqlite.execute_script(conn, SCHEMA_V1)
+
+
+MIGRATIONS = [_v0_to_v1]
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentRow:
+    seq: int
+    camera: str
+    run_id: int
+    start_us: int
+    end_us: int
+    path: str
+    bytes: int
+    sha256: str
+    init_bytes: int
+    video_codec: str
+    audio_codec: str | None
+    fragments: Any  # numpy int64 [n, 4]
+    recovered: bool
+    sync_state: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SegmentRow:
+        return cls(seq=row["seq"], camera=row["camera"], run_id=row["run_id"], start_us=row["start_us"],
+                   end_us=row["end_us"], path=row["path"], bytes=row["bytes"], sha256=row["sha256"],
+                   init_bytes=row["init_bytes"], video_codec=row["video_codec"],
+                   audio_codec=row["audio_codec"], fragments=blob_to_fragments(row["fragments"]),
+                   recovered=bool(row["recovered"]), sync_state=row["sync_state"])
+
+
+@dataclasses.dataclass(frozen=True)
+class GapRow:
+    id: int
+    camera: str
+    start_us: int
+    end_us: int
+    reason: str
+    detail: str
+
+
+_SEGMENT_COLUMNS = ("seq, camera, run_id, start_us, end_us, path, bytes, sha256, init_bytes, video_codec, "
+                    "audio_codec, fragments, recovered, sync_state")
+
+
+class Catalog:
+    """Read and write access to the edge catalog. One writer at a time (see module doc)."""
+
+    def __init__(self, data_dir: Path, readonly: bool = False) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / CATALOG_NAME
+        self.conn = sqlite.connect(self.path, readonly=readonly)
+        if not readonly:
+            sqlite.migrate(self.conn, MIGRATIONS)
+        self.db = sqlite_utils.Database(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- writes (catalog writer thread only) -----------------------------------------------
+    def insert_segment(self, seg: ClosedSegment) -> int:
+        table = self.db.table("segments")
+        table.insert({
+            "camera": seg.camera, "run_id": seg.run_id, "start_us": seg.start_us, "end_us": seg.end_us,
+            "path": str(seg.final_path.relative_to(self.data_dir)), "bytes": seg.bytes,
+            "sha256": seg.sha256, "init_bytes": seg.init_bytes, "video_codec": seg.video_codec,
+            "audio_codec": seg.audio_codec, "fragments": fragments_to_blob(seg.fragments),
+            "recovered": int(seg.recovered), "created_us": now_us(),
+        })  # sqlite-utils runs the insert in its own transaction
+        return int(table.last_rowid or 0)
+
+    def add_gap(self, camera: str, start_us: int, end_us: int, reason: str, detail: str = "") -> None:
+        """Record a hole in a camera's recording."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self._insert_gap(camera, start_us, end_us, reason, detail)
+
+    def _insert_gap(self, camera: str, start_us: int, end_us: int, reason: str, detail: str) -> None:
+        # An evicted gap that touches an earlier one of the same camera extends it, so deleting
+        # a month of segments leaves a handful of rows, not one per file.
+        if reason == "evicted":
+            row = self.conn.execute(
+                "SELECT id FROM gaps WHERE camera = ? AND reason = 'evicted' AND end_us >= ? AND start_us <= ?"
+                " ORDER BY end_us DESC LIMIT 1", (camera, start_us - 1_000_000, end_us)).fetchone()
+            if row is not None:
+                self.conn.execute("UPDATE gaps SET start_us = min(start_us, ?), end_us = max(end_us, ?) "
+                                  "WHERE id = ?", (start_us, end_us, row["id"]))
+                return
+        self.conn.execute("INSERT INTO gaps (camera, start_us, end_us, reason, detail, created_us) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (camera, start_us, end_us, reason, detail, now_us()))
+
+    def mark_deleting(self, seqs: list[int]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("UPDATE segments SET deleting = 1 WHERE seq = ?", [(s,) for s in seqs])
+
+    def remove_segment(self, seq: int, gap_detail: str) -> None:
+        """The file is gone: drop the row and leave an `evicted` gap in its place."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            row = self.conn.execute("SELECT camera, start_us, end_us FROM segments WHERE seq = ?",
+                                    (seq,)).fetchone()
+            if row is None:
+                return
+            self._insert_gap(row["camera"], row["start_us"], row["end_us"], "evicted", gap_detail)
+            self.conn.execute("DELETE FROM segments WHERE seq = ?", (seq,))
+
+    # -- reads ----------------------------------------------------------------------------------
+    def segments_after(self, after_seq: int, limit: int) -> list[SegmentRow]:
+        rows = self.conn.execute(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE seq > ? AND deleting = 0 ORDER BY seq LIMIT ?",
+            (after_seq, limit)).fetchall()
+        return [SegmentRow.from_row(r) for r in rows]
+
+    def segment(self, seq: int) -> SegmentRow | None:
+        row = self.conn.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE seq = ? AND deleting = 0",
+                                (seq,)).fetchone()
+        return SegmentRow.from_row(row) if row else None
+
+    def camera_segments(self, camera: str) -> list[SegmentRow]:
+        rows = self.conn.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE camera = ? ORDER BY start_us",
+                                 (camera,)).fetchall()
+        return [SegmentRow.from_row(r) for r in rows]
+
+    def gaps(self, camera: str | None = None) -> list[GapRow]:
+        sql = "SELECT id, camera, start_us, end_us, reason, detail FROM gaps"
+        rows = (self.conn.execute(sql + " WHERE camera = ? ORDER BY start_us", (camera,)) if camera
+                else self.conn.execute(sql + " ORDER BY camera, start_us")).fetchall()
+        return [GapRow(**dict(r)) for r in rows]
+
+    def last_end_us(self) -> dict[str, int]:
+        """The end of each camera's newest segment: where an edge-restart gap begins."""
+        rows = self.conn.execute("SELECT camera, max(end_us) AS e FROM segments GROUP BY camera").fetchall()
+        return {r["camera"]: r["e"] for r in rows}
+
+    def max_run_id(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(run_id), 0) FROM segments").fetchone()[0])
+
+    def known_paths(self, prefix: str) -> set[str]:
+        rows = self.conn.execute("SELECT path FROM segments WHERE path >= ? AND path < ?",
+                                 (prefix, prefix + "\uffff")).fetchall()
+        return {r[0] for r in rows}
+
+    def deleting(self) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in self.conn.execute("SELECT seq, path FROM segments WHERE deleting = 1")]
+
+    def retention_candidates(self, synced: bool, older_than_us: int | None, limit: int) -> list[tuple[int, str, int]]:
+        """(seq, path, bytes) oldest first, of one sync state, optionally only those ending before a time."""
+        sql = ("SELECT seq, path, bytes FROM segments WHERE sync_state = ? AND deleting = 0"
+               + (" AND end_us < ?" if older_than_us is not None else "") + " ORDER BY end_us LIMIT ?")
+        args: tuple[Any, ...] = ("synced" if synced else "pending",)
+        args += ((older_than_us,) if older_than_us is not None else ()) + (limit,)
+        return [(r[0], r[1], r[2]) for r in self.conn.execute(sql, args)]
+
+    def stats(self) -> dict[str, int]:
+        row = self.conn.execute(
+            "SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b, "
+            "coalesce(sum(sync_state = 'pending'), 0) AS pn, "
+            "coalesce(sum(CASE WHEN sync_state = 'pending' THEN bytes END), 0) AS pb FROM segments").fetchone()
+        return {"segments": row["n"], "bytes": row["b"], "unsynced_segments": row["pn"],
+                "unsynced_bytes": row["pb"]}

@@ -1,0 +1,142 @@
+"""The edge config (`edge.toml`): frozen dataclasses, checked as they are built.
+
+See README.md "Edge config reference" (generated from the `doc=` strings here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from shared.config import ConfigError, check_id, field, load
+from shared.logs import redact
+
+__all__ = ["CameraConfig", "ConfigError", "EdgeConfig", "load_edge_config"]
+
+
+def _check_rtsp_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("rtsp", "rtsps"):
+        return f"{redact(url)!r} is not an rtsp:// URL"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"{redact(url)!r} has an invalid port"
+    if not parts.hostname:
+        return f"{redact(url)!r} has no host"
+    return None
+
+
+def _check_listen(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{value!r} is not HOST:PORT"
+    return None
+
+
+def _between(lo: float, hi: float) -> object:
+    def check(value: float) -> str | None:
+        return None if lo <= value <= hi else f"must be between {lo:g} and {hi:g}, got {value:g}"
+    return check
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    id: str = field(check=check_id, doc="node id, used in topics, object keys and logs")
+    data_dir: Path = field(doc="where segments and the catalog live")
+    log_level: str = field("info", check=lambda v: None if v in ("debug", "info", "warning", "error")
+                           else "must be debug, info, warning or error", doc="log level")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingConfig:
+    segment_seconds: int = field(60, check=_between(2, 3600),
+                                 doc="cut at the first keyframe at or after each wall-clock multiple")
+    max_segment_seconds: int = field(0, check=_between(0, 7200),
+                                     doc="cap for very long GOPs (0 = 3 x segment_seconds, at least 30): "
+                                         "a segment that reaches it without a keyframe ends the RTSP "
+                                         "session, which makes the camera start a new GOP")
+    retain_days: float = field(30.0, check=_between(0.001, 36500), doc="local retention")
+    min_free_percent: float = field(10.0, check=_between(0, 99),
+                                    doc="below this, delete oldest segments (synced first); "
+                                        "recording never stops")
+    max_drift_seconds: float = field(5.0, check=_between(0.5, 3600),
+                                     doc="a camera clock drifting this far from the edge clock starts a new run")
+    retention_interval_seconds: float = field(10.0, check=_between(0.1, 3600),
+                                              doc="how often retention checks age and free space")
+
+    @property
+    def segment_cap_seconds(self) -> int:
+        return self.max_segment_seconds or max(3 * self.segment_seconds, 30)
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraConfig:
+    id: str = field(check=check_id, doc="camera id, unique on this node")
+    url: str = field(check=_check_rtsp_url, secret=True,
+                     doc="rtsp://user:pass@host:port/path (the password is never logged)")
+    transport: str = field("tcp", check=lambda v: None if v in ("tcp", "udp") else "must be tcp or udp",
+                           doc="RTSP transport")
+    enabled: bool = field(True, doc="false keeps the camera configured but not recorded")
+    timeout_seconds: float = field(5.0, check=_between(0.5, 120),
+                                   doc="socket and read timeout: a silent camera is declared dead after this")
+
+    @property
+    def safe_url(self) -> str:
+        return redact(self.url)
+
+
+@dataclasses.dataclass(frozen=True)
+class MqttConfig:
+    url: str = field(doc="mqtt://host:1883 or mqtts://host:8883 (used from issue 3 on)")
+    username: str = field("", doc="broker user")
+    password: str = field("", secret=True, doc="broker password")
+    topic_prefix: str = field("vigil", check=check_id, doc="topic prefix")
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpConfig:
+    token: str = field(secret=True, check=lambda v: None if len(v) >= 16 else "must be at least 16 characters",
+                       doc="bearer token the hub presents (required)")
+    listen: str = field("0.0.0.0:8600", check=_check_listen, doc="HOST:PORT of the segment server")
+    advertise_url: str = field("", doc="where the hub reaches this node (default http://LISTEN)")
+    max_upload_mbps: float = field(0.0, check=_between(0, 100_000),
+                                   doc="0 = unlimited; caps segment serving (issue 3)")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeConfig:
+    node: NodeConfig
+    http: HttpConfig
+    cameras: list[CameraConfig] = field(doc="one [[cameras]] table per camera")
+    recording: RecordingConfig = field(RecordingConfig())
+    mqtt: MqttConfig | None = field(None)
+
+    def __post_init__(self) -> None:
+        if not self.cameras:
+            raise ValueError("cameras: at least one [[cameras]] entry is required")
+        seen: dict[str, int] = {}
+        problems = []
+        for i, cam in enumerate(self.cameras):
+            if cam.id in seen:
+                problems.append(f"cameras[{i}].id: duplicate camera id {cam.id!r} (also cameras[{seen[cam.id]}])")
+            seen.setdefault(cam.id, i)
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def camera_ids(self) -> list[str]:
+        return [c.id for c in self.cameras]
+
+
+def load_edge_config(path: Path) -> EdgeConfig:
+    return load(EdgeConfig, path)

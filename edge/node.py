@@ -1,0 +1,163 @@
+"""The edge node process: start-up recovery, one recorder thread per camera, the catalog
+writer, the HTTP server, and an orderly stop on SIGTERM/SIGINT.
+
+Threads and what they may block on:
+* camera-<id> (one per camera): the camera's socket only.
+* catalog-writer: fsync, rename, SQLite, retention deletes.
+* http: uvicorn's event loop, with a worker pool for catalog reads and file serving.
+* main: waits for a signal, then stops the rest within `STOP_BUDGET_S`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from edge.api import create_app
+from edge.camera import CameraRecorder, CameraStatus
+from edge.catalog import Catalog
+from edge.config import EdgeConfig
+from edge.metrics import EdgeMetrics
+from edge.retention import disk_usage
+from edge.writer import CatalogWriter, recover_stray_files
+from shared import __version__
+from shared.timeutil import now_us, us_to_iso
+
+log = logging.getLogger(__name__)
+STOP_BUDGET_S = 4.0  # SIGTERM to every segment closed and committed
+
+
+class StartupError(Exception):
+    pass
+
+
+class EdgeNode:
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.metrics = EdgeMetrics()
+        self.recorders: dict[str, CameraRecorder] = {}
+        self.disabled: dict[str, CameraStatus] = {}
+        self.catalog: Catalog | None = None
+        self.writer: CatalogWriter | None = None
+        self.http: uvicorn.Server | None = None
+
+    # -- start -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        data_dir = cfg.node.data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            probe = data_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StartupError(f"node.data_dir: cannot write to {data_dir} ({exc.strerror})") from None
+        self.catalog = Catalog(data_dir)
+        self.writer = CatalogWriter(self.catalog, cfg.recording, self.metrics)
+        recover_stray_files(self.catalog, self.writer)
+        last_end = self.catalog.last_end_us()
+        run_ids = itertools.count(self.catalog.max_run_id() + 1)
+        self.writer.start()
+        self.writer.request_retention()
+        for cam in cfg.cameras:
+            cm = self.metrics.for_camera(cam.id)
+            if not cam.enabled:
+                self.disabled[cam.id] = CameraStatus(cam.id, "disabled", now_us())
+                cm.set_state("disabled")
+                continue
+            rec = CameraRecorder(cam, cfg.recording, data_dir, self.writer, cm, self.stop_event,
+                                 run_ids.__next__, last_end.get(cam.id))
+            self.recorders[cam.id] = rec
+        self.metrics.add_live(self._live_values)
+        for rec in self.recorders.values():
+            rec.start()
+        self._start_http()
+        log.info("edge started", extra={"version": __version__, "cameras": len(self.recorders),
+                                        "disabled": len(self.disabled), "data_dir": str(data_dir),
+                                        "http": cfg.http.listen})
+
+    def _start_http(self) -> None:
+        cfg = self.config
+        app = create_app(data_dir=cfg.node.data_dir, token=cfg.http.token, metrics=self.metrics,
+                         camera_status=self.camera_status, node_id=cfg.node.id)
+        server = uvicorn.Server(uvicorn.Config(app, host=cfg.http.host, port=cfg.http.port, log_config=None,
+                                               lifespan="off", access_log=False))
+        self.http = server
+        threading.Thread(target=server.run, name="http", daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline and server.should_exit is False:
+            time.sleep(0.02)
+        if not server.started:
+            raise StartupError(f"http.listen: cannot serve on {cfg.http.listen} (port in use or address not local)")
+
+    # -- status --------------------------------------------------------------------------------------
+    def camera_status(self) -> list[dict[str, Any]]:
+        statuses = [r.status for r in self.recorders.values()] + list(self.disabled.values())
+        out = []
+        for s in statuses:
+            d = dataclasses.asdict(s)
+            d["since"] = us_to_iso(s.since_us)
+            d["last_segment_end"] = us_to_iso(s.last_segment_end_us) if s.last_segment_end_us else None
+            out.append(d)
+        return out
+
+    def _live_values(self) -> dict[str, Any]:
+        now = now_us()
+        usage = disk_usage(self.config.node.data_dir)
+        catalog = Catalog(self.config.node.data_dir, readonly=True)
+        try:
+            stats = catalog.stats()
+        finally:
+            catalog.close()
+        db = self.config.node.data_dir / "catalog.db"
+        return {
+            "packet_age": {cid: (now - r.last_packet_us) / 1e6 for cid, r in self.recorders.items()
+                           if r.last_packet_us is not None},
+            "free_bytes": usage.free_bytes, "total_bytes": usage.total_bytes,
+            "catalog_bytes": db.stat().st_size if db.exists() else 0,
+            "queue": self.writer.pending() if self.writer else 0,
+            **stats,
+        }
+
+    # -- run and stop ------------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+            self.stop_event.set()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        self.stop_event.wait()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Close every open segment and commit it, even when cameras hang (within STOP_BUDGET_S)."""
+        t0 = time.monotonic()
+        self.stop_event.set()
+        deadline = t0 + STOP_BUDGET_S / 2
+        for rec in self.recorders.values():
+            rec.join(max(0.0, deadline - time.monotonic()))
+        hung = [r for r in self.recorders.values() if r.is_alive()]
+        for rec in hung:
+            if not rec.force_close(timeout=0.5):
+                log.error("could not close a camera's segment in time", extra={"camera": rec.cam.id})
+        if self.writer:
+            self.writer.stop(timeout=max(0.5, t0 + STOP_BUDGET_S - time.monotonic()))
+        if self.http:
+            self.http.should_exit = True
+        log.info("edge stopped", extra={"seconds": round(time.monotonic() - t0, 3),
+                                        "hung_cameras": [r.cam.id for r in hung]})
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        if hung:
+            # threads blocked inside FFmpeg cannot be joined; everything they wrote is committed
+            os._exit(0)

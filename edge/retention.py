@@ -1,0 +1,117 @@
+"""Disk retention: delete the oldest segments, synced ones first, and never stop recording.
+
+Rules, applied by the catalog writer every `retention_interval_seconds` and at once when a
+camera's write fails:
+
+1. Age: segments that ended more than `retain_days` ago are deleted, synced ones first.
+2. Pressure: while free space is under `min_free_percent` of the disk, the oldest synced
+   segments go first; only when none is left do unsynced ones go, each counted in
+   `vigil_edge_segments_deleted_total{synced="false"}`.
+3. A segment being written is never in the catalog, so it is never a candidate.
+
+Deletion is crash-safe (Moonfire's garbage procedure): mark the rows `deleting`, unlink the
+files, fsync their folders, then replace each row with an `evicted` gap. A crash in between is
+finished by `finish_interrupted()` at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from edge.catalog import Catalog
+from edge.config import RecordingConfig
+from edge.metrics import EdgeMetrics
+from shared.timeutil import now_us
+
+log = logging.getLogger(__name__)
+BATCH = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskUsage:
+    free_bytes: int
+    total_bytes: int
+
+    @property
+    def free_percent(self) -> float:
+        return 100.0 * self.free_bytes / self.total_bytes if self.total_bytes else 100.0
+
+
+def disk_usage(path: Path) -> DiskUsage:
+    st = os.statvfs(path)
+    return DiskUsage(free_bytes=st.f_bavail * st.f_frsize, total_bytes=st.f_blocks * st.f_frsize)
+
+
+def _delete(catalog: Catalog, rows: list[tuple[int, str, int]], detail: str) -> None:
+    catalog.mark_deleting([seq for seq, _, _ in rows])
+    folders = set()
+    for _, rel, _ in rows:
+        path = catalog.data_dir / rel
+        path.unlink(missing_ok=True)
+        folders.add(path.parent)
+    for folder in folders:
+        _fsync_dir_if_exists(folder)
+    for seq, _, _ in rows:
+        catalog.remove_segment(seq, detail)
+    for folder in folders:
+        _remove_empty(folder, catalog.data_dir)
+
+
+def _fsync_dir_if_exists(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_empty(folder: Path, stop_at: Path) -> None:
+    """Remove emptied hour/day/month folders so the tree does not grow forever."""
+    for _ in range(4):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+        if folder == stop_at:
+            return
+
+
+def finish_interrupted(catalog: Catalog) -> None:
+    rows = catalog.deleting()
+    if rows:
+        log.warning("finishing deletions interrupted by a crash", extra={"segments": len(rows)})
+        _delete(catalog, [(seq, path, 0) for seq, path in rows], "retention (finished after restart)")
+
+
+def apply(catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics) -> int:
+    """One retention pass; returns the number of segments deleted."""
+    deleted = 0
+    cutoff = now_us() - int(rec.retain_days * 86_400 * 1_000_000)
+    for synced in (True, False):
+        while rows := catalog.retention_candidates(synced, cutoff, BATCH):
+            _delete(catalog, rows, f"older than retain_days={rec.retain_days:g}")
+            metrics.segments_deleted.labels("age", str(synced).lower()).inc(len(rows))
+            deleted += len(rows)
+    for synced in (True, False):
+        while (usage := disk_usage(catalog.data_dir)).free_percent < rec.min_free_percent:
+            rows = catalog.retention_candidates(synced, None, 1 if not synced else 5)
+            if not rows:
+                break
+            _delete(catalog, rows, f"disk pressure: {usage.free_percent:.1f}% free, "
+                                   f"min_free_percent={rec.min_free_percent:g}"
+                                   + ("" if synced else "; deleted before the hub stored it"))
+            metrics.segments_deleted.labels("disk_pressure", str(synced).lower()).inc(len(rows))
+            deleted += len(rows)
+            if not synced:
+                log.warning("deleted an unsynced segment under disk pressure",
+                            extra={"seq": rows[0][0], "free_percent": round(usage.free_percent, 2)})
+    if deleted:
+        log.info("retention deleted segments", extra={"segments": deleted})
+    return deleted

@@ -1,0 +1,216 @@
+"""Turning a TOML file plus `VIGIL_*` environment overrides into frozen dataclasses.
+
+`load(cls, path)` walks the dataclass fields, converts and checks every value, rejects unknown
+keys, and raises one `ConfigError` that lists every problem as `key.path: what is wrong`.
+Field metadata carries the checks: `check=callable` returns an error string or None.
+
+Environment overrides: `VIGIL_<SECTION>__<KEY>=value` (upper case, `__` between levels,
+array items by index: `VIGIL_CAMERAS__0__URL`). They win over the file. Values are parsed with
+the field's type, so `VIGIL_RECORDING__SEGMENT_SECONDS=10` is an int.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+ENV_PREFIX = "VIGIL_"
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, one `key.path: message` per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def check_id(value: str) -> str | None:
+    if not ID_PATTERN.match(value):
+        return f"{value!r} is not a valid id (lower-case letters, digits and '-', 1-63 chars, not starting with '-')"
+    return None
+
+
+def field(default: Any = dataclasses.MISSING, *, check: Callable[[Any], str | None] | None = None,
+          doc: str = "", secret: bool = False, **kw: Any) -> Any:
+    """A dataclass field with an optional check and a doc line for the config reference."""
+    meta = {"check": check, "doc": doc, "secret": secret}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta, repr=not secret, **kw)
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, repr=not secret, **kw)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], path, problems)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{path}: expected a list")
+            return []
+        return [_convert(v, item_tp, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            problems.append(f"{path}: expected a table")
+            return None
+        return _build(tp, value, path, problems)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        problems.append(f"{path}: expected true or false, got {value!r}")
+        return None
+    if tp is int:
+        if isinstance(value, bool):
+            problems.append(f"{path}: expected an integer, got {value!r}")
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        problems.append(f"{path}: expected an integer, got {value!r}")
+        return None
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        problems.append(f"{path}: expected a number, got {value!r}")
+        return None
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        problems.append(f"{path}: expected a string, got {value!r}")
+        return None
+    if tp is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+        problems.append(f"{path}: expected a path, got {value!r}")
+        return None
+    raise TypeError(f"unsupported config type {_type_name(tp)} at {path}")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str, problems: list[str]) -> T | None:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            problems.append(f"{prefix + '.' if prefix else ''}{key}: unknown key")
+    values: dict[str, Any] = {}
+    before = len(problems)
+    for name, f in fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            value = _convert(data[name], hints[name], path, problems)
+            check = f.metadata.get("check")
+            if value is not None and check is not None:
+                error = check(value)
+                if error:
+                    problems.append(f"{path}: {error}")
+            values[name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{path}: missing (required)")
+    if len(problems) > before:
+        return None
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # cross-field checks in __post_init__ name their own keys
+        problems.extend(exc.problems)
+        return None
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__")]
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    break
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+                continue
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict | list):
+                    break
+
+
+def load(cls: type[T], path: Path, environ: Mapping[str, str] | None = None) -> T:
+    """Read `path` as TOML, apply environment overrides, and build `cls`; raise ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config ({exc.strerror})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+    return build(cls, data, os.environ if environ is None else environ)
+
+
+def build(cls: type[T], data: dict[str, Any], environ: Mapping[str, str] | None = None) -> T:
+    _apply_env(data, environ or {})
+    problems: list[str] = []
+    result = _build(cls, data, "", problems)
+    if problems or result is None:
+        raise ConfigError(problems or ["config: invalid"])
+    return result
+
+
+def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every field, for the README's config reference."""
+    rows: list[tuple[str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        if dataclasses.is_dataclass(tp) or inner:
+            rows.extend(reference(inner[0] if inner else tp, path))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "required"
+        rows.append((path, default, f.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,53 @@
+"""UTC time helpers. Instants are integer microseconds since the Unix epoch (`*_us`).
+
+Nothing in Vigil uses naive datetimes: ISO 8601 strings at the boundaries always end in `Z`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+US_PER_S = 1_000_000
+
+
+def now_us() -> int:
+    """The current wall-clock time in integer microseconds (UTC)."""
+    return time.time_ns() // 1000
+
+
+def us_to_datetime(us: int) -> datetime:
+    return datetime.fromtimestamp(us // US_PER_S, tz=UTC).replace(microsecond=us % US_PER_S)
+
+
+def us_to_iso(us: int) -> str:
+    """`2026-11-21T10:00:00.123456Z` (microseconds always present, so strings sort)."""
+    return us_to_datetime(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def us_to_compact(us: int) -> str:
+    """`20261121T100000.123456Z`: the timestamp used in file and object names."""
+    return us_to_datetime(us).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def compact_to_us(text: str) -> int:
+    """Inverse of `us_to_compact`; raises ValueError on anything else."""
+    dt = datetime.strptime(text, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    return int(dt.timestamp()) * US_PER_S + dt.microsecond
+
+
+def parse_instant(text: str) -> int:
+    """ISO 8601 with an explicit offset or `Z`, or epoch seconds, to microseconds.
+
+    Naive ISO strings are refused: a time without a zone is ambiguous.
+    """
+    text = text.strip()
+    try:
+        return round(float(text) * US_PER_S)
+    except ValueError:
+        pass
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone; add Z or an offset")
+    dt = dt.astimezone(UTC)
+    return int(dt.replace(microsecond=0).timestamp()) * US_PER_S + dt.microsecond
