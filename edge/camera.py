@@ -184,7 +184,10 @@ class CameraRecorder(threading.Thread):
         self.next_run_id = next_run_id
         self.status = CameraStatus(cam.id, "connecting", now_us())
         self.last_packet_us: int | None = None
-        self.max_switch_s = 0.0  # longest time one packet took in this thread (bench figure)
+        # bench figures: the longest time one packet took to handle in this thread (segment cuts
+        # included), and the longest silence between two packets while recording (a stall)
+        self.max_packet_handling_s = 0.0
+        self.max_packet_gap_s = 0.0
         self._lock = threading.Lock()  # held while muxing; taken by force_close() at shutdown
         self._closed = False
         self._run: Run | None = None
@@ -326,6 +329,10 @@ class CameraRecorder(threading.Thread):
                 if pkt.size == 0:
                     continue
                 arrival = now_us()
+                if self.last_packet_us is not None and self._session_packets:
+                    gap = (arrival - self.last_packet_us) / 1e6
+                    if gap > self.max_packet_gap_s:
+                        self.max_packet_gap_s = gap
                 self.last_packet_us = arrival
                 index = pkt.stream.index
                 if pkt.dts is None:
@@ -352,8 +359,8 @@ class CameraRecorder(threading.Thread):
                     if ended:
                         return ended
                 spent = time.perf_counter() - t0
-                if spent > self.max_switch_s:
-                    self.max_switch_s = spent
+                if spent > self.max_packet_handling_s:
+                    self.max_packet_handling_s = spent
         except (av.error.TimeoutError, av.error.ExitError) as exc:
             return "camera_unreachable", f"camera stopped sending data ({redact(str(exc))})"
         except (av.error.FFmpegError, OSError) as exc:

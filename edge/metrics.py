@@ -56,6 +56,16 @@ class _Live(Collector):
             age.add_metric([camera], seconds)
         yield age
         for name, doc, key in (
+            ("vigil_edge_packet_handling_max_seconds",
+             "Longest time one packet took to handle (segment cuts included) since start", "handling_max"),
+            ("vigil_edge_packet_gap_max_seconds",
+             "Longest silence between two packets of a recording session since start", "gap_max"),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["camera"])
+            for camera, seconds in v[key].items():
+                family.add_metric([camera], seconds)
+            yield family
+        for name, doc, key in (
             ("vigil_edge_storage_free_bytes", "Free bytes on the data disk", "free_bytes"),
             ("vigil_edge_storage_capacity_bytes", "Size of the data disk", "total_bytes"),
             ("vigil_edge_catalog_bytes", "Size of the catalog database file", "catalog_bytes"),

@@ -122,6 +122,8 @@ class EdgeNode:
         return {
             "packet_age": {cid: (now - r.last_packet_us) / 1e6 for cid, r in self.recorders.items()
                            if r.last_packet_us is not None},
+            "handling_max": {cid: r.max_packet_handling_s for cid, r in self.recorders.items()},
+            "gap_max": {cid: r.max_packet_gap_s for cid, r in self.recorders.items()},
             "free_bytes": usage.free_bytes, "total_bytes": usage.total_bytes,
             "catalog_bytes": db.stat().st_size if db.exists() else 0,
             "queue": self.writer.pending() if self.writer else 0,
