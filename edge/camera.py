@@ -97,17 +97,16 @@ def classify_open_error(exc: BaseException) -> CameraFailure:
 class Run:
     """One muxer writing one uninterrupted stretch of the stream into segment files."""
 
-    def __init__(self, *, camera: str, run_id: int, anchor_us: int, first_key: av.Packet,
+    def __init__(self, *, camera: str, run_id: int, anchor_us: int, floor_us: int, first_key: av.Packet,
                  video: av.video.stream.VideoStream, audio: Any, data_dir: Path, rec: RecordingConfig,
-                 on_closed: Any, on_lost: Any) -> None:
-        self.anchor_us = anchor_us
+                 on_closed: Any, on_lost: Any, on_write_error: Any) -> None:
         self.seg_us = rec.segment_seconds * 1_000_000
         self.cap_us = rec.segment_cap_seconds * 1_000_000
         self.max_drift_us = int(rec.max_drift_seconds * 1_000_000)
         self.sink = SegmentSink(
             camera=camera, run_id=run_id, data_dir=data_dir, video_codec=video.codec_context.name,
             audio_codec=audio.codec_context.name if audio is not None else None,
-            on_closed=on_closed, on_lost=on_lost)
+            on_closed=on_closed, on_lost=on_lost, on_write_error=on_write_error)
         self.out = av.open(self.sink, "w", format="mp4", options={"movflags": MOVFLAGS})
         self.streams: dict[int, Any] = {video.index: self.out.add_stream_from_template(video)}
         if audio is not None:
@@ -120,36 +119,52 @@ class Run:
         tb: Fraction = video.time_base
         self.video_index = video.index
         self.us_num, self.us_den = tb.numerator * 1_000_000, tb.denominator
-        self.start_us = anchor_us
-        self.segment_start_us = anchor_us
-        self.next_cut_us = (anchor_us // self.seg_us + 1) * self.seg_us
-        self.end_us = anchor_us  # wall end of the last video frame muxed
-        self.last_video_us = anchor_us
+        self.sink.anchor_us = anchor_us
+        self.floor_us = floor_us  # the anchor never moves before the camera's previous footage
+        self.segment_start = 0  # media µs of the current segment's first keyframe
+        self.last_video = 0  # media µs of the newest video packet
         self.frame_us = 0
         self.packets = 0
 
+    @property
+    def anchor_us(self) -> int:
+        return self.sink.anchor_us
+
+    @property
+    def end_us(self) -> int:
+        """Wall-clock end of the last video frame muxed."""
+        return self.sink.anchor_us + self.last_video + self.frame_us
+
+    def media_us(self, dts: int) -> int:
+        return (dts - self.base[self.video_index]) * self.us_num // self.us_den
+
     def wall_us(self, dts: int) -> int:
-        return self.anchor_us + (dts - self.base[self.video_index]) * self.us_num // self.us_den
+        return self.sink.anchor_us + self.media_us(dts)
 
     def write(self, pkt: av.Packet, arrival_us: int) -> str | None:
         """Mux one packet. Returns why the run must end before this packet, or None."""
         index = pkt.stream.index
         if index == self.video_index:
-            wall = self.wall_us(pkt.dts)
+            media = self.media_us(pkt.dts)
+            sink = self.sink
+            if not sink.anchored and arrival_us - media < sink.anchor_us:
+                # Packets cannot arrive before they happen: the earliest implied anchor is the best.
+                # (The first packets of a session come out of FFmpeg's probe buffer up to ~1 s late.)
+                sink.anchor_us = max(arrival_us - media, self.floor_us)
             if pkt.is_keyframe:
-                if self.packets and abs(wall - arrival_us) > self.max_drift_us:
+                wall = sink.anchor_us + media
+                if sink.anchored and abs(wall - arrival_us) > self.max_drift_us:
                     return "clock_drift"
-                cut = wall >= self.next_cut_us
+                seg_start_wall = sink.anchor_us + self.segment_start
+                cut = self.packets > 0 and wall // self.seg_us > seg_start_wall // self.seg_us
                 if cut:
-                    self.next_cut_us = (wall // self.seg_us + 1) * self.seg_us
-                    self.segment_start_us = wall
-                self.sink.keyframe(wall, cut)
-            elif wall - self.segment_start_us > self.cap_us:
+                    self.segment_start = media
+                sink.keyframe(media, cut)
+            elif media - self.segment_start > self.cap_us:
                 return "gop_too_long"
-            if wall > self.last_video_us:
-                self.frame_us = wall - self.last_video_us
-                self.last_video_us = wall
-            self.end_us = self.last_video_us + self.frame_us
+            if media > self.last_video:
+                self.frame_us = media - self.last_video
+                self.last_video = media
         base = self.base[index]
         pkt.dts -= base
         pkt.pts -= base
@@ -196,6 +211,7 @@ class CameraRecorder(threading.Thread):
         self._gap_detail = "edge was not recording"
         self._warned_audio: set[str] = set()
         self._audio: Any = None
+        self._run_gap: tuple[int, str, str] | None = None
         self._session_packets = 0
         self._extra = {"camera": cam.id}
         t = str(int(cam.timeout_seconds * 1_000_000))
@@ -403,40 +419,50 @@ class CameraRecorder(threading.Thread):
             prev_end = run.end_us
             self._end_run("", "")
             self._gap_from = None  # re-anchoring loses no footage
-            self._start_run(pkt, max(arrival, prev_end)).write(pkt, arrival)
+            self._start_run(pkt, max(arrival, prev_end), floor_us=prev_end).write(pkt, arrival)
         elif ended == "gop_too_long":
             log.warning("no keyframe within the segment cap; re-opening the stream", extra=self._extra)
             return "gop_too_long", f"no keyframe for {self.rec.segment_cap_seconds} s; re-opened the stream"
         return None
 
-    def _start_run(self, key: av.Packet, anchor_us: int) -> Run:
+    def _start_run(self, key: av.Packet, anchor_us: int, floor_us: int | None = None) -> Run:
         run_id = self.next_run_id()
-        self._run = Run(camera=self.cam.id, run_id=run_id, anchor_us=anchor_us, first_key=key,
-                        video=key.stream, audio=self._audio, data_dir=self.data_dir, rec=self.rec,
-                        on_closed=self._segment_closed, on_lost=self._footage_lost)
-        if self._gap_from is not None:
-            if anchor_us > self._gap_from:
-                self.writer.add_gap(Gap(self.cam.id, self._gap_from, anchor_us, self._gap_reason,
-                                        self._gap_detail))
-            self._gap_from = None
-        self._gap_reason, self._gap_detail = "", ""
+        floor = floor_us if floor_us is not None else self._gap_from or 0
+        self._run = Run(camera=self.cam.id, run_id=run_id, anchor_us=max(anchor_us, floor), floor_us=floor,
+                        first_key=key, video=key.stream, audio=self._audio, data_dir=self.data_dir,
+                        rec=self.rec, on_closed=self._segment_closed, on_lost=self._footage_lost,
+                        on_write_error=lambda: self.writer.request_retention(emergency=True))
+        # the gap before this run is written when its first segment is, with the refined start
+        self._run_gap = (self._gap_from, self._gap_reason, self._gap_detail) if self._gap_from else None
+        self._gap_from, self._gap_reason, self._gap_detail = None, "", ""
         return self._run
 
     def _end_run(self, reason: str, detail: str) -> None:
         """Close the open run; footage is missing from its end until the next run starts."""
         run, self._run = self._run, None
-        if run is not None:
-            run.close()
+        if run is None:
+            return
+        run.close()
+        if self._run_gap is not None:  # the run saved nothing: the earlier gap goes on
+            self._gap_from, self._gap_reason, self._gap_detail = self._run_gap
+            self._run_gap = None
+            if self._gap_reason == "":
+                self._gap_reason, self._gap_detail = reason, detail
+        else:
             self._gap_from, self._gap_reason, self._gap_detail = run.end_us, reason, detail
 
     def _segment_closed(self, seg: ClosedSegment) -> None:
+        if self._run_gap is not None:
+            start, reason, detail = self._run_gap
+            self._run_gap = None
+            if seg.start_us > start:
+                self.writer.add_gap(Gap(self.cam.id, start, seg.start_us, reason, detail))
         self.writer.add_segment(seg)
         self.metrics.segment_closed(seg)
         self.status = dataclasses.replace(self.status, last_segment_end_us=seg.end_us)
 
     def _footage_lost(self, start_us: int, end_us: int, detail: str) -> None:
         self.writer.add_gap(Gap(self.cam.id, start_us, end_us, "disk_full", detail))
-        self.writer.request_retention()
 
 
 def _frame_ticks(stream: Any) -> int:

@@ -88,21 +88,10 @@ class CameraConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class MqttConfig:
-    url: str = field(doc="mqtt://host:1883 or mqtts://host:8883 (used from issue 3 on)")
-    username: str = field("", doc="broker user")
-    password: str = field("", secret=True, doc="broker password")
-    topic_prefix: str = field("vigil", check=check_id, doc="topic prefix")
-
-
-@dataclasses.dataclass(frozen=True)
 class HttpConfig:
     token: str = field(secret=True, check=lambda v: None if len(v) >= 16 else "must be at least 16 characters",
                        doc="bearer token the hub presents (required)")
     listen: str = field("0.0.0.0:8600", check=_check_listen, doc="HOST:PORT of the segment server")
-    advertise_url: str = field("", doc="where the hub reaches this node (default http://LISTEN)")
-    max_upload_mbps: float = field(0.0, check=_between(0, 100_000),
-                                   doc="0 = unlimited; caps segment serving (issue 3)")
 
     @property
     def host(self) -> str:
@@ -119,7 +108,6 @@ class EdgeConfig:
     http: HttpConfig
     cameras: list[CameraConfig] = field(doc="one [[cameras]] table per camera")
     recording: RecordingConfig = field(RecordingConfig())
-    mqtt: MqttConfig | None = field(None)
 
     def __post_init__(self) -> None:
         if not self.cameras:

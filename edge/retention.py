@@ -7,7 +7,9 @@ camera's write fails:
 2. Pressure: while free space is under `min_free_percent` of the disk, the oldest synced
    segments go first; only when none is left do unsynced ones go, each counted in
    `vigil_edge_segments_deleted_total{synced="false"}`.
-3. A segment being written is never in the catalog, so it is never a candidate.
+3. Emergency (a camera's write failed, usually ENOSPC): as 2, with a floor of
+   `EMERGENCY_FREE_PERCENT`, and at least one segment goes even if the threshold looks met.
+4. A segment being written is never in the catalog, so it is never a candidate.
 
 Deletion is crash-safe (Moonfire's garbage procedure): mark the rows `deleting`, unlink the
 files, fsync their folders, then replace each row with an `evicted` gap. A crash in between is
@@ -28,6 +30,7 @@ from shared.timeutil import now_us
 
 log = logging.getLogger(__name__)
 BATCH = 50
+EMERGENCY_FREE_PERCENT = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +93,7 @@ def finish_interrupted(catalog: Catalog) -> None:
         _delete(catalog, [(seq, path, 0) for seq, path in rows], "retention (finished after restart)")
 
 
-def apply(catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics) -> int:
+def apply(catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics, emergency: bool = False) -> int:
     """One retention pass; returns the number of segments deleted."""
     deleted = 0
     cutoff = now_us() - int(rec.retain_days * 86_400 * 1_000_000)
@@ -99,14 +102,15 @@ def apply(catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics) -> int:
             _delete(catalog, rows, f"older than retain_days={rec.retain_days:g}")
             metrics.segments_deleted.labels("age", str(synced).lower()).inc(len(rows))
             deleted += len(rows)
+    target = max(rec.min_free_percent, EMERGENCY_FREE_PERCENT) if emergency else rec.min_free_percent
     for synced in (True, False):
-        while (usage := disk_usage(catalog.data_dir)).free_percent < rec.min_free_percent:
+        while (usage := disk_usage(catalog.data_dir)).free_percent < target or (emergency and not deleted):
             rows = catalog.retention_candidates(synced, None, 1 if not synced else 5)
             if not rows:
                 break
-            _delete(catalog, rows, f"disk pressure: {usage.free_percent:.1f}% free, "
-                                   f"min_free_percent={rec.min_free_percent:g}"
-                                   + ("" if synced else "; deleted before the hub stored it"))
+            _delete(catalog, rows, ("disk full: a write failed, " if emergency else "disk pressure: ")
+                    + f"{usage.free_percent:.1f}% free, min_free_percent={rec.min_free_percent:g}"
+                    + ("" if synced else "; deleted before the hub stored it"))
             metrics.segments_deleted.labels("disk_pressure", str(synced).lower()).inc(len(rows))
             deleted += len(rows)
             if not synced:

@@ -109,15 +109,18 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 class SegmentSink:
     """The file object a run's MP4 muxer writes to (PyAV calls `write`; it never seeks).
 
-    The recorder calls `keyframe(wall_us, cut)` just before it muxes each video keyframe: the
+    The recorder calls `keyframe(media_us, cut)` just before it muxes each video keyframe: the
     n-th call describes the n-th fragment (FFmpeg's `frag_keyframe` starts one per video
-    keyframe), and `cut=True` makes that fragment the first of a new file. `finish(end_us)`
-    after the muxer is closed completes the last file.
+    keyframe), and `cut=True` makes that fragment the first of a new file. Times are media
+    microseconds since the run's first keyframe; `anchor_us` maps them to wall-clock time and
+    may be refined by the recorder until the first fragment reaches the sink (`anchored`).
+    `finish(end_us)` after the muxer is closed completes the last file.
     """
 
     def __init__(self, *, camera: str, run_id: int, data_dir: Path, video_codec: str,
                  audio_codec: str | None, on_closed: Callable[[ClosedSegment], None],
-                 on_lost: Callable[[int, int, str], None]) -> None:
+                 on_lost: Callable[[int, int, str], None],
+                 on_write_error: Callable[[], None] = lambda: None) -> None:
         self.camera = camera
         self.run_id = run_id
         self.data_dir = data_dir
@@ -125,7 +128,9 @@ class SegmentSink:
         self.audio_codec = audio_codec
         self.on_closed = on_closed
         self.on_lost = on_lost  # (start_us, end_us, detail) of footage the disk refused
+        self.on_write_error = on_write_error  # called at once on every failed write
         self.init = bytearray()  # ftyp + moov, repeated at the head of every file
+        self.anchor_us = 0  # wall-clock time of media time 0
         self._kf_times: dict[int, int] = {}  # wall start of fragment n (n-th video keyframe), pruned
         self._kf_count = 0
         self._last_kf_us = 0
@@ -153,10 +158,15 @@ class SegmentSink:
         self.bytes_written = 0
 
     # -- recorder side ------------------------------------------------------------------------
-    def keyframe(self, wall_us: int, cut: bool) -> None:
+    @property
+    def anchored(self) -> bool:
+        """True once wall-clock times have been written out: `anchor_us` is final."""
+        return self._seen_moof
+
+    def keyframe(self, media_us: int, cut: bool) -> None:
         if cut and self._kf_count:
             self._cuts.add(self._kf_count)
-        self._kf_times[self._kf_count] = self._last_kf_us = wall_us
+        self._kf_times[self._kf_count] = self._last_kf_us = media_us
         self._kf_count += 1
 
     def finish(self, end_us: int) -> None:
@@ -240,7 +250,8 @@ class SegmentSink:
                 self._close_file(self._start_of(self._frag_no + 1))
 
     def _start_of(self, frag_no: int) -> int:
-        return self._kf_times.get(frag_no, self._last_kf_us)
+        """Wall-clock start of fragment `frag_no`."""
+        return self.anchor_us + self._kf_times.get(frag_no, self._last_kf_us)
 
     def _out(self, data: bytes | memoryview) -> None:
         if not self._seen_moof:
@@ -308,6 +319,7 @@ class SegmentSink:
         if not self._discarding:
             log.error("segment write failed; dropping footage until the disk accepts writes again",
                       extra={"camera": self.camera, "error": detail})
+        self.on_write_error()
         if self._lost_from is None:
             self._lost_from = self._start_of(self._frag_no)
             self._lost_detail = f"write failed: {detail}"

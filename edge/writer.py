@@ -34,8 +34,9 @@ class Gap:
     detail: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
 class _Retention:
-    pass
+    emergency: bool = False
 
 
 _STOP = object()
@@ -66,8 +67,9 @@ class CatalogWriter(threading.Thread):
     def add_gap(self, gap: Gap) -> None:
         self._queue.put(gap)
 
-    def request_retention(self) -> None:
-        self._queue.put(_Retention())
+    def request_retention(self, emergency: bool = False) -> None:
+        """Run retention soon; `emergency` after a failed write (see edge/retention.py rule 3)."""
+        self._queue.put(_Retention(emergency))
 
     def pending(self) -> int:
         return self._queue.qsize()
@@ -96,13 +98,13 @@ class CatalogWriter(threading.Thread):
                                                     "seconds": round((item.end_us - item.start_us) / 1e6, 3),
                                                     "detail": item.detail})
                 elif isinstance(item, _Retention):
-                    self._retention()
+                    self._retention(item.emergency)
             except Exception:
                 log.exception("catalog writer failed on an item; it stays on disk for start-up recovery")
 
-    def _retention(self) -> None:
+    def _retention(self, emergency: bool) -> None:
         self._next_retention = time.monotonic() + self.rec.retention_interval_seconds
-        retention.apply(self.catalog, self.rec, self.metrics)
+        retention.apply(self.catalog, self.rec, self.metrics, emergency)
 
     def commit(self, seg: ClosedSegment) -> int:
         """Durability steps 2-4 for one segment; returns its seq."""

@@ -1,0 +1,223 @@
+"""Fixtures: real test cameras (GStreamer RTSP server), a real `vigil-edge` process, real files.
+
+Everything listens on 127.0.0.1 with free ports; every process is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from testcam_helper import TestCam, ensure_media, free_port  # noqa: E402
+
+from edge.catalog import Catalog, SegmentRow  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+TOKEN = "test-token-0123456789"
+FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    cache = Path(os.environ.get("VIGIL_TEST_MEDIA", tmp_path_factory.mktemp("media")))
+    return ensure_media(cache)
+
+
+@pytest.fixture
+def testcams(tmp_path: Path):
+    """Start camera servers: `testcams(["cam=h264file:..."])`; all are stopped afterwards."""
+    started: list[TestCam] = []
+
+    def start(mounts: list[str]) -> TestCam:
+        cam = TestCam.start(tmp_path / f"cams{len(started)}", mounts)
+        started.append(cam)
+        return cam
+
+    yield start
+    for cam in started:
+        cam.stop()
+
+
+class Edge:
+    """A `vigil-edge` process with its own config, data dir and log files."""
+
+    def __init__(self, workdir: Path, cameras: list[dict[str, Any]], recording: dict[str, Any] | None = None,
+                 data_dir: Path | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.data_dir = data_dir or workdir / "data"
+        self.port = free_port()
+        self.config = workdir / "edge.toml"
+        lines = ["[node]", 'id = "test-edge"', f'data_dir = "{self.data_dir}"', "", "[recording]"]
+        for key, value in {"segment_seconds": 10, **(recording or {})}.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines += ["", "[http]", f'listen = "127.0.0.1:{self.port}"', f'token = "{TOKEN}"', ""]
+        for cam in cameras:
+            lines.append("[[cameras]]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in cam.items()]
+            lines.append("")
+        self.config.write_text("\n".join(lines))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self, wait: bool = True) -> Edge:
+        self.runs += 1
+        out = open(self.workdir / f"edge-{self.runs}.out", "wb")
+        err = open(self.workdir / f"edge-{self.runs}.err", "wb")
+        self.proc = subprocess.Popen([str(VENV_BIN / "vigil-edge"), "--config", str(self.config)],
+                                     stdout=out, stderr=err)
+        if wait:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, f"vigil-edge exited: {self.stderr()}"
+                try:
+                    self.get("/healthz", token=False)
+                    return self
+                except OSError:
+                    time.sleep(0.1)
+            raise AssertionError("vigil-edge did not become healthy in 30 s")
+        return self
+
+    def stop(self, timeout: float = 15) -> float:
+        """SIGTERM; returns how long the process took to exit."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"vigil-edge ignored SIGTERM for {timeout} s") from None
+        return time.monotonic() - t0
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def get(self, path: str, token: bool = True, headers: dict[str, str] | None = None) -> Any:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
+        if token:
+            req.add_header("Authorization", f"Bearer {TOKEN}")
+        return urllib.request.urlopen(req, timeout=10)
+
+    def get_json(self, path: str) -> Any:
+        with self.get(path) as resp:
+            return json.load(resp)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for f in sorted(self.workdir.glob("edge-*.out")):
+            for line in f.read_text().splitlines():
+                lines.append(json.loads(line))
+        return lines
+
+    def raw_output(self) -> str:
+        return "".join(f.read_text() for f in sorted(self.workdir.glob("edge-*.*")))
+
+    def stderr(self) -> str:
+        return "".join(f.read_text() for f in sorted(self.workdir.glob("edge-*.err")))
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.data_dir, readonly=True)
+
+    def segments(self, camera: str) -> list[SegmentRow]:
+        c = self.catalog()
+        try:
+            return c.camera_segments(camera)
+        finally:
+            c.close()
+
+    def wait_segments(self, camera: str, count: int, timeout: float) -> list[SegmentRow]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.data_dir / "catalog.db").exists():
+                rows = self.segments(camera)
+                if len(rows) >= count:
+                    return rows
+            time.sleep(0.25)
+        raise AssertionError(f"{camera}: fewer than {count} segments after {timeout} s")
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.data_dir.rglob("*.part"))
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def edge_factory(tmp_path: Path):
+    edges: list[Edge] = []
+
+    def make(cameras: list[dict[str, Any]], recording: dict[str, Any] | None = None, name: str = "edge",
+             data_dir: Path | None = None) -> Edge:
+        e = Edge(tmp_path / name, cameras, recording, data_dir)
+        edges.append(e)
+        return e
+
+    yield make
+    for e in edges:
+        e.close()
+
+
+# -- checks shared by the tests -----------------------------------------------------------------
+
+def decode_errors(path: Path) -> str:
+    """What `ffmpeg -v error -i FILE -f null -` prints: empty for a clean file."""
+    result = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                            capture_output=True, text=True, timeout=120)
+    return (result.stderr + ("" if result.returncode == 0 else f"exit {result.returncode}")).strip()
+
+
+def video_packets(path: Path) -> tuple[bool, float, float, int]:
+    """(first packet is a keyframe, first dts s, end of last packet s, video packets) of a file."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        tb = float(v.time_base)
+        first_key = None
+        first = last_end = 0.0
+        n = 0
+        for pkt in c.demux(v):
+            if pkt.size == 0 or pkt.dts is None:
+                continue
+            if first_key is None:
+                first_key, first = pkt.is_keyframe, pkt.dts * tb
+            last_end = (pkt.dts + (pkt.duration or 0)) * tb
+            n += 1
+    return bool(first_key), first, last_end, n
+
+
+def check_row_matches_file(data_dir: Path, row: SegmentRow) -> None:
+    """Bytes, sha256, and a fragment index whose every offset points at a moof box."""
+    import hashlib
+    path = data_dir / row.path
+    blob = path.read_bytes()
+    assert len(blob) == row.bytes, f"{row.path}: {len(blob)} bytes on disk, {row.bytes} in the catalog"
+    assert hashlib.sha256(blob).hexdigest() == row.sha256, f"{row.path}: sha256 differs from the catalog"
+    assert blob[4:8] == b"ftyp" and row.init_bytes > 0
+    expected_offset = row.init_bytes
+    for offset, size, start_us, duration_us in row.fragments.tolist():
+        assert offset == expected_offset, f"{row.path}: fragments not contiguous at {offset}"
+        assert blob[offset + 4: offset + 8] == b"moof", f"{row.path}: offset {offset} is not a moof"
+        mdat_at = offset + int.from_bytes(blob[offset:offset + 4], "big")
+        assert blob[mdat_at + 4: mdat_at + 8] == b"mdat"
+        assert row.start_us <= start_us <= row.end_us and duration_us >= 0
+        expected_offset = offset + size
+    assert expected_offset == row.bytes, f"{row.path}: fragment index does not reach the end of the file"
+    assert row.fragments[0][2] == row.start_us
+    assert row.fragments[-1][2] + row.fragments[-1][3] == row.end_us
