@@ -64,6 +64,7 @@ class EdgeNode:
         self.catalog = Catalog(data_dir)
         self.writer = CatalogWriter(self.catalog, cfg.recording, self.metrics)
         recover_stray_files(self.catalog, self.writer)
+        self.writer.ensure_reserve()
         last_end = self.catalog.last_end_us()
         run_ids = itertools.count(self.catalog.max_run_id() + 1)
         self.writer.start()

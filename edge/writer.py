@@ -4,6 +4,12 @@ Camera threads hand it closed segments and gaps through a queue and never wait f
 segment it performs durability steps 2-4 (docs/design/segments.md): fsync the file, rename it
 from `.part`, fsync the folder, insert the row. Between items, and whenever a camera reports a
 failed write, it runs retention (`edge/retention.py`).
+
+A full disk must not stop the catalog either: SQLite needs a little space to write its WAL,
+even to delete rows. The writer keeps a reserve file (`RESERVE_NAME`, about 1 % of the disk,
+256 KiB to 64 MiB) that it removes when SQLite reports the disk full, so retention can run in
+its normal crash-safe order; rows that could not be written wait in a backlog and are retried.
+The reserve is put back once retention has made room.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import dataclasses
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -23,6 +30,7 @@ from edge.metrics import EdgeMetrics
 from edge.segments import PART_SUFFIX, SEGMENTS_DIR, ClosedSegment, recover_file
 
 log = logging.getLogger(__name__)
+RESERVE_NAME = ".disk-reserve"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +67,8 @@ class CatalogWriter(threading.Thread):
         self.metrics = metrics
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._next_retention = 0.0
+        self._backlog: list[ClosedSegment | Gap] = []  # durable files and gaps awaiting their rows
+        self.reserve = self.data_dir / RESERVE_NAME
 
     # -- called from any thread (never blocks) ---------------------------------------------------
     def add_segment(self, seg: ClosedSegment) -> None:
@@ -83,31 +93,74 @@ class CatalogWriter(threading.Thread):
     def run(self) -> None:
         while True:
             wait = max(0.0, self._next_retention - time.monotonic())
+            if self._backlog:
+                wait = min(wait, 1.0)
             try:
                 item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
-                item = _Retention()
+                item = _Retention(emergency=bool(self._backlog))
             if item is _STOP:
+                self._drain_backlog()
                 return
             try:
                 if isinstance(item, ClosedSegment):
-                    self.commit(item)
+                    self._record(self.make_durable(item))
                 elif isinstance(item, Gap):
-                    self.catalog.add_gap(item.camera, item.start_us, item.end_us, item.reason, item.detail)
-                    log.info("gap recorded", extra={"camera": item.camera, "reason": item.reason,
-                                                    "seconds": round((item.end_us - item.start_us) / 1e6, 3),
-                                                    "detail": item.detail})
+                    self._record(item)
                 elif isinstance(item, _Retention):
                     self._retention(item.emergency)
+                    self._drain_backlog()
             except Exception:
-                log.exception("catalog writer failed on an item; it stays on disk for start-up recovery")
+                log.exception("catalog writer failed on an item; a stray file is recovered at start-up")
 
     def _retention(self, emergency: bool) -> None:
         self._next_retention = time.monotonic() + self.rec.retention_interval_seconds
-        retention.apply(self.catalog, self.rec, self.metrics, emergency)
+        try:
+            retention.apply(self.catalog, self.rec, self.metrics, emergency)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc) or not self.release_reserve():
+                raise
+            retention.apply(self.catalog, self.rec, self.metrics, emergency=True)
+        self.ensure_reserve()
 
-    def commit(self, seg: ClosedSegment) -> int:
-        """Durability steps 2-4 for one segment; returns its seq."""
+    def _record(self, item: ClosedSegment | Gap) -> None:
+        """Write one row; on a full disk keep it in the backlog and make room."""
+        try:
+            self._insert(item)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            log.error("catalog cannot be written: disk full; making room", extra={"camera": item.camera})
+            self._backlog.append(item)
+            self.release_reserve()
+            self._retention(emergency=True)
+            self._drain_backlog()
+
+    def _drain_backlog(self) -> None:
+        while self._backlog:
+            try:
+                self._insert(self._backlog[0])
+            except sqlite3.OperationalError as exc:
+                if _is_disk_full(exc):
+                    return
+                raise
+            self._backlog.pop(0)
+
+    def _insert(self, item: ClosedSegment | Gap) -> None:
+        if isinstance(item, Gap):
+            self.catalog.add_gap(item.camera, item.start_us, item.end_us, item.reason, item.detail)
+            log.info("gap recorded", extra={"camera": item.camera, "reason": item.reason,
+                                            "seconds": round((item.end_us - item.start_us) / 1e6, 3),
+                                            "detail": item.detail})
+            return
+        seq = self.catalog.insert_segment(item)
+        log.info("segment closed", extra={
+            "camera": item.camera, "seq": seq, "run": item.run_id, "bytes": item.bytes,
+            "seconds": round((item.end_us - item.start_us) / 1e6, 3), "fragments": len(item.fragments),
+            "recovered": item.recovered})
+
+    def make_durable(self, seg: ClosedSegment) -> ClosedSegment:
+        """Durability steps 2-3: fsync the file, rename it to its final name, fsync the folder."""
         t0 = time.perf_counter()
         if seg.fd is not None:
             try:
@@ -118,13 +171,42 @@ class CatalogWriter(threading.Thread):
         if final != seg.part_path:
             os.rename(seg.part_path, final)
         fsync_dir(final.parent)
-        seq = self.catalog.insert_segment(seg)
         self.metrics.commit_seconds.observe(time.perf_counter() - t0)
-        log.info("segment closed", extra={
-            "camera": seg.camera, "seq": seq, "run": seg.run_id, "bytes": seg.bytes,
-            "seconds": round((seg.end_us - seg.start_us) / 1e6, 3), "fragments": len(seg.fragments),
-            "recovered": seg.recovered})
-        return seq
+        return dataclasses.replace(seg, part_path=final, fd=None)
+
+    def commit(self, seg: ClosedSegment) -> None:
+        """Durability steps 2-4 for one segment, in the calling thread (start-up recovery)."""
+        self._insert(self.make_durable(seg))
+
+    # -- the disk reserve ----------------------------------------------------------------------
+    def reserve_bytes(self) -> int:
+        total = retention.disk_usage(self.data_dir).total_bytes
+        return min(64 << 20, max(256 << 10, total // 100))
+
+    def ensure_reserve(self) -> None:
+        """(Re)create the reserve file when there is room for it beyond the free-space target."""
+        if self.reserve.exists():
+            return
+        size = self.reserve_bytes()
+        usage = retention.disk_usage(self.data_dir)
+        if usage.free_bytes < 2 * size:
+            return
+        try:
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+
+    def release_reserve(self) -> bool:
+        if not self.reserve.exists():
+            return False
+        self.reserve.unlink()
+        log.warning("released the disk reserve so the catalog can be written")
+        return True
 
 
 def recover_stray_files(catalog: Catalog, writer: CatalogWriter) -> int:
@@ -161,3 +243,7 @@ def recover_stray_files(catalog: Catalog, writer: CatalogWriter) -> int:
         writer.metrics.recovered.inc(recovered)
         log.warning("recovered segments left by an unclean stop", extra={"segments": recovered})
     return recovered
+
+
+def _is_disk_full(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
