@@ -476,5 +476,5 @@ def _frame_ticks(stream: Any) -> int:
 def _close_quietly(container: Any) -> None:
     try:
         container.close()  # sends TEARDOWN; blocks for the timeout on a hung camera
-    except Exception:  # noqa: S110 - nothing useful to do about a failed TEARDOWN
+    except Exception:
         pass

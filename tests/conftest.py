@@ -19,9 +19,9 @@ import av
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from testcam_helper import TestCam, ensure_media, free_port  # noqa: E402
+from testcam_helper import TestCam, ensure_media, free_port
 
-from edge.catalog import Catalog, SegmentRow  # noqa: E402
+from edge.catalog import Catalog, SegmentRow
 
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "test-token-0123456789"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from conftest import check_row_matches_file, decode_errors
 
 pytestmark = pytest.mark.slow

@@ -14,11 +14,9 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
-from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import FRAME_US, TOKEN, Edge, check_row_matches_file, decode_errors, video_packets
 from testcam_helper import TestCam, ensure_media, free_port
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import check_row_matches_file, decode_errors
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import av
 import pytest
-
 from conftest import decode_errors, video_packets
+
 from edge.camera import MOVFLAGS
 from edge.segments import ClosedSegment, SegmentSink, final_path_of, parse_name, recover_file
 
@@ -70,7 +70,7 @@ def test_sink_splits_into_self_contained_continuous_files(clip: Path, tmp_path: 
         data = seg.part_path.read_bytes()
         import hashlib
         assert len(data) == seg.bytes and hashlib.sha256(data).hexdigest() == seg.sha256
-        for offset, size, _start, _duration in seg.fragments.tolist():
+        for offset, _size, _start, _duration in seg.fragments.tolist():
             assert data[offset + 4:offset + 8] == b"moof"
         assert seg.fragments[:, 1].sum() + seg.init_bytes == seg.bytes
     assert segments[0].end_us == segments[1].start_us
