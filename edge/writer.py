@@ -124,27 +124,32 @@ class CatalogWriter(threading.Thread):
         self.ensure_reserve()
 
     def _record(self, item: ClosedSegment | Gap) -> None:
-        """Write one row; on a full disk keep it in the backlog and make room."""
-        try:
-            self._insert(item)
-        except sqlite3.OperationalError as exc:
-            if not _is_disk_full(exc):
-                raise
-            log.error("catalog cannot be written: disk full; making room", extra={"camera": item.camera})
-            self._backlog.append(item)
+        """Write one row, after any rows still waiting; a row that cannot be written waits."""
+        self._backlog.append(item)
+        error = self._drain_backlog()
+        if error is None:
+            return
+        log.error("catalog cannot be written; rows wait and are retried", extra={
+            "camera": item.camera, "error": str(error), "waiting": len(self._backlog)})
+        if _is_disk_full(error):
             self.release_reserve()
-            self._retention(emergency=True)
+            try:
+                self._retention(emergency=True)
+            except sqlite3.OperationalError:
+                return
             self._drain_backlog()
 
-    def _drain_backlog(self) -> None:
+    def _drain_backlog(self) -> sqlite3.OperationalError | None:
+        """Insert waiting rows in order; stop at the first that fails (locked or full database)."""
         while self._backlog:
             try:
                 self._insert(self._backlog[0])
             except sqlite3.OperationalError as exc:
-                if _is_disk_full(exc):
-                    return
-                raise
+                return exc
+            except Exception:  # a row SQLite refuses for good must not block the ones behind it
+                log.exception("catalog refused a row; dropped it", extra={"camera": self._backlog[0].camera})
             self._backlog.pop(0)
+        return None
 
     def _insert(self, item: ClosedSegment | Gap) -> None:
         if isinstance(item, Gap):

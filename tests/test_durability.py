@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -75,3 +76,35 @@ def test_sigterm_with_a_hung_camera_closes_segments_within_5s(testcams, edge_fac
         assert decode_errors(edge.data_dir / rows[0].path) == ""
         assert rows[0].end_us - rows[0].start_us >= 3_000_000
     hung.resume()
+
+
+def test_recording_never_waits_for_a_locked_catalog(testcams, edge_factory, media) -> None:
+    """Another process holds the catalog's write lock for 12 s: recording goes on, rows follow."""
+    import sqlite3
+
+    cams = testcams([f"cam=h264file:{media['h264']}"])
+    edge = edge_factory([{"id": "cam", "url": cams.url("cam")}], {"segment_seconds": 2})
+    edge.start()
+    edge.wait_segments("cam", 2, timeout=30)
+    lock = sqlite3.connect(edge.data_dir / "catalog.db", timeout=10, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    locked_at = time.time()
+    time.sleep(12)
+    # closed segments wait as .part files until the writer can rename and insert them
+    files_while_locked = len([p for p in (edge.data_dir / "segments").rglob("*") if p.is_file()])
+    lock.execute("ROLLBACK")
+    lock.close()
+    time.sleep(5)
+    with edge.get("/metrics") as resp:
+        metrics = resp.read().decode()
+    edge.stop()
+    rows = edge.segments("cam")
+    assert files_while_locked >= 2 + 5, "segment files stopped while the catalog was locked"
+    during = [r for r in rows if locked_at * 1e6 < r.start_us < (locked_at + 12) * 1e6]
+    assert len(during) >= 4, "rows for the locked period are missing"
+    on_disk = sorted(p.relative_to(edge.data_dir).as_posix() for p in (edge.data_dir / "segments").rglob("*.mp4"))
+    assert on_disk == sorted(r.path for r in rows)
+    for a, b in itertools.pairwise(rows):
+        assert abs(b.start_us - a.end_us) <= 1_000_000 // 15, "hole in the recording"
+    gap_line = next(m for m in metrics.splitlines() if m.startswith('vigil_edge_packet_gap_max_seconds{camera="cam"}'))
+    assert float(gap_line.split()[-1]) < 1.0, gap_line
