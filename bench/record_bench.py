@@ -20,9 +20,11 @@ PID in a `finally`; it never signals anything else.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -230,9 +232,11 @@ class Recorder:
 class VigilRecorder(Recorder):
     name = "vigil"
 
-    def __init__(self, k: int, urls: list[str], workdir: Path, segment_seconds: int) -> None:
+    def __init__(self, k: int, urls: list[str], workdir: Path, segment_seconds: int,
+                 command: list[str] | None = None) -> None:
         self.k = k
         self.workdir = workdir
+        self.command = command or [str(VIGIL_EDGE)]
         self.data_dir = workdir / "data"
         self.port = free_port()
         self.cameras = [f"cam-{i + 1:03d}" for i in range(k)]
@@ -252,7 +256,7 @@ class VigilRecorder(Recorder):
         """Start vigil-edge and wait until every camera is recording; returns seconds it took."""
         t0 = time.monotonic()
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([str(VIGIL_EDGE), "--config", str(self.config)],
+            self.proc = subprocess.Popen([*self.command, "--config", str(self.config)],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          cwd=self.workdir)
         deadline = t0 + ready_timeout
@@ -432,6 +436,9 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
                   ready_timeout: float) -> dict[str, Any]:
     k = rec.k
     res: dict[str, Any] = {"tool": rec.name}
+    if isinstance(rec, VigilRecorder):
+        res["code_version"] = code_version()
+        res["command"] = " ".join(rec.command)
     try:
         res["ready_after_s"] = round(rec.start(ready_timeout), 2)  # type: ignore[attr-defined]
         time.sleep(settle)
@@ -443,7 +450,8 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
             nbytes, nfiles = rec.recorded_bytes()
             s = {"t": time.monotonic(), "wall": time.time(), "cpu": cpu, "alive": alive, "rss": rss,
                  "pss": pss, "bytes": nbytes, "files": nfiles,
-                 "testcam_cpu": proc_cpu_s(testcam.pid) or 0.0, "machine": machine_cpu(), **rec.poll()}
+                 "testcam_cpu": proc_cpu_s(testcam.pid) or 0.0, "machine": machine_cpu(),
+                 "self_cpu": proc_cpu_s(os.getpid()) or 0.0, **rec.poll()}
             if isinstance(rec, FfmpegRecorder):
                 s["stderr_lines"] = rec.stderr_lines()
             polls.append(s)
@@ -467,7 +475,10 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
     cam_hours = k * window / 3600
     cpu = s1["cpu"] - s0["cpu"]
     busy = (s1["machine"][0] - s0["machine"][0]) / max(1.0, s1["machine"][1] - s0["machine"][1])
+    busy_s = (s1["machine"][0] - s0["machine"][0]) / CLK_TCK
     tc_cpu = s1["testcam_cpu"] - s0["testcam_cpu"]
+    self_cpu = s1["self_cpu"] - s0["self_cpu"]
+    other_cpu = busy_s - cpu - tc_cpu - self_cpu
     nbytes = s1["bytes"] - s0["bytes"]
     res.update({
         "window_s": round(window, 2),
@@ -488,6 +499,10 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
         "testcam_cpu_s_per_camera_hour": round(tc_cpu / cam_hours, 3),
         "testcam_cpu_percent_of_core": round(100 * tc_cpu / window, 1),
         "machine_busy_percent": round(100 * busy, 1),  # of all cores together
+        "bench_cpu_percent_of_core": round(100 * self_cpu / window, 1),
+        # busy machine time nobody above accounts for: kernel threads (page-cache writeback of the
+        # files, softirqs), other processes
+        "other_cpu_percent_of_core": round(100 * other_cpu / window, 1),
     })
 
     if isinstance(rec, VigilRecorder):
@@ -507,7 +522,7 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
         hrose = {c: hnd1.get(c, 0.0) for c in rec.cameras if hnd1.get(c, 0.0) > hnd0.get(c, 0.0)}
         # when did a camera's gap max rise above the stall threshold (between which polls)
         stall_events = []
-        for prev, cur in zip(polls, polls[1:]):
+        for prev, cur in itertools.pairwise(polls):
             g_prev = prev["metrics"].get("vigil_edge_packet_gap_max_seconds", {})
             g_cur = cur["metrics"].get("vigil_edge_packet_gap_max_seconds", {})
             for c in rec.cameras:
@@ -515,6 +530,13 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
                     stall_events.append({"camera": c, "gap_s": round(g_cur[c], 3),
                                          "between_s": [round(prev["t"] - s0["t"], 1),
                                                        round(cur["t"] - s0["t"], 1)]})
+        timeline = []  # per poll interval: cameras with a new gap max, and the highest new value
+        for prev, cur in itertools.pairwise(polls):
+            g_prev = prev["metrics"].get("vigil_edge_packet_gap_max_seconds", {})
+            g_cur = cur["metrics"].get("vigil_edge_packet_gap_max_seconds", {})
+            new = [g_cur[c] for c in rec.cameras if g_cur.get(c, 0.0) > g_prev.get(c, 0.0)]
+            timeline.append({"between_s": [round(prev["t"] - s0["t"], 1), round(cur["t"] - s0["t"], 1)],
+                             "cameras": len(new), "max_s": round(max(new, default=0.0), 3)})
         up_end = m1.get("vigil_edge_camera_up", {})
         res.update({
             "rss_mib_per_camera_marginal": None,  # filled in by the caller (needs the baseline)
@@ -539,6 +561,7 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
             "handling_max_at_window_start_s": round(max(hnd0.values(), default=0.0), 4),
             "handling_max_risen_in_window_s": round(max(hrose.values(), default=0.0), 4),
             "stall_events": stall_events,
+            "gap_timeline": timeline,
             "writer_queue_max": int(max(p["metrics"].get("vigil_edge_writer_queue", {}).get("", 0) for p in polls)),
             "exit_status": rec.exit_status,
             "log": rec.log_levels(),
@@ -561,6 +584,20 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
         checks.append({"file": str(f), "bytes": f.stat().st_size, "decode_error_lines": n, "first_errors": text})
     res["decode_checks"] = checks
     return res
+
+
+def code_version() -> str:
+    """The commit of the recorder code a phase runs, '+dirty' with the changed files under edge/ shared/
+    (the code can change between phases when someone edits the repo during a run)."""
+    try:
+        head = subprocess.run(["git", "--no-optional-locks", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(REPO), "status", "--porcelain", "--",
+                                "edge", "shared"], capture_output=True, text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    files = [ln[3:] for ln in dirty if ln.strip()]
+    return head + (f"+dirty({', '.join(files)})" if files else "")
 
 
 # -- baseline -------------------------------------------------------------------------------------
@@ -612,6 +649,7 @@ def print_k(r: dict[str, Any], seg_s: int) -> None:
     print(f"=== K = {k} cameras, 1080p15 H.264 ≈4 Mbit/s, segments {seg_s} s, "
           f"window {v['window_s']:.1f} s (vigil) / {f['window_s']:.1f} s (ffmpeg), "
           f"order: {' then '.join(r['order'])} ===")
+    print(f"vigil code: {v.get('code_version')}; command: {v.get('command')}")
     rows = [
         ("ready after start (s)", v["ready_after_s"], f["ready_after_s"], None),
         ("processes alive start/end", f"{v['alive_at_start']}/{v['alive_at_end']}",
@@ -640,9 +678,9 @@ def print_k(r: dict[str, Any], seg_s: int) -> None:
         ("timestamp discontinuities", v["timestamp_discontinuities"], "-", None),
         ("segments completed in window", v["segments_completed"], "-", None),
         ("max packet gap s (all cameras)", v["gap_max_s"], "-", None),
-        ("  at window start / risen in win", f"{v['gap_max_at_window_start_s']} / "
-                                            f"{v['gap_max_risen_in_window_s']} ({v['gap_cameras_risen_in_window']} cams)",
-         "-", None),
+        ("  at window start / risen in win",
+         f"{v['gap_max_at_window_start_s']} / {v['gap_max_risen_in_window_s']} "
+         f"({v['gap_cameras_risen_in_window']} cams)", "-", None),
         ("  median of per-camera max", v["gap_median_s"], "-", None),
         ("max packet handling s", v["handling_max_s"], "-", None),
         ("  at window start / risen in win", f"{v['handling_max_at_window_start_s']} / "
@@ -654,7 +692,11 @@ def print_k(r: dict[str, Any], seg_s: int) -> None:
         ("testcam server CPU-s/camera-hour", v["testcam_cpu_s_per_camera_hour"], f["testcam_cpu_s_per_camera_hour"],
          None),
         ("testcam server CPU % of one core", v["testcam_cpu_percent_of_core"], f["testcam_cpu_percent_of_core"], None),
-        ("machine busy % (all 2 cores)", v["machine_busy_percent"], f["machine_busy_percent"], None),
+        ("this benchmark's own CPU % of one core", v["bench_cpu_percent_of_core"], f["bench_cpu_percent_of_core"],
+         None),
+        ("other CPU % of one core (kernel, ...)", v["other_cpu_percent_of_core"], f["other_cpu_percent_of_core"],
+         None),
+        ("machine busy % (all cores)", v["machine_busy_percent"], f["machine_busy_percent"], None),
     ]
     w0 = max(len(row[0]) for row in rows)
     print(f"{'':<{w0}}  {'vigil':>22}  {'ffmpeg':>22}  {'vigil/ffmpeg':>12}")
@@ -666,6 +708,10 @@ def print_k(r: dict[str, Any], seg_s: int) -> None:
         ev = ", ".join(f"{e['camera']} {e['gap_s']} s in [{e['between_s'][0]}, {e['between_s'][1]}] s"
                        for e in v["stall_events"][:10])
         print(f"stall events in window (gap ≥ {TARGET_GAP_S} s): {len(v['stall_events'])}: {ev}")
+    notable = [t for t in v["gap_timeline"] if t["max_s"] >= 0.15]
+    if notable:
+        print("new per-camera gap maxima ≥ 0.15 s, by poll interval (s into the window): " + ", ".join(
+            f"[{t['between_s'][0]}-{t['between_s'][1]}] {t['cameras']} cams up to {t['max_s']} s" for t in notable))
     msgs = v["log"].get("messages", {})
     if msgs:
         print("vigil log warnings/errors: " + "; ".join(f"{m} ×{n}" for m, n in msgs.items()))
@@ -697,6 +743,11 @@ def evaluate(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
          v["gap_max_s"] < TARGET_GAP_S,
          f"max {v['gap_max_s']} s ({v['gap_max_camera']}); within the window the max rose to "
          f"{v['gap_max_risen_in_window_s'] or 'no new max'} s"),
+        ("(extra) keeps up with real time: recorded bytes ≥ 0.9 × ffmpeg's and no clock-drift re-anchors",
+         (r["ratios"]["bytes"] or 0) >= 0.9 and v["timestamp_discontinuities"] == 0,
+         f"bytes ratio {r['ratios']['bytes']} ({v['recorded_mbit_s_per_camera']} vs "
+         f"{r['ffmpeg']['recorded_mbit_s_per_camera']} Mbit/s per camera), "
+         f"{v['timestamp_discontinuities']} timestamp discontinuities/drift re-anchors in the window"),
     ]
 
 
@@ -719,7 +770,8 @@ def run_k(k: int, order: list[str], args: argparse.Namespace, media: Path, root:
                 time.sleep(args.pause)
             rec: Recorder
             if tool == "vigil":
-                rec = VigilRecorder(k, urls, kdir / "vigil", args.segment_seconds)
+                rec = VigilRecorder(k, urls, kdir / "vigil", args.segment_seconds,
+                                    shlex.split(args.vigil_command) if args.vigil_command else None)
             else:
                 rec = FfmpegRecorder(k, urls, kdir / "ffmpeg", args.segment_seconds)
             print(f"[K={k}] phase {tool}: starting {'vigil-edge' if tool == 'vigil' else f'{k} ffmpeg processes'}, "
@@ -756,7 +808,7 @@ def print_summary(results: list[dict[str, Any]]) -> None:
     print("=== summary (per camera; ratio = vigil/ffmpeg) ===")
     hdr = (f"{'K':>3}  {'CPU-s/cam-h v':>13} {'ffmpeg':>8} {'ratio':>6}  {'RSS MiB/cam v*':>14} {'v/K':>6} "
            f"{'ffmpeg':>7} {'ratio*':>6}  {'PSS MiB/cam v*':>14} {'ffmpeg':>7} {'ratio*':>6}  {'dropped':>7} "
-           f"{'gap max s':>9} {'testcam %core':>13}")
+           f"{'gap max s':>9} {'bytes v/f':>9} {'testcam %core':>13}")
     print(hdr)
     for r in results:
         v, f, q = r["vigil"], r["ffmpeg"], r["ratios"]
@@ -765,13 +817,14 @@ def print_summary(results: list[dict[str, Any]]) -> None:
               f"{f['rss_mib_per_camera']:>7.2f} {fmt(q['rss_marginal'], 3):>6}  "
               f"{v['pss_mib_per_camera_marginal']:>14.2f} {f['pss_mib_per_camera']:>7.2f} "
               f"{fmt(q['pss_marginal'], 3):>6}  {v['dropped_packets']:>7} {v['gap_max_s']:>9.3f} "
+              f"{fmt(q['bytes'], 3):>9} "
               f"{v['testcam_cpu_percent_of_core']:>6.1f}/{f['testcam_cpu_percent_of_core']:<6.1f}")
     print("* vigil marginal = (process − idle interpreter with edge imported)/K; v/K = total/K. "
           "testcam %core: during vigil / during ffmpeg.")
     for r in results:
         if r["k"] == TARGET_K:
             verdict = "ALL PASS" if all(ok for _, ok, _ in r["targets"]) else "SOME FAIL"
-            print(f"targets at K = {TARGET_K}: {verdict} "
+            print(f"targets at K = {TARGET_K} (and the extra real-time check): {verdict}: "
                   + "; ".join(f"{'PASS' if ok else 'FAIL'} {n}" for n, ok, _ in r["targets"]))
 
 
@@ -793,6 +846,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pause", type=float, default=3.0, help="seconds between the two phases (default 3)")
     ap.add_argument("--ready-timeout", type=float, default=0,
                     help="seconds for all cameras to start recording (default 30 + 0.5 × K)")
+    ap.add_argument("--vigil-command", default="",
+                    help="command that runs the edge instead of .venv/bin/vigil-edge (for A/B experiments); "
+                         "'--config FILE' is appended")
     ap.add_argument("--keep-recordings", action="store_true",
                     help="keep the segment files (default: deleted after each phase's checks; logs are kept)")
     args = ap.parse_args(argv)

@@ -7,9 +7,11 @@ through a queue (`edge/writer.py`).
 Time (see docs/design/time.md):
 * A *run* is an uninterrupted stretch of the stream with one MP4 muxer. Timestamps are rebased
   once per run so the first video keyframe is at 0, and stay continuous across its files.
-* Wall-clock time of a packet = run anchor (arrival time of the run's first keyframe, UTC)
-  + (dts - first dts). At every keyframe the drift against the edge clock is checked; beyond
-  `recording.max_drift_seconds` a new run starts, anchored at the edge clock again.
+* Wall-clock time of a packet = run anchor (arrival time of the run's first keyframe, UTC,
+  refined to the earliest implied arrival) + (dts - first dts). A keyframe stamped more than
+  `recording.max_drift_seconds` in the future, or a whole segment whose most punctual keyframe
+  arrived that late, starts a new run anchored at the edge clock again (lateness alone may be
+  this process falling behind, not the camera's clock).
 * Non-monotonic or jumping timestamps end the run; the next keyframe starts a new one, and the
   packets in between are counted as dropped and recorded as a `timestamp_jump` gap.
 * A segment ends at the first keyframe at or after each wall-clock multiple of
@@ -44,6 +46,7 @@ VIDEO_CODECS = {"h264", "hevc"}
 AUDIO_CODECS = {"aac", "opus"}  # what MP4 carries and browsers play; anything else is dropped
 MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof+skip_trailer"
 TIMESTAMP_JUMP_S = 5.0
+AVIO_BUFFER = 256 * 1024  # fewer, larger writes into the SegmentSink: less Python per byte
 HEALTHY_SESSION_S = 10.0  # a session that recorded this long reconnects at once, without backoff
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -107,7 +110,8 @@ class Run:
             camera=camera, run_id=run_id, data_dir=data_dir, video_codec=video.codec_context.name,
             audio_codec=audio.codec_context.name if audio is not None else None,
             on_closed=on_closed, on_lost=on_lost, on_write_error=on_write_error)
-        self.out = av.open(self.sink, "w", format="mp4", options={"movflags": MOVFLAGS})
+        self.out = av.open(self.sink, "w", format="mp4", options={"movflags": MOVFLAGS},
+                           buffer_size=AVIO_BUFFER)
         self.streams: dict[int, Any] = {video.index: self.out.add_stream_from_template(video)}
         if audio is not None:
             self.streams[audio.index] = self.out.add_stream_from_template(audio)
@@ -122,6 +126,7 @@ class Run:
         self.sink.anchor_us = anchor_us
         self.floor_us = floor_us  # the anchor never moves before the camera's previous footage
         self.segment_start = 0  # media µs of the current segment's first keyframe
+        self.min_late_us = 0  # smallest (arrival - wall) of a keyframe in the current segment
         self.last_video = 0  # media µs of the newest video packet
         self.frame_us = 0
         self.packets = 0
@@ -153,12 +158,21 @@ class Run:
                 sink.anchor_us = max(arrival_us - media, self.floor_us)
             if pkt.is_keyframe:
                 wall = sink.anchor_us + media
-                if sink.anchored and abs(wall - arrival_us) > self.max_drift_us:
+                late = arrival_us - wall
+                if late < self.min_late_us:
+                    self.min_late_us = late
+                # A frame stamped in the future means the camera clock runs fast. Frames arriving
+                # late may only mean this process fell behind, so a slow camera clock is declared
+                # only when even the most punctual keyframe of a whole segment was late.
+                if sink.anchored and -late > self.max_drift_us:
                     return "clock_drift"
                 seg_start_wall = sink.anchor_us + self.segment_start
                 cut = self.packets > 0 and wall // self.seg_us > seg_start_wall // self.seg_us
                 if cut:
+                    if sink.anchored and self.min_late_us > self.max_drift_us:
+                        return "clock_drift"
                     self.segment_start = media
+                    self.min_late_us = late
                 sink.keyframe(media, cut)
             elif media - self.segment_start > self.cap_us:
                 return "gop_too_long"
@@ -212,6 +226,7 @@ class CameraRecorder(threading.Thread):
         self._warned_audio: set[str] = set()
         self._audio: Any = None
         self._run_gap: tuple[int, str, str] | None = None
+        self._jump_ticks: dict[int, int] = {}
         self._session_packets = 0
         self._extra = {"camera": cam.id}
         t = str(int(cam.timeout_seconds * 1_000_000))
@@ -274,8 +289,11 @@ class CameraRecorder(threading.Thread):
         self._set_status("connecting", video_codec=self.status.video_codec,
                          audio_codec=self.status.audio_codec)
         try:
-            inp = av.open(self.cam.url, options=self._options,
-                          timeout=(self.cam.timeout_seconds, self.cam.timeout_seconds))
+            # No PyAV `timeout=`: it installs an interrupt callback that takes the GIL on every
+            # socket poll, which at 64 cameras costs 3x the CPU and makes the recorder fall
+            # behind (bench/README.md). FFmpeg's own socket timeout (`timeout` in the options)
+            # ends a silent camera's reads and an unanswered open.
+            inp = av.open(self.cam.url, options=self._options)
         except (av.error.FFmpegError, OSError) as exc:
             self._fail(classify_open_error(exc))
         started = time.monotonic()
@@ -338,6 +356,7 @@ class CameraRecorder(threading.Thread):
         seen: set[int] = set()
         last_dts: dict[int, int] = {}
         default_ticks = {s.index: _frame_ticks(s) for s in streams}
+        self._jump_ticks = {s.index: int(TIMESTAMP_JUMP_S / s.time_base) for s in streams}
         try:
             for pkt in inp.demux(*streams):
                 if self.stop.is_set():
@@ -391,12 +410,12 @@ class CameraRecorder(threading.Thread):
         prev = last_dts.get(index)
         if prev is not None:
             step = pkt.dts - prev
-            if step <= 0 or step * pkt.time_base > TIMESTAMP_JUMP_S:
+            if step <= 0 or step > self._jump_ticks[index]:
                 kind = "non_monotonic" if step <= 0 else "jump"
-                self.metrics.timestamp_discontinuities.inc()
                 if not is_video and step <= 0:
                     self.metrics.invalid_packets.inc()
                     return None
+                self.metrics.timestamp_discontinuities.inc()
                 log.warning("timestamps broke; starting a new run at the next keyframe",
                             extra={**self._extra, "kind": kind, "stream": pkt.stream.type,
                                    "step_s": float(step * pkt.time_base)})

@@ -80,7 +80,9 @@ class CameraConfig:
                            doc="RTSP transport")
     enabled: bool = field(True, doc="false keeps the camera configured but not recorded")
     timeout_seconds: float = field(5.0, check=_between(0.5, 120),
-                                   doc="socket and read timeout: a silent camera is declared dead after this")
+                                   doc="FFmpeg's RTSP socket timeout: an unanswered connect or request fails after "
+                                       "this, a camera that stops sending mid-stream after twice this "
+                                       "(FFmpeg's reader retries once)")
 
     @property
     def safe_url(self) -> str:
