@@ -12,5 +12,5 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ruff_passes() -> None:
     ruff = Path(sys.executable).parent / "ruff"
     result = subprocess.run([str(ruff), "check", "--output-format", "concise", "edge", "hub", "shared", "tests",
-                             "tools", "scripts"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                             "tools", "scripts", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

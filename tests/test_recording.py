@@ -3,6 +3,7 @@
 One edge records, with `segment_seconds = 10`:
   h264, h265 (looped files), aac (live H.264 + AAC), auth (basic auth) — must never have a hole;
   flaky (its own camera server): killed for 20 s, then frozen with SIGSTOP for 20 s;
+  opus (live H.264 + Opus): audio copied;
   pcmu (live H.264 + G.711): audio MP4 cannot carry, dropped with one warning;
   badpass (wrong password) and dead (nothing listening): fail alone, with a clear reason.
 The tests below read the same run; the edge is stopped with SIGTERM by the first test that
@@ -49,7 +50,8 @@ def session(tmp_path_factory: pytest.TempPathFactory):
     media = ensure_media(work / "media")
     cams = TestCam.start(work / "cams", [
         f"h264=h264file:{media['h264']}", f"h265=h265file:{media['h265']}", "aac=live-h264-aac",
-        f"auth=h264file:{media['h264']},auth=viewer:{PASSWORD}", "pcmu=live-h264-pcmu"])
+        f"auth=h264file:{media['h264']},auth=viewer:{PASSWORD}", "pcmu=live-h264-pcmu",
+        "opus=live-h264-opus"])
     flaky = TestCam.start(work / "flaky", [f"flaky=h264file:{media['h264']}"])
     edge = Edge(work / "edge", [
         {"id": "h264", "url": cams.url("h264")},
@@ -57,6 +59,7 @@ def session(tmp_path_factory: pytest.TempPathFactory):
         {"id": "aac", "url": cams.url("aac")},
         {"id": "auth", "url": cams.url("auth", "viewer", PASSWORD)},
         {"id": "pcmu", "url": cams.url("pcmu")},
+        {"id": "opus", "url": cams.url("opus")},
         {"id": "flaky", "url": flaky.url("flaky")},
         {"id": "badpass", "url": cams.url("auth", "viewer", WRONG_PASSWORD)},
         {"id": "dead", "url": f"rtsp://viewer:{PASSWORD}@127.0.0.1:{free_port()}/nothing"},
@@ -159,7 +162,7 @@ def test_bad_cameras_fail_alone_and_say_why(session: Session) -> None:
     dead = _status(session, "dead")
     assert dead["state"] == "failed" and dead["reason"] == "camera_unreachable"
     assert "connection refused" in dead["error"]
-    for camera in (*GOOD, "pcmu", "flaky"):
+    for camera in (*GOOD, "pcmu", "opus", "flaky"):
         assert _status(session, camera)["state"] == "recording", camera
     assert 'vigil_edge_camera_up{camera="h264"} 1.0' in session.api["metrics"]
     assert 'vigil_edge_camera_state{camera="badpass",state="failed"} 1.0' in session.api["metrics"]
@@ -178,6 +181,15 @@ def test_unsupported_audio_is_dropped_with_one_warning(session: Session) -> None
     rows = edge.segments("pcmu")
     assert len(rows) >= 15 and all(r.audio_codec is None and r.video_codec == "h264" for r in rows)
     assert all(r.audio_codec == "aac" for r in edge.segments("aac"))
+
+
+def test_opus_audio_is_copied(session: Session) -> None:
+    edge = session.stopped()
+    rows = edge.segments("opus")
+    assert len(rows) >= 15 and all(r.audio_codec == "opus" for r in rows)
+    for row in rows[1:3]:
+        check_row_matches_file(edge.data_dir, row)
+        assert decode_errors(edge.data_dir / row.path) == ""
 
 
 # -- the files and the catalog ---------------------------------------------------------------

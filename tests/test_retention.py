@@ -87,3 +87,67 @@ def test_full_disk_never_stops_recording(testcams, edge_factory, media, tmp_path
             assert decode_errors(edge.data_dir / row.path) == ""
         errors = [line for line in edge.log_lines() if line["level"] == "error"]
         assert any("segment write failed" in e["msg"] for e in errors)
+
+
+def _fake_segment(data_dir: Path, camera: str, start_us: int, seconds: int = 60):
+    """A segment file and its ClosedSegment (retention reads rows and unlinks files, not media)."""
+    import numpy as np
+
+    from edge.segments import ClosedSegment, segment_dir, segment_name
+    folder = segment_dir(data_dir, camera, start_us)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / segment_name(start_us, 1)
+    path.write_bytes(b"\0" * 2000)
+    frags = np.array([[1000, 1000, start_us, seconds * 1_000_000]], dtype=np.int64)
+    return ClosedSegment(camera=camera, run_id=1, part_path=path, start_us=start_us,
+                         end_us=start_us + seconds * 1_000_000, bytes=2000, sha256="0" * 64, init_bytes=1000,
+                         fragments=frags, video_codec="h264", audio_codec=None)
+
+
+def test_age_retention_deletes_old_segments_crash_safely(tmp_path: Path) -> None:
+    from edge import retention
+    from edge.catalog import Catalog
+    from edge.config import RecordingConfig
+    from edge.metrics import EdgeMetrics
+    from shared.timeutil import now_us
+
+    catalog = Catalog(tmp_path)
+    day = 86_400_000_000
+    now = now_us()
+    old = [_fake_segment(tmp_path, "cam", now - 3 * day + i * 60_000_000) for i in range(3)]
+    new = _fake_segment(tmp_path, "cam", now - day // 2)
+    seqs = [catalog.insert_segment(s) for s in [*old, new]]
+    catalog.conn.execute("UPDATE segments SET sync_state = 'synced' WHERE seq = ?", (seqs[1],))
+    # a deletion a crash interrupted: marked, file already gone
+    catalog.mark_deleting([seqs[0]])
+    old[0].part_path.unlink()
+    retention.finish_interrupted(catalog)
+    assert catalog.segment(seqs[0]) is None
+    metrics = EdgeMetrics()
+    deleted = retention.apply(catalog, RecordingConfig(retain_days=2, min_free_percent=0), metrics)
+    assert deleted == 2
+    assert [r.seq for r in catalog.camera_segments("cam")] == [seqs[3]]
+    assert not old[1].part_path.exists() and not old[2].part_path.exists() and new.part_path.exists()
+    gaps = catalog.gaps("cam")
+    assert [(g.reason, g.start_us, g.end_us) for g in gaps] == [("evicted", old[0].start_us, old[2].end_us)]
+    text = metrics.registry.get_sample_value
+    assert text("vigil_edge_segments_deleted_total", {"reason": "age", "synced": "true"}) == 1
+    assert text("vigil_edge_segments_deleted_total", {"reason": "age", "synced": "false"}) == 1
+    catalog.close()
+
+
+def test_pressure_candidates_are_synced_first_then_oldest(tmp_path: Path) -> None:
+    """The order retention deletes in under disk pressure (rule 2 in edge/retention.py)."""
+    from edge.catalog import Catalog
+    from shared.timeutil import now_us
+
+    catalog = Catalog(tmp_path)
+    now = now_us()
+    segs = [_fake_segment(tmp_path, cam, now - 3_600_000_000 + i * 60_000_000)
+            for i, cam in enumerate(["a", "b", "a", "b"])]
+    seqs = [catalog.insert_segment(s) for s in segs]
+    catalog.conn.execute("UPDATE segments SET sync_state = 'synced' WHERE seq IN (?, ?)", (seqs[1], seqs[3]))
+    assert [c[0] for c in catalog.retention_candidates(True, None, 10)] == [seqs[1], seqs[3]]
+    assert [c[0] for c in catalog.retention_candidates(False, None, 10)] == [seqs[0], seqs[2]]
+    assert catalog.retention_candidates(False, segs[2].end_us, 10) == [(seqs[0], catalog.segment(seqs[0]).path, 2000)]
+    catalog.close()
