@@ -58,7 +58,8 @@ def main() -> int:
 demo: recording 4 test cameras ({cams.base_url}) with vigil-edge (pid {edge.pid})
   config:    {config}
   segments:  {data}/segments/<camera>/<YYYY>/<MM>/<DD>/<HH>/<start>-r<run>.mp4
-  catalog:   {data}/catalog.db   (sqlite3 {data}/catalog.db 'select seq, camera, start_us, bytes from segments')
+  catalog:   {data}/catalog.db
+             {Path(sys.executable).parent}/sqlite-utils rows {data}/catalog.db segments -c seq -c camera -c start_us -c bytes
   edge log:  {work / 'edge.log'} (JSON lines)
   API:       curl -H 'Authorization: Bearer {TOKEN}' 'http://127.0.0.1:{port}/api/v1/segments?limit=5'
   metrics:   curl -H 'Authorization: Bearer {TOKEN}' http://127.0.0.1:{port}/metrics
