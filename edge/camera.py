@@ -132,10 +132,6 @@ class Run:
         self.packets = 0
 
     @property
-    def anchor_us(self) -> int:
-        return self.sink.anchor_us
-
-    @property
     def end_us(self) -> int:
         """Wall-clock end of the last video frame muxed."""
         return self.sink.anchor_us + self.last_video + self.frame_us

@@ -123,10 +123,6 @@ class EdgeConfig:
         if problems:
             raise ConfigError(problems)
 
-    @property
-    def camera_ids(self) -> list[str]:
-        return [c.id for c in self.cameras]
-
 
 def load_edge_config(path: Path) -> EdgeConfig:
     return load(EdgeConfig, path)

@@ -59,7 +59,8 @@ demo: recording 4 test cameras ({cams.base_url}) with vigil-edge (pid {edge.pid}
   config:    {config}
   segments:  {data}/segments/<camera>/<YYYY>/<MM>/<DD>/<HH>/<start>-r<run>.mp4
   catalog:   {data}/catalog.db
-             {Path(sys.executable).parent}/sqlite-utils rows {data}/catalog.db segments -c seq -c camera -c start_us -c bytes
+             {Path(sys.executable).parent}/sqlite-utils rows {data}/catalog.db segments \\
+               -c seq -c camera -c start_us -c bytes
   edge log:  {work / 'edge.log'} (JSON lines)
   API:       curl -H 'Authorization: Bearer {TOKEN}' 'http://127.0.0.1:{port}/api/v1/segments?limit=5'
   metrics:   curl -H 'Authorization: Bearer {TOKEN}' http://127.0.0.1:{port}/metrics

@@ -34,20 +34,3 @@ def compact_to_us(text: str) -> int:
     """Inverse of `us_to_compact`; raises ValueError on anything else."""
     dt = datetime.strptime(text, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
     return int(dt.timestamp()) * US_PER_S + dt.microsecond
-
-
-def parse_instant(text: str) -> int:
-    """ISO 8601 with an explicit offset or `Z`, or epoch seconds, to microseconds.
-
-    Naive ISO strings are refused: a time without a zone is ambiguous.
-    """
-    text = text.strip()
-    try:
-        return round(float(text) * US_PER_S)
-    except ValueError:
-        pass
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    if dt.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone; add Z or an offset")
-    dt = dt.astimezone(UTC)
-    return int(dt.replace(microsecond=0).timestamp()) * US_PER_S + dt.microsecond

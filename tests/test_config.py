@@ -134,3 +134,11 @@ def test_missing_file_and_unwritable_data_dir(tmp_path: Path) -> None:
     result = subprocess.run([VIGIL_EDGE, "--config", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "node.data_dir: cannot write to" in result.stderr
+
+
+def test_readme_documents_every_config_key() -> None:
+    from shared.config import reference
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for key, _default, _doc in reference(EdgeConfig):
+        documented = key.replace("cameras.", "cameras[].")
+        assert f"| `{documented}` |" in readme, f"README's config reference lacks {documented}"
