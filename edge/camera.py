@@ -97,15 +97,58 @@ def classify_open_error(exc: BaseException) -> CameraFailure:
     return CameraFailure("camera_unreachable", f"cannot open stream: {msg}")
 
 
+class RunClock:
+    """The time decisions of one run, kept free of I/O so they can be tested on their own.
+
+    Maps media time (µs since the run's first keyframe) to wall-clock time and says, for each
+    video packet, whether it starts a new segment (`"cut"`) or must end the run
+    (`"clock_drift"`, `"gop_too_long"`). See the module doc for the rules.
+    """
+
+    def __init__(self, *, anchor_us: int, floor_us: int, rec: RecordingConfig) -> None:
+        self.anchor_us = anchor_us
+        self.floor_us = floor_us  # the anchor never moves before the camera's previous footage
+        self.anchored = False  # set once wall-clock times have been written out
+        self.seg_us = rec.segment_seconds * 1_000_000
+        self.cap_us = rec.segment_cap_seconds * 1_000_000
+        self.max_drift_us = int(rec.max_drift_seconds * 1_000_000)
+        self.segment_start = 0  # media µs of the current segment's first keyframe
+        self.min_late_us = 0  # smallest (arrival - wall) of a keyframe in the current segment
+        self.keyframes = 0
+
+    def video(self, media: int, arrival_us: int, keyframe: bool) -> str:
+        if not self.anchored and arrival_us - media < self.anchor_us:
+            # Packets cannot arrive before they happen: the earliest implied anchor is the best.
+            # (The first packets of a session come out of FFmpeg's probe buffer up to ~1 s late.)
+            self.anchor_us = max(arrival_us - media, self.floor_us)
+        if not keyframe:
+            return "gop_too_long" if media - self.segment_start > self.cap_us else ""
+        self.keyframes += 1
+        wall = self.anchor_us + media
+        late = arrival_us - wall
+        if late < self.min_late_us:
+            self.min_late_us = late
+        # A frame stamped in the future means the camera clock runs fast. Frames arriving late
+        # may only mean this process fell behind, so a slow camera clock is declared only when
+        # even the most punctual keyframe of a whole segment was late.
+        if self.anchored and -late > self.max_drift_us:
+            return "clock_drift"
+        if self.keyframes > 1 and wall // self.seg_us > (self.anchor_us + self.segment_start) // self.seg_us:
+            if self.anchored and self.min_late_us > self.max_drift_us:
+                return "clock_drift"
+            self.segment_start = media
+            self.min_late_us = late
+            return "cut"
+        return ""
+
+
 class Run:
     """One muxer writing one uninterrupted stretch of the stream into segment files."""
 
     def __init__(self, *, camera: str, run_id: int, anchor_us: int, floor_us: int, first_key: av.Packet,
                  video: av.video.stream.VideoStream, audio: Any, data_dir: Path, rec: RecordingConfig,
                  on_closed: Any, on_lost: Any, on_write_error: Any) -> None:
-        self.seg_us = rec.segment_seconds * 1_000_000
-        self.cap_us = rec.segment_cap_seconds * 1_000_000
-        self.max_drift_us = int(rec.max_drift_seconds * 1_000_000)
+        self.clock = RunClock(anchor_us=anchor_us, floor_us=floor_us, rec=rec)
         self.sink = SegmentSink(
             camera=camera, run_id=run_id, data_dir=data_dir, video_codec=video.codec_context.name,
             audio_codec=audio.codec_context.name if audio is not None else None,
@@ -124,9 +167,6 @@ class Run:
         self.video_index = video.index
         self.us_num, self.us_den = tb.numerator * 1_000_000, tb.denominator
         self.sink.anchor_us = anchor_us
-        self.floor_us = floor_us  # the anchor never moves before the camera's previous footage
-        self.segment_start = 0  # media µs of the current segment's first keyframe
-        self.min_late_us = 0  # smallest (arrival - wall) of a keyframe in the current segment
         self.last_video = 0  # media µs of the newest video packet
         self.frame_us = 0
         self.packets = 0
@@ -147,31 +187,14 @@ class Run:
         index = pkt.stream.index
         if index == self.video_index:
             media = self.media_us(pkt.dts)
-            sink = self.sink
-            if not sink.anchored and arrival_us - media < sink.anchor_us:
-                # Packets cannot arrive before they happen: the earliest implied anchor is the best.
-                # (The first packets of a session come out of FFmpeg's probe buffer up to ~1 s late.)
-                sink.anchor_us = max(arrival_us - media, self.floor_us)
+            clock = self.clock
+            clock.anchored = self.sink.anchored
+            decision = clock.video(media, arrival_us, pkt.is_keyframe)
+            if decision in ("clock_drift", "gop_too_long"):
+                return decision
+            self.sink.anchor_us = clock.anchor_us
             if pkt.is_keyframe:
-                wall = sink.anchor_us + media
-                late = arrival_us - wall
-                if late < self.min_late_us:
-                    self.min_late_us = late
-                # A frame stamped in the future means the camera clock runs fast. Frames arriving
-                # late may only mean this process fell behind, so a slow camera clock is declared
-                # only when even the most punctual keyframe of a whole segment was late.
-                if sink.anchored and -late > self.max_drift_us:
-                    return "clock_drift"
-                seg_start_wall = sink.anchor_us + self.segment_start
-                cut = self.packets > 0 and wall // self.seg_us > seg_start_wall // self.seg_us
-                if cut:
-                    if sink.anchored and self.min_late_us > self.max_drift_us:
-                        return "clock_drift"
-                    self.segment_start = media
-                    self.min_late_us = late
-                sink.keyframe(media, cut)
-            elif media - self.segment_start > self.cap_us:
-                return "gop_too_long"
+                self.sink.keyframe(media, decision == "cut")
             if media > self.last_video:
                 self.frame_us = media - self.last_video
                 self.last_video = media
@@ -431,10 +454,11 @@ class CameraRecorder(threading.Thread):
             log.warning("camera clock drifted; starting a new run", extra={
                 **self._extra, "drift_s": round((run.wall_us(pkt.dts) - arrival) / 1e6, 3)})
             self.metrics.timestamp_discontinuities.inc()
-            prev_end = run.end_us
             self._end_run("", "")
             self._gap_from = None  # re-anchoring loses no footage
-            self._start_run(pkt, max(arrival, prev_end), floor_us=prev_end).write(pkt, arrival)
+            # Back to the edge clock, even if that overlaps footage a fast camera clock stamped
+            # in the future: holding on to the camera's times would re-trigger at every keyframe.
+            self._start_run(pkt, arrival, floor_us=0).write(pkt, arrival)
         elif ended == "gop_too_long":
             log.warning("no keyframe within the segment cap; re-opening the stream", extra=self._extra)
             return "gop_too_long", f"no keyframe for {self.rec.segment_cap_seconds} s; re-opened the stream"
