@@ -14,6 +14,7 @@ and the API never writes the catalog.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -134,12 +135,11 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
         after = _int_param(request, "after_id", 0, 0, 2**62)
         limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
 
-        def query(c: Catalog) -> list[dict[str, Any]]:
-            rows = c.conn.execute("SELECT id, camera, start_us, end_us, reason, detail FROM gaps WHERE id > ? "
-                                  "ORDER BY id LIMIT ?", (after, limit)).fetchall()
-            return [{**dict(r), "start": us_to_iso(r["start_us"]), "end": us_to_iso(r["end_us"])} for r in rows]
-        rows = await read(query)
-        return JSONResponse({"gaps": rows, "next_after_id": rows[-1]["id"] if rows else after})
+        rows = await read(lambda c: c.gaps_after(after, limit))
+        return JSONResponse({
+            "gaps": [{**dataclasses.asdict(g), "start": us_to_iso(g.start_us), "end": us_to_iso(g.end_us)}
+                     for g in rows],
+            "next_after_id": rows[-1].id if rows else after})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error(404, "not_found", f"no route {request.url.path}")

@@ -206,6 +206,11 @@ class Catalog:
                 else self.conn.execute(sql + " ORDER BY camera, start_us")).fetchall()
         return [GapRow(**dict(r)) for r in rows]
 
+    def gaps_after(self, after_id: int, limit: int) -> list[GapRow]:
+        rows = self.conn.execute("SELECT id, camera, start_us, end_us, reason, detail FROM gaps WHERE id > ? "
+                                 "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+        return [GapRow(**dict(r)) for r in rows]
+
     def last_end_us(self) -> dict[str, int]:
         """The end of each camera's newest segment: where an edge-restart gap begins."""
         rows = self.conn.execute("SELECT camera, max(end_us) AS e FROM segments GROUP BY camera").fetchall()

@@ -26,6 +26,7 @@ from pathlib import Path
 from edge.catalog import Catalog
 from edge.config import RecordingConfig
 from edge.metrics import EdgeMetrics
+from edge.segments import fsync_dir
 from shared.timeutil import now_us
 
 log = logging.getLogger(__name__)
@@ -56,22 +57,11 @@ def _delete(catalog: Catalog, rows: list[tuple[int, str, int]], detail: str) -> 
         path.unlink(missing_ok=True)
         folders.add(path.parent)
     for folder in folders:
-        _fsync_dir_if_exists(folder)
+        fsync_dir(folder, missing_ok=True)
     for seq, _, _ in rows:
         catalog.remove_segment(seq, detail)
     for folder in folders:
         _remove_empty(folder, catalog.data_dir)
-
-
-def _fsync_dir_if_exists(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_empty(folder: Path, stop_at: Path) -> None:

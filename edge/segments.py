@@ -99,6 +99,20 @@ def blob_to_fragments(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<i8").reshape(-1, 4)
 
 
+def fsync_dir(path: Path, missing_ok: bool = False) -> None:
+    """fsync a folder, making the renames and unlinks in it durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:

@@ -21,13 +21,12 @@ import queue
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
 from edge import retention
 from edge.catalog import Catalog
 from edge.config import RecordingConfig
 from edge.metrics import EdgeMetrics
-from edge.segments import PART_SUFFIX, SEGMENTS_DIR, ClosedSegment, recover_file
+from edge.segments import PART_SUFFIX, SEGMENTS_DIR, ClosedSegment, fsync_dir, recover_file
 
 log = logging.getLogger(__name__)
 RESERVE_NAME = ".disk-reserve"
@@ -48,14 +47,6 @@ class _Retention:
 
 
 _STOP = object()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class CatalogWriter(threading.Thread):

@@ -36,57 +36,51 @@ def files_match_rows(edge) -> list:
     return rows
 
 
-def test_disk_pressure_deletes_oldest_and_recording_continues(testcams, edge_factory, media, tmp_path) -> None:
+def record_on_small_disk(testcams, edge_factory, media, tmp_path: Path, megabytes: int, seconds: float,
+                         recording: dict) -> tuple:
+    """Record one camera onto a tmpfs of `megabytes` for `seconds`; returns (edge, first row, rows,
+    gaps, seconds SIGTERM took), after checking that files and rows match and the newest decode."""
     cams = testcams([f"cam=h264file:{media['h264']}"])
-    with small_disk(tmp_path / "disk", 6) as disk:
-        edge = edge_factory([{"id": "cam", "url": cams.url("cam")}],
-                            {"segment_seconds": 2, "min_free_percent": 40, "retention_interval_seconds": 0.5},
+    with small_disk(tmp_path / "disk", megabytes) as disk:
+        edge = edge_factory([{"id": "cam", "url": cams.url("cam")}], {"segment_seconds": 2, **recording},
                             data_dir=disk / "data")
         edge.start()
         first = edge.wait_segments("cam", 1, timeout=30)[0]
-        time.sleep(45)
-        edge.stop()
+        time.sleep(seconds)
+        stop_took = edge.stop()
         rows = files_match_rows(edge)
         assert rows[0].seq > first.seq, "the oldest segments were not deleted"
-        assert rows[-1].end_us > time.time() * 1e6 - 5_000_000, "recording stopped"
+        assert edge.part_files() == []
+        for row in rows[-3:]:
+            assert decode_errors(edge.data_dir / row.path) == ""
         c = edge.catalog()
         try:
             gaps = c.gaps("cam")
         finally:
             c.close()
-        assert [g.reason for g in gaps] == ["evicted"]  # adjacent evictions merge into one gap
-        assert gaps[0].start_us == first.start_us and gaps[0].end_us == rows[0].start_us
-        assert gaps[0].detail.startswith("disk pressure:")
-        for row in rows[-3:]:
-            assert decode_errors(edge.data_dir / row.path) == ""
+        return edge, first, rows, gaps, stop_took
+
+
+def test_disk_pressure_deletes_oldest_and_recording_continues(testcams, edge_factory, media, tmp_path) -> None:
+    _edge, first, rows, gaps, _ = record_on_small_disk(
+        testcams, edge_factory, media, tmp_path, megabytes=6, seconds=45,
+        recording={"min_free_percent": 40, "retention_interval_seconds": 0.5})
+    assert rows[-1].end_us > time.time() * 1e6 - 5_000_000, "recording stopped"
+    assert [g.reason for g in gaps] == ["evicted"]  # adjacent evictions merge into one gap
+    assert gaps[0].start_us == first.start_us and gaps[0].end_us == rows[0].start_us
+    assert gaps[0].detail.startswith("disk pressure:")
 
 
 def test_full_disk_never_stops_recording(testcams, edge_factory, media, tmp_path) -> None:
     """No free-space threshold at all: writes hit ENOSPC, and the edge recovers by itself."""
-    cams = testcams([f"cam=h264file:{media['h264']}"])
-    with small_disk(tmp_path / "disk", 4) as disk:
-        edge = edge_factory([{"id": "cam", "url": cams.url("cam")}],
-                            {"segment_seconds": 2, "min_free_percent": 0, "retention_interval_seconds": 60},
-                            data_dir=disk / "data")
-        edge.start()
-        first = edge.wait_segments("cam", 1, timeout=30)[0]
-        time.sleep(50)
-        stop_took = edge.stop()
-        assert stop_took < 5
-        rows = files_match_rows(edge)
-        assert rows[0].seq > first.seq, "nothing was deleted"
-        assert rows[-1].end_us > time.time() * 1e6 - 8_000_000, "recording stopped"
-        assert edge.part_files() == []
-        c = edge.catalog()
-        try:
-            reasons = {g.reason for g in c.gaps("cam")}
-        finally:
-            c.close()
-        assert reasons == {"evicted", "disk_full"}, reasons
-        for row in rows[-3:]:
-            assert decode_errors(edge.data_dir / row.path) == ""
-        errors = [line for line in edge.log_lines() if line["level"] == "error"]
-        assert any("segment write failed" in e["msg"] for e in errors)
+    edge, _first, rows, gaps, stop_took = record_on_small_disk(
+        testcams, edge_factory, media, tmp_path, megabytes=4, seconds=50,
+        recording={"min_free_percent": 0, "retention_interval_seconds": 60})
+    assert stop_took < 5
+    assert rows[-1].end_us > time.time() * 1e6 - 8_000_000, "recording stopped"
+    assert {g.reason for g in gaps} == {"evicted", "disk_full"}, gaps
+    errors = [line for line in edge.log_lines() if line["level"] == "error"]
+    assert any("segment write failed" in e["msg"] for e in errors)
 
 
 def _fake_segment(data_dir: Path, camera: str, start_us: int, seconds: int = 60):
