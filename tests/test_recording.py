@@ -5,7 +5,8 @@ One edge records, with `segment_seconds = 10`:
   flaky (its own camera server): killed for 20 s, then frozen with SIGSTOP for 20 s;
   opus (live H.264 + Opus): audio copied;
   pcmu (live H.264 + G.711): audio MP4 cannot carry, dropped with one warning;
-  badpass (wrong password) and dead (nothing listening): fail alone, with a clear reason.
+  badpass (wrong password), wrongpath (404) and dead (nothing listening): fail alone, with a
+  clear reason.
 The tests below read the same run; the edge is stopped with SIGTERM by the first test that
 needs the final state.
 """
@@ -62,6 +63,7 @@ def session(tmp_path_factory: pytest.TempPathFactory):
         {"id": "opus", "url": cams.url("opus")},
         {"id": "flaky", "url": flaky.url("flaky")},
         {"id": "badpass", "url": cams.url("auth", "viewer", WRONG_PASSWORD)},
+        {"id": "wrongpath", "url": cams.url("no-such-stream")},
         {"id": "dead", "url": f"rtsp://viewer:{PASSWORD}@127.0.0.1:{free_port()}/nothing"},
     ], {"segment_seconds": 10})
     s = Session(edge)
@@ -169,6 +171,9 @@ def test_bad_cameras_fail_alone_and_say_why(session: Session) -> None:
     badpass = _status(session, "badpass")
     assert badpass["state"] == "failed" and badpass["reason"] == "auth_failed"
     assert "401" in badpass["error"]
+    wrongpath = _status(session, "wrongpath")
+    assert wrongpath["state"] == "failed" and wrongpath["reason"] == "stream_not_found"
+    assert "404" in wrongpath["error"]
     dead = _status(session, "dead")
     assert dead["state"] == "failed" and dead["reason"] == "camera_unreachable"
     assert "connection refused" in dead["error"]
