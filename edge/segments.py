@@ -145,7 +145,7 @@ class SegmentSink:
         self.on_write_error = on_write_error  # called at once on every failed write
         self.init = bytearray()  # ftyp + moov, repeated at the head of every file
         self.anchor_us = 0  # wall-clock time of media time 0
-        self._kf_times: dict[int, int] = {}  # wall start of fragment n (n-th video keyframe), pruned
+        self._kf_times: dict[int, int] = {}  # media start of fragment n (n-th video keyframe), pruned
         self._kf_count = 0
         self._last_kf_us = 0
         self._cuts: set[int] = set()  # fragment numbers that start a new file, pruned

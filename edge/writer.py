@@ -59,6 +59,7 @@ class CatalogWriter(threading.Thread):
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._next_retention = 0.0
         self._backlog: list[ClosedSegment | Gap] = []  # durable files and gaps awaiting their rows
+        self._backlog_error: sqlite3.OperationalError | None = None  # why the backlog is stuck
         self.reserve = self.data_dir / RESERVE_NAME
 
     # -- called from any thread (never blocks) ---------------------------------------------------
@@ -89,7 +90,9 @@ class CatalogWriter(threading.Thread):
             try:
                 item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
-                item = _Retention(emergency=bool(self._backlog))
+                # only a full disk calls for emergency deletes; a locked catalog just waits
+                stuck = self._backlog_error
+                item = _Retention(emergency=bool(self._backlog) and stuck is not None and _is_disk_full(stuck))
             if item is _STOP:
                 self._drain_backlog()
                 return
@@ -132,10 +135,12 @@ class CatalogWriter(threading.Thread):
 
     def _drain_backlog(self) -> sqlite3.OperationalError | None:
         """Insert waiting rows in order; stop at the first that fails (locked or full database)."""
+        self._backlog_error = None
         while self._backlog:
             try:
                 self._insert(self._backlog[0])
             except sqlite3.OperationalError as exc:
+                self._backlog_error = exc
                 return exc
             except Exception:  # a row SQLite refuses for good must not block the ones behind it
                 log.exception("catalog refused a row; dropped it", extra={"camera": self._backlog[0].camera})

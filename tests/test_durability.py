@@ -111,5 +111,10 @@ def test_recording_never_waits_for_a_locked_catalog(testcams, edge_factory, medi
     assert on_disk == sorted(r.path for r in rows)
     for a, b in itertools.pairwise(rows):
         assert abs(b.start_us - a.end_us) <= 1_000_000 // 15, "hole in the recording"
+    c = edge.catalog()
+    try:
+        assert c.gaps("cam") == [], "a locked catalog must not make retention delete anything"
+    finally:
+        c.close()
     gap_line = next(m for m in metrics.splitlines() if m.startswith('vigil_edge_packet_gap_max_seconds{camera="cam"}'))
     assert float(gap_line.split()[-1]) < 1.0, gap_line
