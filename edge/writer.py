@@ -94,7 +94,10 @@ class CatalogWriter(threading.Thread):
                 stuck = self._backlog_error
                 item = _Retention(emergency=bool(self._backlog) and stuck is not None and _is_disk_full(stuck))
             if item is _STOP:
-                self._drain_backlog()
+                try:
+                    self._write_backlog()
+                except Exception:
+                    log.exception("catalog writer failed while stopping; stray files are recovered at start-up")
                 return
             try:
                 if isinstance(item, ClosedSegment):
@@ -120,11 +123,15 @@ class CatalogWriter(threading.Thread):
     def _record(self, item: ClosedSegment | Gap) -> None:
         """Write one row, after any rows still waiting; a row that cannot be written waits."""
         self._backlog.append(item)
+        self._write_backlog()
+
+    def _write_backlog(self) -> None:
+        """Write the waiting rows; on a full disk release the reserve and make room first."""
         error = self._drain_backlog()
         if error is None:
             return
         log.error("catalog cannot be written; rows wait and are retried", extra={
-            "camera": item.camera, "error": str(error), "waiting": len(self._backlog)})
+            "error": str(error), "waiting": len(self._backlog)})
         if _is_disk_full(error):
             self.release_reserve()
             try:
