@@ -8,15 +8,19 @@ and the API never writes the catalog.
     GET /metrics                              Prometheus text
     GET /api/v1/cameras                       per-camera state
     GET /api/v1/segments?after_seq=N&limit=M  catalog rows in seq order, fragment index included
-    GET /api/v1/segments/{seq}                the file (Range, ETag = sha256, video/mp4)
-    GET /api/v1/gaps?after_id=N&limit=M       why footage is missing
+    GET /api/v1/segments/{seq}                the file (Range, ETag = sha256, video/mp4), capped at
+                                              `http.max_upload_mbps` across all downloads
+    GET /api/v1/gaps?after_rev=N&limit=M      why footage is missing, in the order gaps were added or
+                                              extended (`rev`)
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from edge.catalog import Catalog, SegmentRow
@@ -32,6 +36,7 @@ from edge.metrics import EdgeMetrics
 from shared.timeutil import us_to_iso
 
 MAX_LIMIT = 1000
+CHUNK = 256 * 1024
 
 
 class ApiError(Exception):
@@ -69,9 +74,68 @@ def segment_json(row: SegmentRow) -> dict[str, Any]:
     }
 
 
+class Throttle:
+    """A byte-rate cap shared by every download on the event loop (token bucket that may go
+    into debt: each chunk waits until the debt it leaves is paid, so the sum stays capped)."""
+
+    def __init__(self, mbps: float) -> None:
+        self.rate = mbps * 1e6 / 8  # bytes per second
+        self.chunk = int(min(CHUNK, max(4096, self.rate / 20)))  # about 50 ms of the cap per chunk
+        self.burst = self.chunk
+        self.tokens = self.burst
+        self.last = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate) - n
+        self.last = now
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
+async def _file_chunks(path: Path, start: int, end: int, throttle: Throttle | None,
+                       metrics: EdgeMetrics) -> AsyncIterator[bytes]:
+    fh = await run_in_threadpool(open, path, "rb")
+    try:
+        await run_in_threadpool(fh.seek, start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = await run_in_threadpool(fh.read, min(throttle.chunk if throttle else CHUNK, remaining))
+            if not chunk:
+                return  # the file shrank: impossible for a committed segment; end the response short
+            if throttle is not None:
+                await throttle.take(len(chunk))
+            remaining -= len(chunk)
+            metrics.upload_bytes.inc(len(chunk))
+            yield chunk
+    finally:
+        await run_in_threadpool(fh.close)
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """A single `bytes=a-b`, `bytes=a-` or `bytes=-n` range; None serves the whole file."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first_s, sep, last_s = header[6:].strip().partition("-")
+    if not sep or not (first_s.isdigit() or last_s.isdigit()):
+        return None
+    if not first_s:
+        n = int(last_s)
+        if n == 0:
+            return "unsatisfiable"
+        return max(0, size - n), size - 1
+    first = int(first_s)
+    last = min(int(last_s), size - 1) if last_s.isdigit() else size - 1
+    if first >= size or last < first:
+        return "unsatisfiable"
+    return first, last
+
+
 def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
-               camera_status: Callable[[], list[dict[str, Any]]], node_id: str) -> Starlette:
+               camera_status: Callable[[], list[dict[str, Any]]], node_id: str,
+               max_upload_mbps: float = 0.0) -> Starlette:
     expected = token.encode()
+    throttle = Throttle(max_upload_mbps) if max_upload_mbps > 0 else None
 
     def read(fn: Callable[[Catalog], Any]) -> Awaitable[Any]:
         def run() -> Any:
@@ -128,18 +192,29 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
         etag = f'"{row.sha256}"'
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
-        return FileResponse(path, media_type="video/mp4", headers={"ETag": etag, "Cache-Control": "no-cache"},
-                            filename=None)
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "Accept-Ranges": "bytes"}
+        first, last = 0, row.bytes - 1
+        status = 200
+        byte_range = _parse_range(request.headers.get("range"), row.bytes)
+        if byte_range == "unsatisfiable":
+            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{row.bytes}"})
+        if byte_range is not None:
+            first, last = byte_range
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{row.bytes}"
+        headers["Content-Length"] = str(last - first + 1)
+        return StreamingResponse(_file_chunks(path, first, last + 1, throttle, metrics), status_code=status,
+                                 media_type="video/mp4", headers=headers)
 
     async def gaps(request: Request) -> Response:
-        after = _int_param(request, "after_id", 0, 0, 2**62)
+        after = _int_param(request, "after_rev", 0, 0, 2**62)
         limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
 
         rows = await read(lambda c: c.gaps_after(after, limit))
         return JSONResponse({
             "gaps": [{**dataclasses.asdict(g), "start": us_to_iso(g.start_us), "end": us_to_iso(g.end_us)}
                      for g in rows],
-            "next_after_id": rows[-1].id if rows else after})
+            "next_after_rev": rows[-1].rev if rows else after})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error(404, "not_found", f"no route {request.url.path}")

@@ -1,7 +1,7 @@
 """The edge catalog: one SQLite file (`<data_dir>/catalog.db`) describing every segment on disk.
 
 Only the catalog writer thread (`edge/writer.py`) writes it; the HTTP server opens it
-read-only. The schema below is version 1 (`PRAGMA user_version`); later versions append a
+read-only. The schema is version 2 (`PRAGMA user_version`); later versions append a
 migration step to `MIGRATIONS`, never edit an old one.
 """
 
@@ -12,11 +12,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from edge.segments import ClosedSegment, blob_to_fragments, fragments_to_blob
 from shared import sqlite
-from shared.timeutil import now_us
+from shared.mqtt import SegmentEvent, encode
+from shared.timeutil import now_us, us_to_iso
 
 CATALOG_NAME = "catalog.db"
 
@@ -74,11 +73,31 @@ CREATE INDEX gaps_camera_start ON gaps (camera, start_us);
 """
 
 
+SCHEMA_V2 = """
+-- Segment doorbells not yet acknowledged by the broker (QoS 1 PUBACK). Written in the same
+-- transaction as the segment row, deleted once acknowledged: they survive restarts and outages.
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,                       -- the segment it announces
+    payload TEXT NOT NULL,                      -- the MQTT payload, JSON
+    created_us INTEGER NOT NULL
+);
+-- The hub copies gaps by `rev`, which rises whenever a gap is added or extended.
+ALTER TABLE gaps ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+UPDATE gaps SET rev = id;
+CREATE INDEX gaps_rev ON gaps (rev);
+"""
+
+
 def _v0_to_v1(conn: sqlite3.Connection) -> None:
     sqlite.execute_script(conn, SCHEMA_V1)
 
 
-MIGRATIONS = [_v0_to_v1]
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    sqlite.execute_script(conn, SCHEMA_V2)
+
+
+MIGRATIONS = [_v0_to_v1, _v1_to_v2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +134,7 @@ class GapRow:
     end_us: int
     reason: str
     detail: str
+    rev: int = 0
 
 
 _SEGMENT_COLUMNS = ("seq, camera, run_id, start_us, end_us, path, bytes, sha256, init_bytes, video_codec, "
@@ -130,22 +150,43 @@ class Catalog:
         self.conn = sqlite.connect(self.path, readonly=readonly)
         if not readonly:
             sqlite.migrate(self.conn, MIGRATIONS)
-        self.db = sqlite_utils.Database(self.conn)
 
     def close(self) -> None:
         self.conn.close()
 
     # -- writes (catalog writer thread only) -----------------------------------------------
-    def insert_segment(self, seg: ClosedSegment) -> int:
-        table = self.db.table("segments")
-        table.insert({
-            "camera": seg.camera, "run_id": seg.run_id, "start_us": seg.start_us, "end_us": seg.end_us,
-            "path": str(seg.final_path.relative_to(self.data_dir)), "bytes": seg.bytes,
-            "sha256": seg.sha256, "init_bytes": seg.init_bytes, "video_codec": seg.video_codec,
-            "audio_codec": seg.audio_codec, "fragments": fragments_to_blob(seg.fragments),
-            "recovered": int(seg.recovered), "created_us": now_us(),
-        })  # sqlite-utils runs the insert in its own transaction
-        return int(table.last_rowid or 0)
+    def insert_segment(self, seg: ClosedSegment, doorbell: bool) -> int:
+        """Insert the row, and with `doorbell` its outbox event, in one transaction."""
+        created = now_us()
+        with self.conn:
+            self.conn.execute("BEGIN")
+            cur = self.conn.execute(
+                "INSERT INTO segments (camera, run_id, start_us, end_us, path, bytes, sha256, init_bytes, "
+                "video_codec, audio_codec, fragments, recovered, created_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (seg.camera, seg.run_id, seg.start_us, seg.end_us, str(seg.final_path.relative_to(self.data_dir)),
+                 seg.bytes, seg.sha256, seg.init_bytes, seg.video_codec, seg.audio_codec,
+                 fragments_to_blob(seg.fragments), int(seg.recovered), created))
+            seq = int(cur.lastrowid or 0)
+            if doorbell:
+                event = SegmentEvent(seq=seq, camera=seg.camera, start=us_to_iso(seg.start_us),
+                                     end=us_to_iso(seg.end_us), bytes=seg.bytes, sha256=seg.sha256)
+                self.conn.execute("INSERT INTO outbox (seq, payload, created_us) VALUES (?, ?, ?)",
+                                  (seq, encode(event).decode(), created))
+        return seq
+
+    def delete_outbox(self, ids: list[int]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def mark_synced(self, through_seq: int, quarantined: tuple[int, ...]) -> int:
+        """The hub stores every segment up to `through_seq` except `quarantined`; returns rows changed."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            cur = self.conn.execute(
+                "UPDATE segments SET sync_state = 'synced' WHERE seq <= ? AND sync_state = 'pending' "
+                f"AND seq NOT IN ({','.join('?' * len(quarantined))})", (through_seq, *quarantined))
+            return cur.rowcount
 
     def add_gap(self, camera: str, start_us: int, end_us: int, reason: str, detail: str = "") -> None:
         """Record a hole in a camera's recording."""
@@ -161,11 +202,13 @@ class Catalog:
                 "SELECT id FROM gaps WHERE camera = ? AND reason = 'evicted' AND end_us >= ? AND start_us <= ?"
                 " ORDER BY end_us DESC LIMIT 1", (camera, start_us - 1_000_000, end_us)).fetchone()
             if row is not None:
-                self.conn.execute("UPDATE gaps SET start_us = min(start_us, ?), end_us = max(end_us, ?) "
-                                  "WHERE id = ?", (start_us, end_us, row["id"]))
+                self.conn.execute("UPDATE gaps SET start_us = min(start_us, ?), end_us = max(end_us, ?), "
+                                  "rev = (SELECT max(rev) + 1 FROM gaps) WHERE id = ?",
+                                  (start_us, end_us, row["id"]))
                 return
-        self.conn.execute("INSERT INTO gaps (camera, start_us, end_us, reason, detail, created_us) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (camera, start_us, end_us, reason, detail, now_us()))
+        self.conn.execute("INSERT INTO gaps (camera, start_us, end_us, reason, detail, created_us, rev) "
+                          "VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(rev), 0) + 1 FROM gaps))",
+                          (camera, start_us, end_us, reason, detail, now_us()))
 
     def mark_deleting(self, seqs: list[int]) -> None:
         with self.conn:
@@ -201,20 +244,43 @@ class Catalog:
         return [SegmentRow.from_row(r) for r in rows]
 
     def gaps(self, camera: str | None = None) -> list[GapRow]:
-        sql = "SELECT id, camera, start_us, end_us, reason, detail FROM gaps"
+        sql = "SELECT id, camera, start_us, end_us, reason, detail, rev FROM gaps"
         rows = (self.conn.execute(sql + " WHERE camera = ? ORDER BY start_us", (camera,)) if camera
                 else self.conn.execute(sql + " ORDER BY camera, start_us")).fetchall()
         return [GapRow(**dict(r)) for r in rows]
 
-    def gaps_after(self, after_id: int, limit: int) -> list[GapRow]:
-        rows = self.conn.execute("SELECT id, camera, start_us, end_us, reason, detail FROM gaps WHERE id > ? "
-                                 "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+    def gaps_after(self, after_rev: int, limit: int) -> list[GapRow]:
+        """Gaps added or extended after revision `after_rev`, in revision order."""
+        rows = self.conn.execute("SELECT id, camera, start_us, end_us, reason, detail, rev FROM gaps WHERE rev > ? "
+                                 "ORDER BY rev LIMIT ?", (after_rev, limit)).fetchall()
         return [GapRow(**dict(r)) for r in rows]
+
+    def outbox_after(self, after_id: int, through_id: int | None, limit: int) -> list[tuple[int, str]]:
+        """(id, payload) of doorbells after `after_id` (up to `through_id`), oldest first."""
+        rows = self.conn.execute(
+            "SELECT id, payload FROM outbox WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+            (after_id, through_id if through_id is not None else 2**62, limit)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def outbox_stats(self) -> tuple[int, int]:
+        """(rows, highest id) of the outbox."""
+        row = self.conn.execute("SELECT count(*), coalesce(max(id), 0) FROM outbox").fetchone()
+        return int(row[0]), int(row[1])
+
+    def synced_through(self) -> int:
+        """The highest seq marked synced (0 if none)."""
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM segments WHERE sync_state = 'synced'")
+                   .fetchone()[0])
 
     def last_end_us(self) -> dict[str, int]:
         """The end of each camera's newest segment: where an edge-restart gap begins."""
         rows = self.conn.execute("SELECT camera, max(end_us) AS e FROM segments GROUP BY camera").fetchall()
         return {r["camera"]: r["e"] for r in rows}
+
+    def max_seq(self) -> int:
+        """The highest seq ever assigned (deleted rows included)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'segments'").fetchone()
+        return int(row[0]) if row else 0
 
     def max_run_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(run_id), 0) FROM segments").fetchone()[0])

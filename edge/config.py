@@ -6,11 +6,13 @@ See README.md "Edge config reference" (generated from the `doc=` strings here).
 from __future__ import annotations
 
 import dataclasses
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.config import ConfigError, check_id, field, load
+from shared.config import ConfigError, between, check_http_url, check_id, check_listen, field, load
 from shared.logs import redact
+from shared.mqtt import MqttConfig
 
 __all__ = ["CameraConfig", "ConfigError", "EdgeConfig", "load_edge_config"]
 
@@ -28,19 +30,6 @@ def _check_rtsp_url(url: str) -> str | None:
     return None
 
 
-def _check_listen(value: str) -> str | None:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f"{value!r} is not HOST:PORT"
-    return None
-
-
-def _between(lo: float, hi: float) -> object:
-    def check(value: float) -> str | None:
-        return None if lo <= value <= hi else f"must be between {lo:g} and {hi:g}, got {value:g}"
-    return check
-
-
 @dataclasses.dataclass(frozen=True)
 class NodeConfig:
     id: str = field(check=check_id, doc="node id, used in topics, object keys and logs")
@@ -51,19 +40,19 @@ class NodeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RecordingConfig:
-    segment_seconds: int = field(60, check=_between(2, 3600),
+    segment_seconds: int = field(60, check=between(2, 3600),
                                  doc="cut at the first keyframe at or after each wall-clock multiple")
-    max_segment_seconds: int = field(0, check=_between(0, 7200),
+    max_segment_seconds: int = field(0, check=between(0, 7200),
                                      doc="cap for very long GOPs (0 = 3 x segment_seconds, at least 30): "
                                          "a segment that reaches it without a keyframe ends the RTSP "
                                          "session, which makes the camera start a new GOP")
-    retain_days: float = field(30.0, check=_between(0.001, 36500), doc="local retention")
-    min_free_percent: float = field(10.0, check=_between(0, 99),
+    retain_days: float = field(30.0, check=between(0.001, 36500), doc="local retention")
+    min_free_percent: float = field(10.0, check=between(0, 99),
                                     doc="below this, delete oldest segments (synced first); "
                                         "recording never stops")
-    max_drift_seconds: float = field(5.0, check=_between(0.5, 3600),
+    max_drift_seconds: float = field(5.0, check=between(0.5, 3600),
                                      doc="a camera clock drifting this far from the edge clock starts a new run")
-    retention_interval_seconds: float = field(10.0, check=_between(0.1, 3600),
+    retention_interval_seconds: float = field(10.0, check=between(0.1, 3600),
                                               doc="how often retention checks age and free space")
 
     @property
@@ -79,7 +68,7 @@ class CameraConfig:
     transport: str = field("tcp", check=lambda v: None if v in ("tcp", "udp") else "must be tcp or udp",
                            doc="RTSP transport")
     enabled: bool = field(True, doc="false keeps the camera configured but not recorded")
-    timeout_seconds: float = field(5.0, check=_between(0.5, 120),
+    timeout_seconds: float = field(5.0, check=between(0.5, 120),
                                    doc="FFmpeg's RTSP socket timeout: an unanswered connect or request fails after "
                                        "this, a camera that stops sending mid-stream after twice this "
                                        "(FFmpeg's reader retries once)")
@@ -93,7 +82,13 @@ class CameraConfig:
 class HttpConfig:
     token: str = field(secret=True, check=lambda v: None if len(v) >= 16 else "must be at least 16 characters",
                        doc="bearer token the hub presents (required)")
-    listen: str = field("0.0.0.0:8600", check=_check_listen, doc="HOST:PORT of the segment server")
+    listen: str = field("0.0.0.0:8600", check=check_listen, doc="HOST:PORT of the segment server")
+    advertise_url: str = field("", check=check_http_url,
+                               doc="where the hub reaches this node, published in its MQTT status "
+                                   "(empty: http://<listen host, or this machine's name for 0.0.0.0>:<port>)")
+    max_upload_mbps: float = field(0.0, check=between(0, 100_000),
+                                   doc="cap on the bandwidth of segment downloads, in Mbit/s, shared by all "
+                                       "of them, to protect a thin WAN (0 = unlimited)")
 
     @property
     def host(self) -> str:
@@ -103,6 +98,15 @@ class HttpConfig:
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 
+    @property
+    def public_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = self.host.strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{host}:{self.port}"
+
 
 @dataclasses.dataclass(frozen=True)
 class EdgeConfig:
@@ -110,6 +114,9 @@ class EdgeConfig:
     http: HttpConfig
     cameras: list[CameraConfig] = field(doc="one [[cameras]] table per camera")
     recording: RecordingConfig = field(RecordingConfig())
+    mqtt: MqttConfig | None = field(None, doc="[mqtt] table: without it the node records and serves its "
+                                              "segments but publishes nothing (the hub still finds them "
+                                              "by polling)")
 
     def __post_init__(self) -> None:
         if not self.cameras:

@@ -104,6 +104,20 @@ class EdgeMetrics:
         self.commit_seconds = Histogram(
             "vigil_edge_segment_commit_seconds", "fsync, rename, fsync dir and catalog insert of one segment",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.mqtt_connected = Gauge("vigil_edge_mqtt_connected", "1 while connected to the MQTT broker",
+                                    registry=r)
+        self.mqtt_connects = Counter("vigil_edge_mqtt_connects", "Successful connections to the broker",
+                                     registry=r)
+        self.mqtt_published = Counter("vigil_edge_mqtt_published", "MQTT messages published, by topic kind",
+                                      ["kind"], registry=r)
+        self.mqtt_invalid = Counter("vigil_edge_mqtt_invalid_messages",
+                                    "MQTT messages received and dropped as invalid, by reason", ["reason"],
+                                    registry=r)
+        self.outbox_events = Gauge("vigil_edge_outbox_events",
+                                   "Segment doorbells not yet acknowledged by the broker", registry=r)
+        self.synced_through = Gauge("vigil_edge_synced_through_seq",
+                                    "Every segment up to this seq is stored by the hub", registry=r)
+        self.upload_bytes = Counter("vigil_edge_upload_bytes", "Segment bytes served to the hub", registry=r)
         self.recovered = Counter("vigil_edge_segments_recovered", "Stray files recovered at start-up",
                                  registry=r)
 

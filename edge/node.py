@@ -5,6 +5,7 @@ Threads and what they may block on:
 * camera-<id> (one per camera): the camera's socket only.
 * catalog-writer: fsync, rename, SQLite, retention deletes.
 * http: uvicorn's event loop, with a worker pool for catalog reads and file serving.
+* mqtt-link and paho's network thread (only with [mqtt]): status, doorbells, the synced cursor.
 * main: waits for a signal, then stops the rest within `STOP_BUDGET_S`.
 """
 
@@ -27,6 +28,7 @@ from edge.catalog import Catalog
 from edge.config import EdgeConfig
 from edge.metrics import EdgeMetrics
 from edge.retention import disk_usage
+from edge.uplink import MqttLink
 from edge.writer import CatalogWriter, recover_stray_files
 from shared import __version__
 from shared.timeutil import now_us, us_to_iso
@@ -49,6 +51,7 @@ class EdgeNode:
         self.catalog: Catalog | None = None
         self.writer: CatalogWriter | None = None
         self.http: uvicorn.Server | None = None
+        self.link: MqttLink | None = None
 
     # -- start -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -62,7 +65,8 @@ class EdgeNode:
         except OSError as exc:
             raise StartupError(f"node.data_dir: cannot write to {data_dir} ({exc.strerror})") from None
         self.catalog = Catalog(data_dir)
-        self.writer = CatalogWriter(self.catalog, cfg.recording, self.metrics)
+        self.writer = CatalogWriter(self.catalog, cfg.recording, self.metrics, doorbells=cfg.mqtt is not None,
+                                    on_segment=self._segment_committed)
         recover_stray_files(self.catalog, self.writer)
         self.writer.ensure_reserve()
         last_end = self.catalog.last_end_us()
@@ -82,14 +86,25 @@ class EdgeNode:
         for rec in self.recorders.values():
             rec.start()
         self._start_http()
+        if cfg.mqtt is not None:
+            self.link = MqttLink(cfg, self.writer, self.metrics, self.camera_status, self.stop_event)
+            self.link.start()
+        else:
+            log.warning("no [mqtt] in the config: recording and serving segments, publishing nothing")
         log.info("edge started", extra={"version": __version__, "cameras": len(self.recorders),
                                         "disabled": len(self.disabled), "data_dir": str(data_dir),
-                                        "http": cfg.http.listen})
+                                        "http": cfg.http.listen, "advertised_url": cfg.http.public_url,
+                                        "mqtt": cfg.mqtt.url if cfg.mqtt else None})
+
+    def _segment_committed(self, seq: int) -> None:
+        if self.link is not None:
+            self.link.wake.set()
 
     def _start_http(self) -> None:
         cfg = self.config
         app = create_app(data_dir=cfg.node.data_dir, token=cfg.http.token, metrics=self.metrics,
-                         camera_status=self.camera_status, node_id=cfg.node.id)
+                         camera_status=self.camera_status, node_id=cfg.node.id,
+                         max_upload_mbps=cfg.http.max_upload_mbps)
         server = uvicorn.Server(uvicorn.Config(app, host=cfg.http.host, port=cfg.http.port, log_config=None,
                                                lifespan="off", access_log=False))
         self.http = server
@@ -155,6 +170,8 @@ class EdgeNode:
                 log.error("could not close a camera's segment in time", extra={"camera": rec.cam.id})
         if self.writer:
             self.writer.stop(timeout=max(0.5, t0 + STOP_BUDGET_S - time.monotonic()))
+        if self.link:
+            self.link.close(timeout=max(0.2, t0 + STOP_BUDGET_S + 0.5 - time.monotonic()))
         if self.http:
             self.http.should_exit = True
         log.info("edge stopped", extra={"seconds": round(time.monotonic() - t0, 3),

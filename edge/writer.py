@@ -21,6 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 from edge import retention
 from edge.catalog import Catalog
@@ -46,13 +47,27 @@ class _Retention:
     emergency: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class _Synced:
+    through_seq: int
+    quarantined: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _OutboxAcked:
+    ids: tuple[int, ...]
+
+
 _STOP = object()
 
 
 class CatalogWriter(threading.Thread):
-    def __init__(self, catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics) -> None:
+    def __init__(self, catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics, doorbells: bool = False,
+                 on_segment: Callable[[int], None] | None = None) -> None:
         super().__init__(name="catalog-writer", daemon=True)
         self.catalog = catalog
+        self.doorbells = doorbells  # also write an outbox event per segment (MQTT configured)
+        self.on_segment = on_segment  # called with each new seq (wakes the MQTT link)
         self.data_dir = catalog.data_dir
         self.rec = rec
         self.metrics = metrics
@@ -68,6 +83,14 @@ class CatalogWriter(threading.Thread):
 
     def add_gap(self, gap: Gap) -> None:
         self._queue.put(gap)
+
+    def mark_synced(self, through_seq: int, quarantined: tuple[int, ...] = ()) -> None:
+        """The hub stored every segment up to `through_seq` (but `quarantined`)."""
+        self._queue.put(_Synced(through_seq, quarantined))
+
+    def outbox_acked(self, ids: list[int]) -> None:
+        """The broker acknowledged these doorbells."""
+        self._queue.put(_OutboxAcked(tuple(ids)))
 
     def request_retention(self, emergency: bool = False) -> None:
         """Run retention soon; `emergency` after a failed write (see edge/retention.py rule 3)."""
@@ -107,6 +130,13 @@ class CatalogWriter(threading.Thread):
                 elif isinstance(item, _Retention):
                     self._retention(item.emergency)
                     self._drain_backlog()
+                elif isinstance(item, _Synced):
+                    changed = self.catalog.mark_synced(item.through_seq, item.quarantined)
+                    if changed:
+                        log.debug("hub stored segments", extra={"through_seq": item.through_seq, "marked": changed,
+                                                               "quarantined": len(item.quarantined)})
+                elif isinstance(item, _OutboxAcked):
+                    self.catalog.delete_outbox(list(item.ids))
             except Exception:
                 log.exception("catalog writer failed on an item; a stray file is recovered at start-up")
 
@@ -161,7 +191,9 @@ class CatalogWriter(threading.Thread):
                                             "seconds": round((item.end_us - item.start_us) / 1e6, 3),
                                             "detail": item.detail})
             return
-        seq = self.catalog.insert_segment(item)
+        seq = self.catalog.insert_segment(item, doorbell=self.doorbells)
+        if self.on_segment is not None:
+            self.on_segment(seq)
         log.info("segment closed", extra={
             "camera": item.camera, "seq": seq, "run": item.run_id, "bytes": item.bytes,
             "seconds": round((item.end_us - item.start_us) / 1e6, 3), "fragments": len(item.fragments),

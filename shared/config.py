@@ -20,6 +20,7 @@ import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 ENV_PREFIX = "VIGIL_"
@@ -38,6 +39,31 @@ def check_id(value: str) -> str | None:
     if not ID_PATTERN.match(value):
         return f"{value!r} is not a valid id (lower-case letters, digits and '-', 1-63 chars, not starting with '-')"
     return None
+
+
+def check_listen(value: str) -> str | None:
+    """HOST:PORT for a server to listen on."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{value!r} is not HOST:PORT"
+    return None
+
+
+def check_http_url(url: str) -> str | None:
+    """An http(s) URL, or empty (meaning: derive a default)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http:// or https:// URL"
+    return None
+
+
+def between(lo: float, hi: float) -> Callable[[float], str | None]:
+    """A check that a number lies in [lo, hi]."""
+    def check(value: float) -> str | None:
+        return None if lo <= value <= hi else f"must be between {lo:g} and {hi:g}, got {value:g}"
+    return check
 
 
 def field(default: Any = dataclasses.MISSING, *, check: Callable[[Any], str | None] | None = None,
@@ -127,7 +153,12 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, problems: list[st
     for name, f in fields.items():
         path = f"{prefix}.{name}" if prefix else name
         if name in data:
-            value = _convert(data[name], hints[name], path, problems)
+            if f.metadata.get("secret"):  # never echo a secret, even a mistyped one
+                found: list[str] = []
+                value = _convert(data[name], hints[name], path, found)
+                problems.extend(f"{path}: expected a {_type_name(hints[name])} (value not shown)" for _ in found)
+            else:
+                value = _convert(data[name], hints[name], path, problems)
             check = f.metadata.get("check")
             if value is not None and check is not None:
                 error = check(value)

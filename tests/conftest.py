@@ -19,6 +19,7 @@ import av
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from services_helper import Mosquitto, SeaweedS3
 from testcam_helper import TestCam, ensure_media, free_port
 
 from edge.catalog import Catalog, SegmentRow
@@ -53,16 +54,22 @@ class Edge:
     """A `vigil-edge` process with its own config, data dir and log files."""
 
     def __init__(self, workdir: Path, cameras: list[dict[str, Any]], recording: dict[str, Any] | None = None,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, node_id: str = "test-edge", mqtt: dict[str, Any] | None = None,
+                 http: dict[str, Any] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.node_id = node_id
         self.data_dir = data_dir or workdir / "data"
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "edge.toml"
-        lines = ["[node]", 'id = "test-edge"', f'data_dir = "{self.data_dir}"', "", "[recording]"]
+        lines = ["[node]", f'id = "{node_id}"', f'data_dir = "{self.data_dir}"', "", "[recording]"]
         for key, value in {"segment_seconds": 10, **(recording or {})}.items():
             lines.append(f"{key} = {json.dumps(value)}")
-        lines += ["", "[http]", f'listen = "127.0.0.1:{self.port}"', f'token = "{TOKEN}"', ""]
+        lines += ["", "[http]", f'listen = "127.0.0.1:{self.port}"', f'token = "{TOKEN}"']
+        lines += [f"{k} = {json.dumps(v)}" for k, v in (http or {}).items()] + [""]
+        if mqtt is not None:
+            lines += ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in mqtt.items()] + [""]
         for cam in cameras:
             lines.append("[[cameras]]")
             lines += [f"{k} = {json.dumps(v)}" for k, v in cam.items()]
@@ -165,14 +172,141 @@ def edge_factory(tmp_path: Path):
     edges: list[Edge] = []
 
     def make(cameras: list[dict[str, Any]], recording: dict[str, Any] | None = None, name: str = "edge",
-             data_dir: Path | None = None) -> Edge:
-        e = Edge(tmp_path / name, cameras, recording, data_dir)
+             data_dir: Path | None = None, **kw: Any) -> Edge:
+        e = Edge(tmp_path / name, cameras, recording, data_dir, **kw)
         edges.append(e)
         return e
 
     yield make
     for e in edges:
         e.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A real Mosquitto broker (users hub, edge, test) on a free loopback port."""
+    b = Mosquitto.start(tmp_path / "mosquitto")
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def s3(tmp_path: Path):
+    """A real S3 server (SeaweedFS `weed mini`) with the bucket `vigil`."""
+    server = SeaweedS3.start(tmp_path / "s3")
+    yield server
+    server.stop()
+
+
+def edge_mqtt(broker: Mosquitto, **extra: Any) -> dict[str, Any]:
+    return {"url": broker.url, "username": "edge", "password": "edge-secret", **extra}
+
+
+class Hub:
+    """A `vigil-hub` process with its own config and data dir."""
+
+    def __init__(self, workdir: Path, broker: Mosquitto, s3: SeaweedS3, nodes: list[Edge] | None = None,
+                 ingest: dict[str, Any] | None = None, extra_nodes: list[dict[str, str]] | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.s3 = s3
+        self.config = workdir / "hub.toml"
+        ingest = {"reconcile_seconds": 5, **(ingest or {})}
+        lines = ["[hub]", f'data_dir = "{self.data_dir}"', f'listen = "127.0.0.1:{self.port}"', "",
+                 "[mqtt]", f'url = "{broker.url}"', 'username = "hub"', 'password = "hub-secret"', "",
+                 "[s3]", f'endpoint_url = "{s3.endpoint_url}"', f'bucket = "{s3.bucket}"',
+                 f'access_key = "{s3.access_key}"', f'secret_key = "{s3.secret_key}"', "",
+                 "[edge]", f'token = "{TOKEN}"', "", "[ingest]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in ingest.items()] + [""]
+        for e in nodes or []:
+            lines += ["[[nodes]]", f'id = "{e.node_id}"', f'url = "{e.url}"', ""]
+        for n in extra_nodes or []:
+            lines += ["[[nodes]]"] + [f"{k} = {json.dumps(v)}" for k, v in n.items()] + [""]
+        self.config.write_text("\n".join(lines))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> Hub:
+        self.runs += 1
+        out = open(self.workdir / f"hub-{self.runs}.out", "wb")
+        err = open(self.workdir / f"hub-{self.runs}.err", "wb")
+        self.proc = subprocess.Popen([str(VENV_BIN / "vigil-hub"), "--config", str(self.config)],
+                                     stdout=out, stderr=err)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"vigil-hub exited: {self.output()}"
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("vigil-hub did not answer /healthz in 30 s")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"vigil-hub ignored SIGTERM for {timeout} s") from None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def output(self) -> str:
+        return "".join(f.read_text() for f in sorted(self.workdir.glob("hub-*.*")))
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for f in sorted(self.workdir.glob("hub-*.out")):
+            lines += [json.loads(line) for line in f.read_text().splitlines() if line.startswith("{")]
+        return lines
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
+            return resp.read().decode()
+
+    def catalog(self) -> Any:
+        from hub.catalog import HubCatalog
+        return HubCatalog(self.data_dir, readonly=True)
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path):
+    hubs: list[Hub] = []
+
+    def make(broker: Mosquitto, s3: SeaweedS3, nodes: list[Edge] | None = None, name: str = "hub",
+             **kw: Any) -> Hub:
+        h = Hub(tmp_path / name, broker, s3, nodes, **kw)
+        hubs.append(h)
+        return h
+
+    yield make
+    for h in hubs:
+        h.close()
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of one sample in Prometheus text (0 if absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted((labels or {}).items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        metric, _, label_text = sample.partition("{")
+        if metric != name:
+            continue
+        got = ",".join(sorted(p for p in label_text.rstrip("}").split(",") if p))
+        if got == want:
+            return float(value)
+    return 0.0
 
 
 # -- checks shared by the tests -----------------------------------------------------------------

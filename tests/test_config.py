@@ -139,6 +139,9 @@ def test_missing_file_and_unwritable_data_dir(tmp_path: Path) -> None:
 def test_readme_documents_every_config_key() -> None:
     from shared.config import reference
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for key, _default, _doc in reference(EdgeConfig):
-        documented = key.replace("cameras.", "cameras[].")
-        assert f"| `{documented}` |" in readme, f"README's config reference lacks {documented}"
+    from hub.config import HubConfig
+    edge, hub = readme.split("## Hub config reference")
+    for text, cls in ((edge, EdgeConfig), (hub, HubConfig)):
+        for key, _default, _doc in reference(cls):
+            documented = key.replace("cameras.", "cameras[].").replace("nodes.", "nodes[].")
+            assert f"| `{documented}` |" in text, f"README's {cls.__name__} reference lacks {documented}"

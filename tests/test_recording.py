@@ -156,13 +156,13 @@ def test_token_required_except_health(session: Session) -> None:
 
 
 def test_gap_api_says_why_footage_is_missing(session: Session) -> None:
-    page = session.edge.get_json("/api/v1/gaps?after_id=0&limit=10")
+    page = session.edge.get_json("/api/v1/gaps?after_rev=0&limit=10")
     flaky = [g for g in page["gaps"] if g["camera"] == "flaky"]
     assert [g["reason"] for g in flaky] == ["camera_unreachable", "camera_unreachable"]
     assert all(g["end_us"] > g["start_us"] and g["start"].endswith("Z") for g in flaky)
-    assert page["next_after_id"] == page["gaps"][-1]["id"]
-    later = session.edge.get_json(f"/api/v1/gaps?after_id={page['next_after_id']}")
-    assert all(g["id"] > page["next_after_id"] for g in later["gaps"])
+    assert page["next_after_rev"] == page["gaps"][-1]["rev"]
+    later = session.edge.get_json(f"/api/v1/gaps?after_rev={page['next_after_rev']}")
+    assert all(g["rev"] > page["next_after_rev"] for g in later["gaps"])
 
 
 # -- camera states and errors ----------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""The hub config (`hub.toml`): frozen dataclasses, checked as they are built.
+
+See README.md "Hub config reference" (generated from the `doc=` strings here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from shared.config import ConfigError, between, check_http_url, check_id, check_listen, field, load
+from shared.mqtt import MqttConfig
+
+__all__ = ["ConfigError", "HubConfig", "load_hub_config"]
+
+
+def _check_bucket(name: str) -> str | None:
+    ok = 3 <= len(name) <= 63 and all(c.islower() or c.isdigit() or c in ".-" for c in name)
+    return None if ok and name[0].isalnum() and name[-1].isalnum() else f"{name!r} is not a valid S3 bucket name"
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSection:
+    data_dir: Path = field(doc="where the hub catalog and download spool live")
+    listen: str = field("0.0.0.0:8700", check=check_listen, doc="HOST:PORT of the hub's HTTP server")
+    log_level: str = field("info", check=lambda v: None if v in ("debug", "info", "warning", "error")
+                           else "must be debug, info, warning or error", doc="log level")
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Config:
+    endpoint_url: str = field(check=check_http_url, doc="S3 endpoint (MinIO), e.g. http://minio:9000")
+    bucket: str = field(check=_check_bucket, doc="bucket for recordings (created if missing)")
+    access_key: str = field(secret=True, doc="S3 access key")
+    secret_key: str = field(secret=True, doc="S3 secret key")
+    region: str = field("us-east-1", doc="S3 region")
+    multipart_threshold_mb: int = field(16, check=between(5, 5000),
+                                        doc="objects at least this large are uploaded in parts")
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeAccess:
+    token: str = field(secret=True, check=lambda v: None if len(v) >= 16 else "must be at least 16 characters",
+                       doc="bearer token presented to edges when pulling (their http.token)")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    accept_new_nodes: bool = field(False, doc="pull from a node that is not in [[nodes]] the first time it "
+                                              "announces itself (recorded in the registry); false: only "
+                                              "listed nodes are pulled, others are logged")
+    reconcile_seconds: float = field(30.0, check=between(1, 3600),
+                                     doc="how often each node is asked for segments after the last one held, "
+                                         "whatever MQTT said")
+    pull_concurrency: int = field(8, check=between(1, 256), doc="segment downloads at once, all nodes")
+    pull_concurrency_per_node: int = field(2, check=between(1, 32), doc="segment downloads at once per node")
+    max_attempts: int = field(5, check=between(1, 100),
+                              doc="a segment that fails this many times for a reason of its own (hash "
+                                  "mismatch, missing file) is quarantined and skipped")
+    timeout_seconds: float = field(30.0, check=between(1, 600), doc="HTTP connect/read timeout towards edges")
+    client_id: str = field("vigil-hub", check=check_id, doc="MQTT client id (the broker keeps its session)")
+    session_expiry_seconds: int = field(7 * 86400, check=between(0, 2**32 - 1),
+                                        doc="how long the broker queues doorbells while the hub is away "
+                                            "(catch-up finds anything older)")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeEntry:
+    id: str = field(check=check_id, doc="edge node id")
+    url: str = field("", check=check_http_url,
+                     doc="where to pull from (empty: the URL the node first advertises, then kept)")
+
+
+@dataclasses.dataclass(frozen=True)
+class HubConfig:
+    hub: HubSection
+    mqtt: MqttConfig
+    s3: S3Config
+    edge: EdgeAccess
+    ingest: IngestConfig = field(IngestConfig())
+    nodes: list[NodeEntry] = field([], doc="[[nodes]] tables: the edges this hub pulls from")
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        problems = []
+        for i, node in enumerate(self.nodes):
+            if node.id in seen:
+                problems.append(f"nodes[{i}].id: duplicate node id {node.id!r}")
+            seen.add(node.id)
+        if not self.nodes and not self.ingest.accept_new_nodes:
+            problems.append("nodes: list the edges in [[nodes]] or set ingest.accept_new_nodes = true")
+        if problems:
+            raise ConfigError(problems)
+
+
+def load_hub_config(path: Path) -> HubConfig:
+    return load(HubConfig, path)

@@ -1,0 +1,106 @@
+"""The hub process: catalog, object store, ingest lanes, MQTT bus and the HTTP server.
+
+Threads: paho's network thread (bus callbacks), two lanes per trusted node plus their download
+pools (`hub/ingest.py`), uvicorn's event loop (`hub/api.py`, with a worker pool for anything
+touching disk, SQLite or S3), and main, which waits for SIGTERM/SIGINT and stops the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from hub.api import create_app
+from hub.bus import Bus
+from hub.catalog import HubCatalog
+from hub.config import HubConfig
+from hub.ingest import Ingestor
+from hub.metrics import HubMetrics
+from hub.store import ObjectStore, StoreError
+from shared import __version__
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    pass
+
+
+class HubService:
+    def __init__(self, cfg: HubConfig) -> None:
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.metrics = HubMetrics()
+        self.catalog: HubCatalog | None = None
+        self.ingest: Ingestor | None = None
+        self.bus: Bus | None = None
+        self.http: uvicorn.Server | None = None
+
+    def start(self) -> None:
+        cfg = self.cfg
+        data_dir = cfg.hub.data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            probe = data_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StartupError(f"hub.data_dir: cannot write to {data_dir} ({exc.strerror})") from None
+        self.catalog = HubCatalog(data_dir)
+        store = ObjectStore(cfg.s3, max_pool=2 * cfg.ingest.pull_concurrency + 4)
+        try:
+            store.ensure_bucket()
+        except StoreError as exc:
+            # keep running: pulls fail and retry until S3 answers; /readyz says why
+            log.error("object storage not ready; pulls wait for it", extra={"error": str(exc)})
+        self.ingest = Ingestor(cfg, self.catalog, store, self.metrics, self.stop_event)
+        self.bus = Bus(cfg, self.ingest, self.metrics)
+        self.ingest.start()
+        self.bus.start()
+        self._start_http(store)
+        log.info("hub started", extra={"version": __version__, "listen": cfg.hub.listen, "broker": cfg.mqtt.url,
+                                       "s3": cfg.s3.endpoint_url, "bucket": cfg.s3.bucket,
+                                       "nodes": [n.id for n in cfg.nodes],
+                                       "accept_new_nodes": cfg.ingest.accept_new_nodes})
+
+    def _start_http(self, store: ObjectStore) -> None:
+        assert self.bus is not None
+        host, _, port = self.cfg.hub.listen.rpartition(":")
+        app = create_app(self.cfg, self.metrics, store, self.bus)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_config=None, lifespan="off",
+                                               access_log=False))
+        self.http = server
+        threading.Thread(target=server.run, name="http", daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline and not server.should_exit:
+            time.sleep(0.02)
+        if not server.started:
+            raise StartupError(f"hub.listen: cannot serve on {self.cfg.hub.listen} (port in use?)")
+
+    def run_forever(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+            self.stop_event.set()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        self.stop_event.wait()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        t0 = time.monotonic()
+        self.stop_event.set()
+        if self.ingest:
+            self.ingest.stop(timeout=5.0)
+        if self.bus:
+            self.bus.stop()
+        if self.http:
+            self.http.should_exit = True
+        log.info("hub stopped", extra={"seconds": round(time.monotonic() - t0, 3)})
+        for handler in logging.getLogger().handlers:
+            handler.flush()

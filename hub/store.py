@@ -1,0 +1,107 @@
+"""Object storage for recordings: plain S3 calls through boto3 (MinIO in production).
+
+Layout (docs/design/sync.md):
+    recordings/<node>/<camera>/<YYYY>/<MM>/<DD>/<HH>/<start as YYYYMMDDTHHMMSS.ffffffZ>_<seq>.mp4
+
+Objects are immutable and carry their sha256 in the metadata. `put_verified` is idempotent: an
+existing object with the same sha256 counts as stored; one with a different sha256 is a
+conflict the caller must raise as an alarm; nothing is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import IO, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from hub.config import S3Config
+from shared.timeutil import us_to_compact, us_to_datetime
+
+log = logging.getLogger(__name__)
+
+
+def recording_key(node: str, camera: str, start_us: int, seq: int) -> str:
+    t = us_to_datetime(start_us)
+    return f"recordings/{node}/{camera}/{t:%Y/%m/%d/%H}/{us_to_compact(start_us)}_{seq}.mp4"
+
+
+class StoreError(Exception):
+    """S3 did not answer as expected (unreachable, refused, throttled): try again later."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PutResult:
+    created: bool           # False: an identical object was already there
+    conflict_sha256: str | None = None  # set when an object with different content holds the key
+
+
+def make_s3_client(cfg: S3Config, endpoint_url: str | None = None, max_pool: int = 32) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url or cfg.endpoint_url, region_name=cfg.region,
+        aws_access_key_id=cfg.access_key, aws_secret_access_key=cfg.secret_key,
+        config=botocore.config.Config(
+            signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=max_pool,
+            # plain S3: no flexible checksums that older S3-compatible servers reject
+            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60))
+
+
+class ObjectStore:
+    def __init__(self, cfg: S3Config, max_pool: int = 32) -> None:
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+        self.client = make_s3_client(cfg, max_pool=max_pool)
+        self.transfer = TransferConfig(multipart_threshold=cfg.multipart_threshold_mb << 20,
+                                       multipart_chunksize=8 << 20, max_concurrency=4)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist; raise StoreError if S3 cannot be reached."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreError(f"S3 refused access to bucket {self.bucket!r}: {exc}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StoreError(f"S3 at {self.cfg.endpoint_url} is unreachable: {exc}") from None
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+            log.warning("created the recordings bucket", extra={"bucket": self.bucket})
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+            raise StoreError(f"cannot create bucket {self.bucket!r}: {exc}") from None
+
+    def existing_sha256(self, key: str) -> str | None:
+        """The sha256 recorded on an existing object ('' if it has none), or None if absent."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StoreError(f"HEAD {key}: {exc}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StoreError(f"HEAD {key}: {exc}") from None
+        return head.get("Metadata", {}).get("sha256", "")
+
+    def put_verified(self, key: str, body: IO[bytes], size: int, sha256: str, metadata: dict[str, str]) -> PutResult:
+        """Store `body` (already verified against `sha256`) under `key` unless it is there."""
+        existing = self.existing_sha256(key)
+        if existing is not None:
+            if existing == sha256:
+                return PutResult(created=False)
+            return PutResult(created=False, conflict_sha256=existing or "(none)")
+        meta = {"sha256": sha256, **metadata}
+        try:
+            if size < self.transfer.multipart_threshold:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
+                                       ContentType="video/mp4", Metadata=meta)
+            else:
+                self.client.upload_fileobj(body, self.bucket, key, Config=self.transfer,
+                                           ExtraArgs={"ContentType": "video/mp4", "Metadata": meta})
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+            raise StoreError(f"PUT {key}: {exc}") from None
+        return PutResult(created=True)

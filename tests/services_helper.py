@@ -1,0 +1,533 @@
+"""Start real servers for tests: a Mosquitto MQTT broker and a SeaweedFS S3 gateway.
+
+Both listen on 127.0.0.1 with free ports, keep all their files in the given
+work directory, and are only ever signalled by the PID of the process they
+started.  Plain classes; the pytest fixtures wrap them.
+
+    broker = Mosquitto.start(tmp_path / "mqtt")           # users hub/edge/test
+    broker.publish("vigil/x", b"{bad json", retain=True)
+    broker.subscribe_collect("vigil/#", 0.5)              # -> [(topic, payload, retain)]
+    broker.restart()                                      # same port, same persistence
+    broker.stop()
+
+    s3 = SeaweedS3.start(tmp_path / "s3")                 # bucket "vigil" created
+    s3.client().put_object(Bucket=s3.bucket, Key="k", Body=b"x")
+    s3.list_keys()                                        # -> {"k": 1}
+    s3.stop()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from testcam_helper import free_port
+
+__all__ = ["DEFAULT_MQTT_USERS", "Mosquitto", "SeaweedS3", "free_ports"]
+
+VENV_BIN = Path(sys.executable).parent
+MOSQUITTO = "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = "mosquitto_passwd"
+MOSQUITTO_PUB = "mosquitto_pub"
+
+DEFAULT_MQTT_USERS: dict[str, str] = {"hub": "hub-secret", "edge": "edge-secret", "test": "test-secret"}
+
+MQTT_READY_TIMEOUT_S = 10.0
+S3_READY_TIMEOUT_S = 60.0
+RESTART_BIND_RETRY_S = 10.0
+_MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 108 bytes; weed cannot listen on a longer socket path
+_AUTO_PORT_ATTEMPTS = 3  # with auto-picked ports, retry this often when a port was taken meanwhile
+
+_seq = itertools.count()
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago (all bound at once, so no duplicates)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _text_since(paths: dict[Path, int]) -> str:
+    """What was appended to each file after the recorded offset."""
+    out = []
+    for path, offset in paths.items():
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                out.append(f.read().decode(errors="replace"))
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
+def _stop_proc(proc: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM our own child, wait up to ``timeout`` s, then SIGKILL; no-op when already gone."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)  # Popen signals only its own child's PID
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    _kill_proc(proc)
+
+
+def _kill_proc(proc: subprocess.Popen | None) -> None:
+    """SIGKILL our own child and reap it."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+
+
+# --------------------------------------------------------------------------- MQTT
+class Mosquitto:
+    """A running ``mosquitto`` broker with password auth on one loopback port."""
+
+    def __init__(self, workdir: Path, users: dict[str, str], port: int) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.users = dict(users)
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        self.passwd_path = self.workdir / "passwd"
+        self.stdout_path = self.workdir / "mosquitto.out"
+        self.stderr_path = self.workdir / "mosquitto.err"
+        self._offsets: dict[Path, int] = {}  # log sizes when the current process was launched
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # ---------------------------------------------------------------- start
+    @classmethod
+    def start(cls, workdir: Path, users: dict[str, str] | None = None, port: int | None = None) -> Mosquitto:
+        """Write config and password file, start the broker, wait until an authenticated publish works.
+
+        ``users`` defaults to :data:`DEFAULT_MQTT_USERS`.  With ``port=None`` a free port is
+        picked (and re-picked if another process grabbed it first).  Raises RuntimeError
+        with the log tail if the broker is not ready within 10 s.
+        """
+        users = dict(DEFAULT_MQTT_USERS if users is None else users)
+        if not users:
+            raise ValueError("Mosquitto needs at least one user (anonymous access is off)")
+        attempts = 1 if port is not None else _AUTO_PORT_ATTEMPTS
+        for attempt in range(attempts):
+            broker = cls(workdir, users, port if port is not None else free_port())
+            broker.workdir.mkdir(parents=True, exist_ok=True)
+            broker._write_config()
+            try:
+                broker._launch()
+                return broker
+            except RuntimeError:
+                if attempt + 1 >= attempts or not broker._bind_failed():
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write_config(self) -> None:
+        # Global settings first; with per_listener_settings the auth options belong to the listener.
+        conf = [
+            "per_listener_settings true",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            f"log_dest file {self.log_path}",
+            "log_type all",
+            "user root",
+            "",
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous false",
+            f"password_file {self.passwd_path}",
+        ]
+        self.conf_path.write_text("\n".join(conf) + "\n")
+        self.passwd_path.unlink(missing_ok=True)
+        for i, (user, password) in enumerate(self.users.items()):
+            flags = ["-c", "-b"] if i == 0 else ["-b"]
+            subprocess.run([MOSQUITTO_PASSWD, *flags, str(self.passwd_path), user, password],
+                           check=True, capture_output=True, timeout=30)
+        self.passwd_path.chmod(0o600)
+
+    def _ready_user(self) -> str:
+        return "test" if "test" in self.users else next(iter(self.users))
+
+    def _launch(self) -> None:
+        """Start the process and wait for readiness (SIGKILLs it and raises RuntimeError on failure)."""
+        self._offsets = {p: _size(p) for p in (self.log_path, self.stdout_path, self.stderr_path)}
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err, cwd=self.workdir)
+        user = self._ready_user()
+        cmd = [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(self.port), "-u", user, "-P", self.users[user],
+               "-t", "ready", "-m", "x"]
+        deadline = time.monotonic() + MQTT_READY_TIMEOUT_S
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RuntimeError(f"mosquitto exited with status {rc} before it was ready "
+                                   f"(port {self.port})\n{self.log_text()}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if subprocess.run(cmd, capture_output=True, timeout=5).returncode == 0:
+                    return
+            if time.monotonic() > deadline:
+                _kill_proc(self.proc)
+                raise RuntimeError(f"mosquitto not ready after {MQTT_READY_TIMEOUT_S:.0f} s "
+                                   f"(port {self.port})\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def _bind_failed(self) -> bool:
+        return "address already in use" in _text_since(self._offsets).lower()
+
+    # -------------------------------------------------------------- control
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM (the broker saves its persistence file), then SIGKILL after ``timeout`` s; idempotent."""
+        _stop_proc(self.proc, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crashed broker (only what autosave wrote in the last second survives)."""
+        _kill_proc(self.proc)
+
+    def restart(self) -> Mosquitto:
+        """Stop if running, then start again on the same port with the same persistence dir.
+
+        Retries for a few seconds while the port cannot be bound yet.
+        """
+        self.stop()
+        deadline = time.monotonic() + RESTART_BIND_RETRY_S
+        while True:
+            try:
+                self._launch()
+                return self
+            except RuntimeError:
+                if not self._bind_failed() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def log_text(self) -> str:
+        """The broker's log file plus anything it wrote to stdout/stderr."""
+        parts = [_tail(p, 200) for p in (self.log_path, self.stdout_path, self.stderr_path)]
+        return "\n".join(p for p in parts if p)
+
+    # --------------------------------------------------------------- client
+    @contextlib.contextmanager
+    def _client(self, user: str) -> Iterator[Any]:
+        """A connected paho client (network loop running); raises RuntimeError if CONNACK is a failure."""
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"vigil-test-{os.getpid()}-{next(_seq)}")
+        client.username_pw_set(user, self.users[user])
+        connected = threading.Event()
+        result: list[Any] = []
+
+        def on_connect(_c: Any, _u: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+            result.append(reason_code)
+            connected.set()
+
+        client.on_connect = on_connect
+        client.connect("127.0.0.1", self.port, keepalive=30)
+        client.loop_start()
+        try:
+            if not connected.wait(5):
+                raise RuntimeError(f"no CONNACK from {self.url} within 5 s")
+            if result[0].is_failure:
+                raise RuntimeError(f"MQTT connect as {user!r} refused: {result[0]}")
+            yield client
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 1,
+                user: str = "test") -> None:
+        """Publish one message (e.g. a malformed payload) and wait until the broker has it."""
+        with self._client(user) as client:
+            info = client.publish(topic, payload, qos=qos, retain=retain)
+            info.wait_for_publish(5)
+            if not info.is_published():
+                raise RuntimeError(f"publish to {topic!r} not acknowledged within 5 s")
+
+    def subscribe_collect(self, topic_filter: str, seconds: float, user: str = "test") -> list[tuple[str, bytes, bool]]:
+        """Subscribe (QoS 1) and return ``(topic, payload, retain)`` for everything received in ``seconds``.
+
+        The window starts once the SUBACK arrived, so retained messages are always included.
+        """
+        import paho.mqtt.client as mqtt
+
+        got: list[tuple[str, bytes, bool]] = []
+        lock = threading.Lock()
+        subscribed = threading.Event()
+
+        def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            with lock:
+                got.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+        def on_subscribe(_c: Any, _u: Any, _mid: int, reason_codes: list[Any], _props: Any) -> None:
+            subscribed.set()
+
+        with self._client(user) as client:
+            client.on_message = on_message
+            client.on_subscribe = on_subscribe
+            client.subscribe(topic_filter, qos=1)
+            if not subscribed.wait(5):
+                raise RuntimeError(f"no SUBACK for {topic_filter!r} within 5 s")
+            time.sleep(seconds)
+            with lock:
+                return list(got)
+
+    def __enter__(self) -> Mosquitto:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Mosquitto {self.url} pid={self.pid} {state}>"
+
+
+# ----------------------------------------------------------------------------- S3
+class SeaweedS3:
+    """A running ``weed mini`` (master, volume, filer, S3 in one process) with one signed-auth identity."""
+
+    region = "us-east-1"
+    _PORT_NAMES = ("s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
+                   "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc")
+
+    def __init__(self, workdir: Path, access_key: str, secret_key: str, bucket: str | None,
+                 ports: dict[str, int]) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.bucket = bucket
+        self.ports = dict(ports)
+        self.proc: subprocess.Popen | None = None
+        self.stdout_path = self.workdir / "weed.out"
+        self.stderr_path = self.workdir / "weed.err"
+        self.startup_s: float | None = None  # how long the last start took until S3 answered
+        # weed's local sockets go into workdir unless that path is too long for a unix socket.
+        self._private_sock_dir: Path | None = None
+        if len(str(self.workdir / "filer.sock")) > _MAX_UNIX_SOCKET_PATH:
+            self._private_sock_dir = Path(tempfile.mkdtemp(prefix="vigil-weed-"))
+        self.sock_dir = self._private_sock_dir or self.workdir
+        self._offsets: dict[Path, int] = {}  # log sizes when the current process was launched
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # ---------------------------------------------------------------- start
+    @classmethod
+    def start(cls, workdir: Path, access_key: str = "vigil-test", secret_key: str = "vigil-test-secret",
+              bucket: str | None = "vigil") -> SeaweedS3:
+        """Start ``weed mini`` on free loopback ports; ready when a signed create_bucket/list_buckets works.
+
+        Raises RuntimeError with the log tail if S3 does not answer within 60 s.
+        """
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(_AUTO_PORT_ATTEMPTS):
+            ports = dict(zip(cls._PORT_NAMES, free_ports(len(cls._PORT_NAMES)), strict=True))
+            s3 = cls(workdir, access_key, secret_key, bucket, ports)
+            s3._write_config()
+            try:
+                s3._launch()
+                return s3
+            except RuntimeError:
+                s3.stop()  # already dead; removes its leftover sockets
+                if attempt + 1 >= _AUTO_PORT_ATTEMPTS or not s3._bind_failed():
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write_config(self) -> None:
+        identity = {"name": "hub",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+        (self.workdir / "s3.json").write_text(json.dumps({"identities": [identity]}, indent=2) + "\n")
+
+    def command(self) -> list[str]:
+        """The full ``weed`` command line."""
+        d = self.workdir
+        # -logtostderr: glog would otherwise write weed.* log files into /tmp.
+        # -admin.port*: the admin server (used by the maintenance worker) still runs with -admin.ui=false
+        # and would otherwise take the fixed ports 23646/33646, so two instances would collide.
+        return [str(VENV_BIN / "weed"), "-logtostderr", "mini", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                *(f"-{name}={port}" for name, port in self.ports.items()),
+                f"-s3.config={d / 's3.json'}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
+                "-s3.port.lance=0", "-master.telemetry=false", f"-filer.localSocket={self.sock_dir / 'filer.sock'}",
+                f"-s3.localSocket={self.sock_dir / 's3.sock'}"]
+
+    def _launch(self) -> None:
+        """Start the process and wait for S3 (SIGKILLs it and raises RuntimeError on failure)."""
+        from botocore.exceptions import ClientError
+
+        t0 = time.monotonic()
+        self._offsets = {p: _size(p) for p in (self.stdout_path, self.stderr_path)}
+        self.sock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         cwd=self.workdir)
+        probe = self.client(connect_timeout=2, read_timeout=5, max_attempts=1)
+        deadline = t0 + S3_READY_TIMEOUT_S
+        last_error: Exception | None = None
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self._remove_grpc_sockets()
+                raise RuntimeError(f"weed mini exited with status {rc} before S3 was ready\n"
+                                   f"command: {' '.join(self.command())}\n{self.log_text(60)}")
+            try:
+                if self.bucket is not None:
+                    try:
+                        probe.create_bucket(Bucket=self.bucket)
+                    except ClientError as e:
+                        if e.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                            raise
+                else:
+                    probe.list_buckets()
+                self.startup_s = time.monotonic() - t0
+                return
+            except Exception as e:  # connection refused, 503 while the filer comes up, ...
+                last_error = e
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"weed mini S3 not ready after {S3_READY_TIMEOUT_S:.0f} s "
+                                   f"(last error: {last_error!r})\n{self.log_text(60)}")
+            time.sleep(0.1)
+
+    def _bind_failed(self) -> bool:
+        # weed checks its ports first ("Port allocation failed: port N ... is not available"), then binds.
+        text = _text_since(self._offsets).lower()
+        return "port allocation failed" in text or "address already in use" in text
+
+    # --------------------------------------------------------------- client
+    def client(self, connect_timeout: float = 10, read_timeout: float = 60, max_attempts: int = 3) -> Any:
+        """A boto3 S3 client for this server (SigV4, path-style, checksums only when required)."""
+        import boto3
+        import botocore.config
+
+        config = botocore.config.Config(
+            signature_version="s3v4", s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+            retries={"max_attempts": max_attempts}, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, config=config)
+
+    def list_keys(self, prefix: str = "", bucket: str | None = None) -> dict[str, int]:
+        """``{key: size}`` of every object under ``prefix`` (all pages)."""
+        bucket = bucket or self.bucket
+        if bucket is None:
+            raise ValueError("no bucket given")
+        keys: dict[str, int] = {}
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                keys[obj["Key"]] = obj["Size"]
+        return keys
+
+    # -------------------------------------------------------------- control
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM (weed shuts down in 2-4 s), then SIGKILL after ``timeout`` s; idempotent."""
+        _stop_proc(self.proc, timeout)
+        self._remove_grpc_sockets()
+        if self._private_sock_dir is not None:
+            shutil.rmtree(self._private_sock_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL: S3 disappears at once (connections reset)."""
+        _kill_proc(self.proc)
+        self._remove_grpc_sockets()
+
+    def _remove_grpc_sockets(self) -> None:
+        """weed leaves ``/tmp/seaweedfs-<component>-grpc-<port>.sock`` behind (even after SIGTERM); remove ours."""
+        if self.running:
+            return
+        for name, port in self.ports.items():
+            if name.endswith(".grpc"):
+                component = name.split(".", 1)[0]
+                Path(f"/tmp/seaweedfs-{component}-grpc-{port}.sock").unlink(missing_ok=True)
+
+    def restart(self) -> SeaweedS3:
+        """Stop if running, then start again on the same ports with the same data.
+
+        Retries for a few seconds while a port cannot be bound yet.
+        """
+        self.stop()
+        deadline = time.monotonic() + RESTART_BIND_RETRY_S
+        while True:
+            try:
+                self._launch()
+                return self
+            except RuntimeError:
+                if not self._bind_failed() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def log_text(self, lines: int = 200) -> str:
+        """The tail of weed's stdout and stderr (its log goes to stderr)."""
+        parts = [_tail(p, lines) for p in (self.stdout_path, self.stderr_path)]
+        return "\n".join(p for p in parts if p)
+
+    def __enter__(self) -> SeaweedS3:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<SeaweedS3 {self.endpoint_url} pid={self.pid} {state}>"

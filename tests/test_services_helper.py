@@ -1,0 +1,139 @@
+"""The real-server helpers in ``services_helper``: Mosquitto (auth, retained, persistence) and SeaweedFS S3."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import botocore.config
+import paho.mqtt.client as mqtt
+import pytest
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+from services_helper import Mosquitto, SeaweedS3
+
+MiB = 1024 * 1024
+
+
+def _connack(port: int, user: str, password: str) -> mqtt.ReasonCode:
+    """Connect with paho and return the broker's CONNACK reason code."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"auth-probe-{os.getpid()}")
+    client.username_pw_set(user, password)
+    got: list[mqtt.ReasonCode] = []
+    done = threading.Event()
+
+    def on_connect(_c, _u, _flags, reason_code, _props) -> None:
+        got.append(reason_code)
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert done.wait(5), "no CONNACK"
+        return got[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_mosquitto_auth_retained_and_persistence(tmp_path: Path) -> None:
+    broker = Mosquitto.start(tmp_path / "mqtt")
+    try:
+        assert broker.running
+        assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+        conf = (tmp_path / "mqtt" / "mosquitto.conf").read_text()
+        assert "allow_anonymous false" in conf
+        assert f"persistence_location {(tmp_path / 'mqtt').resolve()}/" in conf
+
+        broker.publish("vigil/t/state", b'{"v": 1}', retain=True)
+        broker.publish("vigil/t/event", "not retained", user="edge")
+        assert broker.subscribe_collect("vigil/t/#", 0.3, user="hub") == [("vigil/t/state", b'{"v": 1}', True)]
+
+        assert not _connack(broker.port, "hub", "hub-secret").is_failure
+        bad = _connack(broker.port, "hub", "wrong-password")
+        assert bad.is_failure
+        assert bad.value in (4, 5, 134, 135)  # bad user name or password / not authorized (3.1.1 or 5)
+        with pytest.raises(RuntimeError, match="refused"):
+            broker.users["test"] = "not-the-password"
+            broker.publish("vigil/t/x", b"x")
+        broker.users["test"] = "test-secret"
+
+        # Clean stop: mosquitto writes its persistence file on SIGTERM.
+        port, pid = broker.port, broker.pid
+        broker.publish("vigil/t/state", b'{"v": 2}', retain=True)
+        broker.restart()
+        assert broker.port == port and broker.pid != pid
+        assert broker.subscribe_collect("vigil/t/#", 0.3) == [("vigil/t/state", b'{"v": 2}', True)]
+
+        # Crash: only what autosave (every 1 s) wrote survives.
+        broker.publish("vigil/t/late", b"late", retain=True)
+        time.sleep(1.5)
+        broker.kill()
+        assert not broker.running
+        broker.restart()
+        assert sorted(broker.subscribe_collect("vigil/t/#", 0.3)) == [
+            ("vigil/t/late", b"late", True), ("vigil/t/state", b'{"v": 2}', True)]
+        assert "Opening ipv4 listen socket on port" in broker.log_text()
+    finally:
+        broker.stop()
+    assert not broker.running and broker.proc is not None and broker.proc.returncode is not None
+    broker.stop()  # idempotent
+
+
+def test_seaweed_s3_roundtrip_multipart_and_restart(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    s3 = SeaweedS3.start(tmp_path / "s3")
+    print(f"weed mini ready in {time.monotonic() - t0:.2f} s")
+    try:
+        assert s3.endpoint_url.startswith("http://127.0.0.1:")
+        client = s3.client()
+        assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["vigil"]
+
+        body = b"segment-bytes " * 1000
+        digest = hashlib.sha256(body).hexdigest()
+        client.put_object(Bucket="vigil", Key="cam1/seg-1.mp4", Body=body, Metadata={"sha256": digest})
+        head = client.head_object(Bucket="vigil", Key="cam1/seg-1.mp4")
+        assert head["Metadata"] == {"sha256": digest}
+        assert head["ContentLength"] == len(body)
+        assert client.get_object(Bucket="vigil", Key="cam1/seg-1.mp4")["Body"].read() == body
+
+        big = os.urandom(20 * MiB)
+        big_digest = hashlib.sha256(big).hexdigest()
+        config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+        client.upload_fileobj(io.BytesIO(big), "vigil", "cam1/big.mp4", Config=config,
+                              ExtraArgs={"Metadata": {"sha256": big_digest}})
+        head = client.head_object(Bucket="vigil", Key="cam1/big.mp4")
+        assert head["ContentLength"] == 20 * MiB
+        assert head["ETag"].strip('"').endswith("-3")  # 8 + 8 + 4 MiB parts
+        assert head["Metadata"] == {"sha256": big_digest}
+        out = io.BytesIO()
+        client.download_fileobj("vigil", "cam1/big.mp4", out, Config=config)
+        assert hashlib.sha256(out.getvalue()).hexdigest() == big_digest
+
+        assert s3.list_keys() == {"cam1/seg-1.mp4": len(body), "cam1/big.mp4": 20 * MiB}
+        assert s3.list_keys("cam2/") == {}
+
+        wrong = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
+                             aws_access_key_id=s3.access_key, aws_secret_access_key="wrong",
+                             config=botocore.config.Config(retries={"max_attempts": 1}))
+        with pytest.raises(ClientError) as err:
+            wrong.list_objects_v2(Bucket="vigil")
+        assert err.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied")
+
+        ports = dict(s3.ports)
+        s3.restart()
+        assert s3.ports == ports
+        assert s3.list_keys() == {"cam1/seg-1.mp4": len(body), "cam1/big.mp4": 20 * MiB}
+    finally:
+        s3.stop()
+    assert not s3.running and s3.proc is not None and s3.proc.returncode is not None
+    s3.stop()  # idempotent
+    leftovers = [p for p in Path("/tmp").glob("seaweedfs-*-grpc-*.sock")
+                 if int(p.stem.rsplit("-", 1)[1]) in s3.ports.values()]
+    assert leftovers == []

@@ -1,0 +1,298 @@
+"""Edge -> hub sync with real Mosquitto, SeaweedFS, GStreamer cameras and vigil processes.
+
+One module-scoped run plays a whole day of trouble in about seven minutes, and the tests below
+check what it left behind:
+
+    t=0      2 edges x 2 cameras (10-s segments; e1 capped at 6 Mbit/s) and one hub
+    ~20 s    e2 is killed (-9) and restarted
+    ~25 s    malformed messages on every topic both sides subscribe to
+    ~35 s    the broker stops for 2 minutes, then restarts (same port, persistence on)
+    then     the hub stops for 2 minutes (its MQTT session expires after 10 s, so the
+             broker drops doorbells meant for it); meanwhile one of e2's segments is corrupted
+             on disk after its hash was recorded
+    then     the hub restarts: e1's throttled backlog drains while new segments keep arriving
+    end      the cameras stop, sync settles, everything is compared byte for byte
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Edge, Hub, edge_mqtt, metric_value
+from services_helper import Mosquitto, SeaweedS3
+from testcam_helper import TestCam
+
+pytestmark = pytest.mark.slow
+
+OUTAGE_S = 120
+
+
+@dataclasses.dataclass
+class Run:
+    edges: dict[str, Edge]
+    hub: Hub
+    broker: Mosquitto
+    s3: SeaweedS3
+    t_hub_stop_us: int = 0
+    t_hub_start_us: int = 0
+    corrupted_seq: int = 0
+    outbox_during_broker_outage: dict[str, int] = dataclasses.field(default_factory=dict)
+    hub_metrics_before_stop: str = ""
+    edge_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
+    hub_metrics_end: str = ""
+    alive_after_garbage: dict[str, bool] = dataclasses.field(default_factory=dict)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _edge_rows(edge: Edge) -> dict[int, Any]:
+    c = edge.catalog()
+    try:
+        rows = c.conn.execute("SELECT seq, camera, sha256, bytes, sync_state FROM segments")
+        return {r["seq"]: dict(r) for r in rows}
+    finally:
+        c.close()
+
+
+def _outbox(edge: Edge) -> int:
+    c = edge.catalog()
+    try:
+        return int(c.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        c.close()
+
+
+def _hub_rows(hub: Hub, node: str) -> dict[int, Any]:
+    c = hub.catalog()
+    try:
+        return {r["seq"]: dict(r) for r in c.conn.execute(
+            "SELECT seq, camera, sha256, bytes, object_key, stored_us, end_us FROM segments WHERE node = ?", (node,))}
+    finally:
+        c.close()
+
+
+def _edge_metrics(edge: Edge) -> str:
+    with edge.get("/metrics") as resp:
+        return resp.read().decode()
+
+
+def _inject_garbage(broker: Mosquitto) -> None:
+    """Malformed payloads on every topic the hub (vigil/#) and the edges (vigil/<node>/synced) read."""
+    for topic, payload in [
+        ("vigil/e1/status", b"{not json"),
+        ("vigil/e1/status", json.dumps({"v": 2, "state": "online", "session": 1}).encode()),
+        ("vigil/e1/camera/a/status", b"\xff\xfe\x00"),
+        ("vigil/e1/camera/a/status", b"x" * 100_000),
+        ("vigil/e1/segment", json.dumps({"v": 1, "seq": -5, "camera": "a"}).encode()),
+        ("vigil/e1/segment", b"[1, 2, 3]"),
+        ("vigil/e1/bogus", b"{}"),
+        ("vigil/e1/synced", json.dumps({"v": 1, "through_seq": "x"}).encode()),
+        ("vigil/e1/synced", b"[]"),
+        ("vigil/e1/synced", json.dumps({"v": 1, "through_seq": 10**9}).encode()),   # beyond e1's newest seq
+        ("vigil/e1/synced", json.dumps({"v": 1, "through_seq": 1}).encode()),       # backwards
+        ("vigil/e2/synced", b"\x00garbage"),
+    ]:
+        broker.publish(topic, payload, retain=False)
+
+
+def _wait(what: str, check: Any, timeout: float, every: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
+    tmp = tmp_path_factory.mktemp("sync")
+    cams = TestCam.start(tmp / "cams", [f"{c}=h264file:{media['h264']}" for c in "abcd"])
+    broker = Mosquitto.start(tmp / "mosquitto")
+    s3 = SeaweedS3.start(tmp / "s3")
+    edges = {
+        "e1": Edge(tmp / "e1", [{"id": c, "url": cams.url(c)} for c in "ab"], node_id="e1",
+                   mqtt=edge_mqtt(broker), http={"max_upload_mbps": 6}),
+        "e2": Edge(tmp / "e2", [{"id": c, "url": cams.url(c)} for c in "cd"], node_id="e2",
+                   mqtt=edge_mqtt(broker)),
+    }
+    hub = Hub(tmp / "hub", broker, s3, list(edges.values()),
+              ingest={"session_expiry_seconds": 10, "max_attempts": 3, "reconcile_seconds": 5})
+    r = Run(edges, hub, broker, s3)
+    try:
+        for e in edges.values():
+            e.start()
+        hub.start()
+        time.sleep(20)
+        edges["e2"].kill()                      # edge restart mid-run, the hard way
+        edges["e2"].start()
+        time.sleep(5)
+        _inject_garbage(broker)
+        time.sleep(10)
+        r.alive_after_garbage = {"hub": hub.proc is not None and hub.proc.poll() is None,
+                                 **{n: e.proc is not None and e.proc.poll() is None for n, e in edges.items()}}
+        r.hub_metrics_before_stop = hub.metrics()
+
+        broker.stop()                           # broker outage
+        time.sleep(OUTAGE_S - 10)
+        r.outbox_during_broker_outage = {n: _outbox(e) for n, e in edges.items()}
+        time.sleep(10)
+        broker.restart()
+        time.sleep(20)
+
+        hub.stop()                              # hub outage, its session expires after 10 s
+        r.t_hub_stop_us = _now_us()
+        time.sleep(30)
+        rows = _edge_rows(edges["e2"])
+        newest = max(seq for seq, row in rows.items() if row["sync_state"] == "pending")
+        c = edges["e2"].catalog()
+        path = edges["e2"].data_dir / c.segment(newest).path
+        c.close()
+        blob = bytearray(path.read_bytes())
+        blob[len(blob) // 2: len(blob) // 2 + 64] = bytes(64)     # same size, different content
+        path.write_bytes(bytes(blob))
+        r.corrupted_seq = newest
+        time.sleep(OUTAGE_S - 30)
+        r.t_hub_start_us = _now_us()
+        hub.start()
+        time.sleep(60)                          # the backlog drains, new segments keep coming
+        cams.stop()                             # no new footage: let sync settle
+
+        def settled() -> bool:
+            for name, e in edges.items():
+                want = set(_edge_rows(e)) - ({r.corrupted_seq} if name == "e2" else set())
+                if set(_hub_rows(hub, name)) != want:
+                    return False
+                if any(row["sync_state"] != "synced" for seq, row in _edge_rows(e).items() if seq in want):
+                    return False
+            return True
+        _wait("the hub to hold every segment and the edges to mark them synced", settled, 120)
+        r.edge_metrics = {n: _edge_metrics(e) for n, e in edges.items()}
+        r.hub_metrics_end = hub.metrics()
+        yield r
+    finally:
+        hub.close()
+        for e in edges.values():
+            e.close()
+        broker.stop()
+        s3.stop()
+        cams.stop()
+
+
+def test_every_segment_is_in_s3_byte_for_byte_and_marked_synced(run: Run) -> None:
+    client = run.s3.client()
+    keys = run.s3.list_keys("recordings/")
+    total = 0
+    for name, edge in run.edges.items():
+        edge_rows = _edge_rows(edge)
+        hub_rows = _hub_rows(run.hub, name)
+        assert len(edge_rows) >= 2 * 6 * 6, f"{name} recorded only {len(edge_rows)} segments in ~7 minutes"
+        for seq, row in edge_rows.items():
+            if name == "e2" and seq == run.corrupted_seq:
+                continue
+            stored = hub_rows[seq]
+            assert (stored["sha256"], stored["bytes"], stored["camera"]) == (row["sha256"], row["bytes"], row["camera"])
+            assert row["sync_state"] == "synced"
+            body = client.get_object(Bucket=run.s3.bucket, Key=stored["object_key"])
+            data = body["Body"].read()
+            assert hashlib.sha256(data).hexdigest() == row["sha256"], f"{name} seq {seq}: S3 object differs"
+            assert body["Metadata"]["sha256"] == row["sha256"]
+            assert stored["object_key"].startswith(f"recordings/{name}/{row['camera']}/")
+            assert stored["object_key"].endswith(f"_{seq}.mp4")
+            total += 1
+    # exactly one object per stored segment: no duplicates from restarts, retries or double doorbells
+    assert len(keys) == total
+    assert sum(len(_hub_rows(run.hub, n)) for n in run.edges) == total
+
+
+def test_broker_outage_queues_doorbells_on_disk_and_loses_nothing(run: Run) -> None:
+    assert all(n > 0 for n in run.outbox_during_broker_outage.values()), run.outbox_during_broker_outage
+    assert all(_outbox(e) == 0 for e in run.edges.values()), "the outbox drains once the broker is back"
+    for text in run.edge_metrics.values():
+        assert metric_value(text, "vigil_edge_mqtt_connects_total") >= 2
+        assert metric_value(text, "vigil_edge_mqtt_connected") == 1
+
+
+def test_hub_outage_backlog_drains_with_live_segments_arriving_during_the_drain(run: Run) -> None:
+    rows = _hub_rows(run.hub, "e1")
+    backlog = [r for r in rows.values() if run.t_hub_stop_us < r["end_us"] <= run.t_hub_start_us]
+    fresh = [r for r in rows.values() if r["end_us"] > run.t_hub_start_us + 2_000_000]
+    assert len(backlog) >= 20 and fresh
+    drained_at = max(r["stored_us"] for r in backlog)
+    assert drained_at - run.t_hub_start_us > 5_000_000, "the capped backlog should take a while to drain"
+    during = [r for r in fresh if r["stored_us"] < drained_at]
+    assert during, "no new segment was stored while the backlog drained (live lane)"
+    # the live lane is prompt: fresh segments stored within a few seconds of their end
+    assert min(r["stored_us"] - r["end_us"] for r in during) < 10_000_000
+
+
+def test_doorbells_dropped_with_the_expired_session_are_found_by_catch_up(run: Run) -> None:
+    connects = [line for line in run.hub.log_lines() if line["msg"] == "connected to the broker"]
+    assert connects[-1]["session_present"] is False, "the hub's session should have expired while it was away"
+    expired_at = run.t_hub_stop_us + 15_000_000
+    for name in run.edges:
+        lost = [r for r in _hub_rows(run.hub, name).values() if expired_at < r["end_us"] <= run.t_hub_start_us]
+        assert len(lost) >= 10, f"{name}: segments whose doorbells were dropped are missing"
+
+
+def test_edge_restart_resumes_the_outbox_without_duplicates(run: Run) -> None:
+    e2 = run.edges["e2"]
+    assert e2.runs == 2
+    c = e2.catalog()
+    try:
+        recovered = c.conn.execute("SELECT seq FROM segments WHERE recovered = 1").fetchall()
+        restart_gaps = [g for g in c.gaps() if g.reason == "edge_restart"]
+    finally:
+        c.close()
+    assert recovered or restart_gaps
+    rows = _hub_rows(run.hub, "e2")
+    for (seq,) in recovered:
+        assert seq in rows
+    keys = [r["object_key"] for r in rows.values()]
+    assert len(keys) == len(set(keys))
+    # the hub copied the edge-restart gap, so its timeline can say why footage is missing
+    hc = run.hub.catalog()
+    try:
+        hub_gaps = {g["reason"] for g in hc.gaps("e2")}
+    finally:
+        hc.close()
+    assert "edge_restart" in hub_gaps
+
+
+def test_corrupted_segment_is_refused_alarmed_and_does_not_block_the_rest(run: Run) -> None:
+    seq = run.corrupted_seq
+    assert seq and seq not in _hub_rows(run.hub, "e2")
+    assert not any(k.endswith(f"_{seq}.mp4") and "/e2/" in k for k in run.s3.list_keys("recordings/"))
+    hc = run.hub.catalog()
+    try:
+        q = [dict(r) for r in hc.quarantine_rows("e2")]
+    finally:
+        hc.close()
+    assert [(r["seq"], r["reason"]) for r in q] == [(seq, "hash_mismatch")]
+    text = run.hub_metrics_end
+    assert metric_value(text, "vigil_hub_pulls_total", {"result": "hash_mismatch"}) >= 3
+    assert metric_value(text, "vigil_hub_segments_quarantined_total", {"reason": "hash_mismatch"}) == 1
+    errors = [line for line in run.hub.log_lines() if line["level"] == "error" and line.get("seq") == seq]
+    assert errors and any(line.get("reason") == "hash_mismatch" for line in errors)
+    # later segments of e2 went on syncing, and the edge keeps the refused one unsynced
+    assert max(_hub_rows(run.hub, "e2")) > seq
+    assert _edge_rows(run.edges["e2"])[seq]["sync_state"] == "pending"
+
+
+def test_malformed_messages_are_counted_and_dropped_by_both_sides(run: Run) -> None:
+    assert all(run.alive_after_garbage.values()), run.alive_after_garbage
+    hub = run.hub_metrics_before_stop
+    for reason in ("not_json", "wrong_version", "too_large", "bad_field", "not_object", "unknown_topic"):
+        assert metric_value(hub, "vigil_hub_mqtt_invalid_messages_total", {"reason": reason}) >= 1, reason
+    e1 = run.edge_metrics["e1"]
+    for reason in ("bad_field", "not_object", "seq_ahead", "seq_backwards"):
+        assert metric_value(e1, "vigil_edge_mqtt_invalid_messages_total", {"reason": reason}) >= 1, reason
+    assert metric_value(run.edge_metrics["e2"], "vigil_edge_mqtt_invalid_messages_total", {"reason": "not_json"}) >= 1

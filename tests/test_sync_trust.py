@@ -1,0 +1,140 @@
+"""Who the hub pulls from, what the edge announces, and the edge's upload cap.
+
+Real Mosquitto, SeaweedFS, GStreamer cameras and vigil processes; short runs (4-s segments).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from conftest import TOKEN, edge_mqtt, metric_value
+
+
+def _wait(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _hub_seqs(hub: Any, node: str) -> set[int]:
+    c = hub.catalog()
+    try:
+        return {r[0] for r in c.conn.execute("SELECT seq FROM segments WHERE node = ?", (node,))}
+    finally:
+        c.close()
+
+
+def _node_row(hub: Any, node: str) -> dict[str, Any] | None:
+    c = hub.catalog()
+    try:
+        row = c.conn.execute("SELECT * FROM nodes WHERE id = ?", (node,)).fetchone()
+        return dict(row) if row else None
+    finally:
+        c.close()
+
+
+def test_hub_pulls_only_listed_nodes_and_keeps_the_pinned_url(media: dict[str, Path], testcams, edge_factory,
+                                                              hub_factory, broker, s3) -> None:
+    cams = testcams([f"a=h264file:{media['h264']}", f"b=h264file:{media['h264']}"])
+    listed = edge_factory([{"id": "a", "url": cams.url("a")}], {"segment_seconds": 4}, name="listed",
+                          node_id="listed", mqtt=edge_mqtt(broker)).start()
+    stranger = edge_factory([{"id": "b", "url": cams.url("b")}], {"segment_seconds": 4}, name="stranger",
+                            node_id="stranger", mqtt=edge_mqtt(broker)).start()
+    hub = hub_factory(broker, s3, [listed]).start()
+    _wait("the listed node's segments", lambda: len(_hub_seqs(hub, "listed")) >= 2, 30)
+    row = _wait("the stranger in the registry", lambda: _node_row(hub, "stranger"), 10)
+    assert row["accepted"] == 0 and row["source"] == "announced" and row["http_url"] is None
+    assert row["advertised_url"] == stranger.url
+    assert _hub_seqs(hub, "stranger") == set()
+    assert not [k for k in s3.list_keys("recordings/") if k.startswith("recordings/stranger/")]
+    assert metric_value(hub.metrics(), "vigil_hub_untrusted_messages_total", {"reason": "unknown_node"}) >= 1
+
+    # a status advertising another URL for a listed node: logged, counted, not followed
+    session = _node_row(hub, "listed")["session"]
+    broker.publish("vigil/listed/status", json.dumps({
+        "v": 1, "state": "online", "session": session + 1, "http_url": "http://203.0.113.9:8600",
+        "cameras": ["a"]}).encode())
+    _wait("the URL change to be logged", lambda: [
+        line for line in hub.log_lines() if line["msg"].startswith("node advertises a different URL")
+        and line["advertised"] == "http://203.0.113.9:8600" and line["pinned"] == listed.url], 10)
+    assert _node_row(hub, "listed")["http_url"] == listed.url
+    before = len(_hub_seqs(hub, "listed"))
+    _wait("pulls to go on from the pinned URL", lambda: len(_hub_seqs(hub, "listed")) > before, 20)
+    assert metric_value(hub.metrics(), "vigil_hub_untrusted_messages_total", {"reason": "url_changed"}) >= 1
+    # the edge's segment server refuses anyone without the hub's token
+    try:
+        urllib.request.urlopen(f"{listed.url}/api/v1/segments/1", timeout=5)
+        raise AssertionError("segment served without a token")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+
+
+def test_accept_on_first_sight_and_the_retained_status_and_will(media: dict[str, Path], testcams, edge_factory,
+                                                                hub_factory, broker, s3) -> None:
+    cams = testcams([f"a=h264file:{media['h264']}"])
+    edge = edge_factory([{"id": "a", "url": cams.url("a")}], {"segment_seconds": 4}, node_id="newcomer",
+                        mqtt=edge_mqtt(broker)).start()
+    hub = hub_factory(broker, s3, [], ingest={"accept_new_nodes": True}).start()
+    _wait("segments of a node accepted on first sight", lambda: len(_hub_seqs(hub, "newcomer")) >= 2, 30)
+    row = _node_row(hub, "newcomer")
+    assert row["accepted"] == 1 and row["source"] == "first_sight" and row["http_url"] == edge.url
+    retained = {t: json.loads(p) for t, p, r in broker.subscribe_collect("vigil/newcomer/#", 1.0) if r}
+    online = retained["vigil/newcomer/status"]
+    assert online["state"] == "online" and online["http_url"] == edge.url and online["cameras"] == ["a"]
+    assert retained["vigil/newcomer/camera/a/status"]["state"] == "recording"
+    assert retained["vigil/newcomer/camera/a/status"]["codec"] == "h264"
+    assert retained["vigil/newcomer/synced"]["through_seq"] >= 2
+
+    edge.kill()  # the broker publishes the Last Will at once
+    will = _wait("the Will", lambda: [json.loads(p) for t, p, r in broker.subscribe_collect(
+        "vigil/newcomer/status", 0.5) if json.loads(p)["state"] == "offline"], 10)[0]
+    assert will == {"v": 1, "state": "offline", "session": online["session"]}
+    _wait("the hub to see the node offline", lambda: _node_row(hub, "newcomer")["state"] == "offline", 10)
+    edge.start()
+    back = _wait("the node online again", lambda: [json.loads(p) for t, p, r in broker.subscribe_collect(
+        "vigil/newcomer/status", 0.5) if json.loads(p)["state"] == "online"], 15)[0]
+    assert back["session"] > online["session"]
+    _wait("the hub to see the new session", lambda: _node_row(hub, "newcomer")["session"] == back["session"], 10)
+    # a stale Will arriving late (older session) does not mark the node offline
+    broker.publish("vigil/newcomer/status", json.dumps({"v": 1, "state": "offline",
+                                                        "session": online["session"]}).encode())
+    time.sleep(1)
+    assert _node_row(hub, "newcomer")["state"] == "online"
+    assert metric_value(hub.metrics(), "vigil_hub_mqtt_invalid_messages_total", {"reason": "stale_session"}) >= 1
+
+
+def test_upload_cap_limits_segment_serving(media: dict[str, Path], testcams, edge_factory) -> None:
+    cams = testcams([f"a=h264file:{media['h264']}"])
+    edge = edge_factory([{"id": "a", "url": cams.url("a")}], {"segment_seconds": 4},
+                        http={"max_upload_mbps": 2}).start()
+    row = edge.wait_segments("a", 1, 30)[0]
+
+    def fetch(headers: dict[str, str] | None = None) -> tuple[bytes, float, int]:
+        t0 = time.monotonic()
+        req = urllib.request.Request(f"{edge.url}/api/v1/segments/{row.seq}",
+                                     headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body = resp.read()
+            return body, time.monotonic() - t0, resp.status
+
+    body, seconds, status = fetch()
+    assert status == 200 and len(body) == row.bytes
+    mbps = len(body) * 8 / seconds / 1e6
+    assert mbps < 2 * 1.25, f"served at {mbps:.2f} Mbit/s with a 2 Mbit/s cap"
+    part, _, status = fetch({"Range": "bytes=100-199"})
+    assert status == 206 and part == body[100:200]
+    tail, _, status = fetch({"Range": "bytes=-10"})
+    assert status == 206 and tail == body[-10:]
+    try:
+        fetch({"Range": f"bytes={row.bytes}-"})
+        raise AssertionError("an unsatisfiable range was served")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 416
