@@ -301,6 +301,12 @@ class Catalog:
         args += ((older_than_us,) if older_than_us is not None else ()) + (limit,)
         return [(r[0], r[1], r[2]) for r in self.conn.execute(sql, args)]
 
+    def backlog(self) -> tuple[int, int]:
+        """(segments, bytes) not yet stored by the hub; reads only the pending rows (index)."""
+        row = self.conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM segments "
+                                "WHERE sync_state = 'pending'").fetchone()
+        return int(row[0]), int(row[1])
+
     def stats(self) -> dict[str, int]:
         row = self.conn.execute(
             "SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b, "

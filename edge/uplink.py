@@ -77,6 +77,7 @@ class MqttLink(threading.Thread):
         self._backlog_cursor = 0
         self._published_cameras: dict[str, dict[str, Any]] = {}
         self._next_status = 0.0
+        self._next_gauge = 0.0
         self._synced_through = 0
         self.client = make_client(self.cfg, client_id=f"vigil-edge-{self.node}")
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -186,8 +187,10 @@ class MqttLink(threading.Thread):
         self._publish_camera_changes()
         self._handle_acks()
         self._drain_outbox(catalog)
-        rows, _ = catalog.outbox_stats()
-        self.metrics.outbox_events.set(rows)
+        if now >= self._next_gauge:
+            self._next_gauge = now + 5.0
+            rows, _ = catalog.outbox_stats()
+            self.metrics.outbox_events.set(rows)
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> mqtt.MQTTMessageInfo:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
@@ -196,11 +199,11 @@ class MqttLink(threading.Thread):
 
     def _node_status(self, catalog: Catalog) -> NodeStatus:
         usage = disk_usage(self.data_dir)
-        stats = catalog.stats()
+        segments, size = catalog.backlog()
         return NodeStatus("online", self.session, version=__version__, http_url=self.http_url,
                           cameras=tuple(self.camera_ids), disk_free_bytes=usage.free_bytes,
-                          disk_total_bytes=usage.total_bytes, backlog_segments=stats["unsynced_segments"],
-                          backlog_bytes=stats["unsynced_bytes"], ts=us_to_iso(now_us()))
+                          disk_total_bytes=usage.total_bytes, backlog_segments=segments,
+                          backlog_bytes=size, ts=us_to_iso(now_us()))
 
     def _publish_camera_changes(self) -> None:
         for status in self.camera_status():

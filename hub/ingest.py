@@ -202,6 +202,7 @@ class NodeSync:
         self.threads = [threading.Thread(target=self._catchup_loop, name=f"catchup-{node_id}", daemon=True),
                         threading.Thread(target=self._live_loop, name=f"live-{node_id}", daemon=True)]
         self.last_published: int | None = None
+        self.failing = False
         self.published_at = 0.0
         ingest.metrics.node_synced_through.labels(node_id).set(self.cursor)
 
@@ -243,13 +244,18 @@ class NodeSync:
                 self.catch_up()
                 self._publish_cursor(force=True)
                 wait = interval
-                self.ingest.catalog.update_node(self.node, last_error=None)
+                if self.failing:
+                    log.info("node reachable again", extra={"peer": self.node})
+                    self.failing = False
+                    self.ingest.catalog.update_node(self.node, last_error=None)
             except PullError as exc:
                 wait = min(interval, max(1.0, wait * 2 if wait < interval else 1.0))
                 self.ingest.metrics.node_sync_errors.labels(self.node).inc()
                 self.ingest.catalog.update_node(self.node, last_error=str(exc))
-                log.warning("sync pass failed; retrying", extra={"peer": self.node, "reason": exc.reason,
-                                                                 "error": str(exc), "retry_in": wait})
+                # the first failure is a warning; repeats (an edge offline for days) are quieter
+                log.log(logging.INFO if self.failing else logging.WARNING, "sync pass failed; retrying",
+                        extra={"peer": self.node, "reason": exc.reason, "error": str(exc), "retry_in": wait})
+                self.failing = True
             except Exception:
                 wait = interval
                 log.exception("sync pass crashed; retrying", extra={"peer": self.node})
@@ -472,12 +478,14 @@ class Ingestor:
             if row.accepted and row.http_url:
                 self._start_sync(row.id, row.http_url)
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float) -> bool:
+        """Stop every lane; False if some download was still running after `timeout`."""
         for sync in self.syncs.values():
             sync.stop()
         deadline = time.monotonic() + timeout
         for sync in self.syncs.values():
             sync.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for sync in self.syncs.values() for t in sync.threads)
 
     def _start_sync(self, node_id: str, url: str) -> None:
         with self.lock:
