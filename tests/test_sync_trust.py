@@ -138,3 +138,43 @@ def test_upload_cap_limits_segment_serving(media: dict[str, Path], testcams, edg
         raise AssertionError("an unsatisfiable range was served")
     except urllib.error.HTTPError as exc:
         assert exc.code == 416
+
+
+def test_unsynced_segments_evicted_under_pressure_reach_the_hub_as_gaps(media: dict[str, Path], testcams,
+                                                                         edge_factory, hub_factory, broker, s3,
+                                                                         tmp_path: Path) -> None:
+    from test_retention import small_disk
+
+    cams = testcams([f"cam=h264file:{media['h264']}"])
+    with small_disk(tmp_path / "disk", 6) as disk:
+        edge = edge_factory([{"id": "cam", "url": cams.url("cam")}],
+                            {"segment_seconds": 2, "min_free_percent": 40, "retention_interval_seconds": 0.5},
+                            data_dir=disk / "data", node_id="tight", mqtt=edge_mqtt(broker)).start()
+
+        def evicted() -> float:
+            with edge.get("/metrics") as resp:
+                text = resp.read().decode()
+            return metric_value(text, "vigil_edge_segments_deleted_total", {"reason": "disk_pressure",
+                                                                            "synced": "false"})
+        _wait("unsynced segments evicted under pressure (no hub yet)", evicted, 90)
+        hub = hub_factory(broker, s3, [edge]).start()
+
+        def caught_up() -> bool:
+            c = edge.catalog()
+            try:
+                held = {r[0] for r in c.conn.execute("SELECT seq FROM segments")}
+            finally:
+                c.close()
+            return held <= _hub_seqs(hub, "tight") and len(held) > 0
+        _wait("the hub to hold everything the edge still has", caught_up, 40)
+        c = hub.catalog()
+        try:
+            gaps = [dict(g) for g in c.gaps("tight")]
+        finally:
+            c.close()
+        evicted_gaps = [g for g in gaps if g["reason"] == "evicted"]
+        assert evicted_gaps and "deleted before the hub stored it" in evicted_gaps[0]["detail"]
+        stored = _hub_seqs(hub, "tight")
+        assert min(stored) > 1, "the first segments were evicted before the hub could have them"
+        assert evicted_gaps[0]["start_us"] < evicted_gaps[0]["end_us"]
+        edge.stop()
