@@ -257,16 +257,25 @@ class NodeSync:
                         extra={"peer": self.node, "reason": exc.reason, "error": str(exc), "retry_in": wait})
                 self.failing = True
             except Exception:
+                if stop.is_set():
+                    return  # the pool was shut down under a running pass
                 wait = interval
                 log.exception("sync pass crashed; retrying", extra={"peer": self.node})
 
     def catch_up(self) -> None:
+        """One pass over everything the edge lists after the cursor, oldest first.
+
+        A segment that fails for a reason of its own holds the cursor (until it is stored or
+        quarantined) but not the pass: the pages after it are still pulled."""
         self._copy_gaps()
         stop = self.ingest.stop_event
+        scan = self.cursor
+        blocked = False  # a failed segment earlier in this pass: the cursor stays before it
         while not stop.is_set():
-            rows = self.client.segments_after(self.cursor, PAGE)
+            rows = self.client.segments_after(scan, PAGE)
             if not rows:
                 return
+            scan = rows[-1].seq
             stored = self.ingest.catalog.stored_seqs(self.node, [r.seq for r in rows])
             quarantined = set(self.ingest.catalog.quarantined(self.node))
             futures: dict[int, concurrent.futures.Future[None]] = {}
@@ -280,7 +289,6 @@ class NodeSync:
                                       "(was the edge's catalog replaced?)", immediately=True)
                     continue
                 futures[row.seq] = self.pool.submit(self.pull, row)
-            failed_at = None
             transient: PullError | None = None
             for row in rows:
                 fut = futures.get(row.seq)
@@ -288,22 +296,20 @@ class NodeSync:
                     try:
                         fut.result()
                     except PullError as exc:
-                        if not exc.segment_failure:
-                            transient = transient or exc
+                        blocked = True
+                        if not exc.segment_failure and transient is None:
+                            transient = exc
                             for f in futures.values():
                                 f.cancel()
-                        if failed_at is None:
-                            failed_at = row.seq
                     except concurrent.futures.CancelledError:
-                        if failed_at is None:
-                            failed_at = row.seq
-                if failed_at is None:
+                        blocked = True
+                if not blocked:
                     self.cursor = row.seq
                     self._publish_cursor()
             if transient is not None:
                 raise transient
-            if failed_at is not None or len(rows) < PAGE:
-                return  # a failing segment holds the cursor until it succeeds or is quarantined
+            if len(rows) < PAGE:
+                return
 
     def _copy_gaps(self) -> None:
         while True:
