@@ -33,6 +33,7 @@ from edge.writer import CatalogWriter
 from shared import __version__
 from shared.mqtt import (
     CameraStatusMessage,
+    ConnectProblems,
     MessageError,
     NodeStatus,
     SyncedCursor,
@@ -85,6 +86,8 @@ class MqttLink(threading.Thread):
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.problems = ConnectProblems(log, self.cfg.url)
+        self.problems.install(self.client)
         self._set_will()
 
     # -- paho callbacks (network thread: never block) -------------------------------------------------
@@ -94,9 +97,10 @@ class MqttLink(threading.Thread):
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection; retrying", extra={"broker": self.cfg.url,
-                                                                        "reason": str(reason_code)})
+            self.problems.failed(f"the broker refused the connection: {reason_code} (check mqtt.username, "
+                                 "mqtt.password and the broker's ACL)")
             return
+        self.problems.connected()
         self.connected = True
         self._generation += 1
         self.metrics.mqtt_connected.set(1)

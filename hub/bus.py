@@ -20,6 +20,7 @@ from hub.ingest import Ingestor
 from hub.metrics import HubMetrics
 from shared.mqtt import (
     CameraStatusMessage,
+    ConnectProblems,
     MessageError,
     NodeStatus,
     SegmentEvent,
@@ -47,6 +48,8 @@ class Bus:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         ingest.publish_synced = self.publish_synced
+        self.problems = ConnectProblems(log, cfg.mqtt.url)
+        self.problems.install(self.client)
         self._invalid_logged = 0
 
     def start(self) -> None:
@@ -68,9 +71,10 @@ class Bus:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection; retrying", extra={"broker": self.cfg.mqtt.url,
-                                                                        "reason": str(reason_code)})
+            self.problems.failed(f"the broker refused the connection: {reason_code} (check mqtt.username, "
+                                 "mqtt.password and the broker's ACL)")
             return
+        self.problems.connected()
         self.connected = True
         self.metrics.mqtt_connected.set(1)
         client.subscribe(self.topics.all(), qos=1)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import ssl
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,6 +89,41 @@ def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
         client.tls_set(ca_certs=cfg.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
+
+
+class ConnectProblems:
+    """Logs why the broker cannot be reached: each new reason once as an error, repeats at debug.
+
+    paho retries forever; a refused TLS handshake or a dead broker never reaches `on_connect`,
+    only `on_connect_fail` (called inside paho's `except`, so `sys.exc_info()` holds the cause)."""
+
+    def __init__(self, logger: logging.Logger, url: str) -> None:
+        self.log = logger
+        self.url = url
+        self.last: str | None = None
+
+    def install(self, client: mqtt.Client) -> None:
+        client.on_connect_fail = lambda client, userdata: self.failed(_describe(sys.exc_info()[1]))
+
+    def failed(self, reason: str) -> None:
+        level = logging.DEBUG if reason == self.last else logging.ERROR
+        self.log.log(level, "cannot connect to the broker; retrying", extra={"broker": self.url, "error": reason})
+        self.last = reason
+
+    def connected(self) -> None:
+        self.last = None
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "connection failed"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({exc.verify_message}); check mqtt.ca_file"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens on the broker's port"
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 def connect_properties(session_expiry_seconds: int) -> Properties:

@@ -5,6 +5,8 @@ work directory, and are only ever signalled by the PID of the process they
 started.  Plain classes; the pytest fixtures wrap them.
 
     broker = Mosquitto.start(tmp_path / "mqtt")           # users hub/edge/test
+    tls = Mosquitto.start(tmp_path / "mqtts", tls=True)   # mqtts://, server cert from a throwaway CA
+    tls.url, tls.ca_file                                  # -> "mqtts://127.0.0.1:PORT", Path of the CA cert
     broker.publish("vigil/x", b"{bad json", retain=True)
     broker.subscribe_collect("vigil/#", 0.5)              # -> [(topic, payload, retain)]
     broker.restart()                                      # same port, same persistence
@@ -36,12 +38,13 @@ from typing import Any
 
 from testcam_helper import free_port
 
-__all__ = ["DEFAULT_MQTT_USERS", "Mosquitto", "SeaweedS3", "free_ports"]
+__all__ = ["DEFAULT_MQTT_USERS", "Mosquitto", "SeaweedS3", "free_ports", "make_ca", "make_server_cert"]
 
 VENV_BIN = Path(sys.executable).parent
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "mosquitto_passwd"
 MOSQUITTO_PUB = "mosquitto_pub"
+OPENSSL = "openssl"
 
 DEFAULT_MQTT_USERS: dict[str, str] = {"hub": "hub-secret", "edge": "edge-secret", "test": "test-secret"}
 
@@ -121,14 +124,63 @@ def _kill_proc(proc: subprocess.Popen | None) -> None:
         proc.wait(10)
 
 
+# ---------------------------------------------------------------------------- TLS
+def _openssl(*args: str) -> None:
+    exe = shutil.which(OPENSSL)
+    if exe is None:
+        raise RuntimeError("the openssl command line tool is needed for TLS test certificates (package openssl)")
+    result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed with status {result.returncode}:\n{result.stderr[-2000:]}")
+
+
+def make_ca(directory: Path, name: str = "ca", subject: str = "/CN=Vigil test CA") -> Path:
+    """A throwaway CA in ``directory``: ``<name>.key`` (no passphrase) and self-signed ``<name>.crt`` (returned)."""
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    key, cert = directory / f"{name}.key", directory / f"{name}.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-days", "2", "-subj", subject, "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    key.chmod(0o600)
+    return cert
+
+
+def make_server_cert(directory: Path, ca_cert: Path, name: str = "server",
+                     alt_names: tuple[str, ...] = ("IP:127.0.0.1", "DNS:localhost")) -> tuple[Path, Path]:
+    """A server key and cert signed by ``ca_cert`` (its key next to it as ``.key``); returns ``(cert, key)``."""
+    directory = Path(directory).resolve()
+    key, csr, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
+    ext = directory / f"{name}.ext"
+    ext.write_text("basicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth\n"
+                   f"subjectAltName={','.join(alt_names)}\n"
+                   "subjectKeyIdentifier=hash\n"
+                   "authorityKeyIdentifier=keyid\n")
+    _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+             "-subj", "/CN=localhost")
+    key.chmod(0o600)
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_cert.with_suffix(".key")),
+             "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2", "-extfile", str(ext),
+             "-out", str(cert))
+    csr.unlink()
+    ext.unlink()
+    return cert, key
+
+
 # --------------------------------------------------------------------------- MQTT
 class Mosquitto:
-    """A running ``mosquitto`` broker with password auth on one loopback port."""
+    """A running ``mosquitto`` broker with password auth on one loopback port (optionally TLS only)."""
 
-    def __init__(self, workdir: Path, users: dict[str, str], port: int) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str], port: int, tls: bool = False) -> None:
         self.workdir = Path(workdir).resolve()
         self.users = dict(users)
         self.port = port
+        self.tls = tls
+        self.ca_file = self.workdir / "ca.crt"          # with tls: the CA that signed the broker's cert
+        self.cert_file = self.workdir / "server.crt"
+        self.key_file = self.workdir / "server.key"
         self.proc: subprocess.Popen | None = None
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
@@ -139,7 +191,7 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -151,19 +203,26 @@ class Mosquitto:
 
     # ---------------------------------------------------------------- start
     @classmethod
-    def start(cls, workdir: Path, users: dict[str, str] | None = None, port: int | None = None) -> Mosquitto:
+    def start(cls, workdir: Path, users: dict[str, str] | None = None, port: int | None = None,
+              tls: bool = False) -> Mosquitto:
         """Write config and password file, start the broker, wait until an authenticated publish works.
 
         ``users`` defaults to :data:`DEFAULT_MQTT_USERS`.  With ``port=None`` a free port is
-        picked (and re-picked if another process grabbed it first).  Raises RuntimeError
-        with the log tail if the broker is not ready within 10 s.
+        picked (and re-picked if another process grabbed it first).  With ``tls=True`` a fresh
+        throwaway CA (``ca.crt``, exposed as ``ca_file``) and a server cert for 127.0.0.1/localhost
+        signed by it are made with the openssl tool in ``workdir``, and the listener speaks only
+        TLS (``url`` is ``mqtts://``).  Raises RuntimeError with the log tail if the broker is
+        not ready within 10 s.
         """
         users = dict(DEFAULT_MQTT_USERS if users is None else users)
         if not users:
             raise ValueError("Mosquitto needs at least one user (anonymous access is off)")
+        if tls:
+            ca_cert = make_ca(workdir, "ca")
+            make_server_cert(workdir, ca_cert, "server")
         attempts = 1 if port is not None else _AUTO_PORT_ATTEMPTS
         for attempt in range(attempts):
-            broker = cls(workdir, users, port if port is not None else free_port())
+            broker = cls(workdir, users, port if port is not None else free_port(), tls=tls)
             broker.workdir.mkdir(parents=True, exist_ok=True)
             broker._write_config()
             try:
@@ -186,6 +245,11 @@ class Mosquitto:
             "user root",
             "",
             f"listener {self.port} 127.0.0.1",
+        ]
+        if self.tls:
+            conf += [f"cafile {self.ca_file}", f"certfile {self.cert_file}", f"keyfile {self.key_file}",
+                     "tls_version tlsv1.2"]  # the minimum; 1.3 is offered too
+        conf += [
             "allow_anonymous false",
             f"password_file {self.passwd_path}",
         ]
@@ -209,6 +273,8 @@ class Mosquitto:
         user = self._ready_user()
         cmd = [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(self.port), "-u", user, "-P", self.users[user],
                "-t", "ready", "-m", "x"]
+        if self.tls:
+            cmd += ["--cafile", str(self.ca_file)]
         deadline = time.monotonic() + MQTT_READY_TIMEOUT_S
         while True:
             rc = self.proc.poll()
@@ -265,6 +331,8 @@ class Mosquitto:
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"vigil-test-{os.getpid()}-{next(_seq)}")
         client.username_pw_set(user, self.users[user])
+        if self.tls:
+            client.tls_set(ca_certs=str(self.ca_file))  # verifies the chain and that the cert names 127.0.0.1
         connected = threading.Event()
         result: list[Any] = []
 
