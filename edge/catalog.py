@@ -155,7 +155,7 @@ class Catalog:
         self.conn.close()
 
     # -- writes (catalog writer thread only) -----------------------------------------------
-    def insert_segment(self, seg: ClosedSegment, doorbell: bool) -> int:
+    def insert_segment(self, seg: ClosedSegment, doorbell: bool = False) -> int:
         """Insert the row, and with `doorbell` its outbox event, in one transaction."""
         created = now_us()
         with self.conn:

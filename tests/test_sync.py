@@ -146,7 +146,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         r.outbox_during_broker_outage = {n: _outbox(e) for n, e in edges.items()}
         time.sleep(10)
         broker.restart()
-        time.sleep(20)
+        time.sleep(10)
 
         hub.stop()                              # hub outage, its session expires after 10 s
         r.t_hub_stop_us = _now_us()
@@ -163,7 +163,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         time.sleep(OUTAGE_S - 30)
         r.t_hub_start_us = _now_us()
         hub.start()
-        time.sleep(60)                          # the backlog drains, new segments keep coming
+        time.sleep(45)                          # the backlog drains, new segments keep coming
         cams.stop()                             # no new footage: let sync settle
 
         def settled() -> bool:

@@ -45,11 +45,21 @@ _EXIT_BIND = 3  # testcam.py's exit status when it cannot bind the port
 _seq = itertools.count()
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (racy; prefer TestCam.start(port=None))."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that was free a moment ago and was never handed out before in this process
+    (the kernel may offer a just-closed port again: two servers configured one after the other
+    would otherwise get the same one). Still racy against other processes."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free port found")
 
 
 class TestCam:
