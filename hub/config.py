@@ -52,8 +52,11 @@ class IngestConfig:
     reconcile_seconds: float = field(30.0, check=between(1, 3600),
                                      doc="how often each node is asked for segments after the last one held, "
                                          "whatever MQTT said")
-    pull_concurrency: int = field(8, check=between(1, 256), doc="segment downloads at once, all nodes")
-    pull_concurrency_per_node: int = field(2, check=between(1, 32), doc="segment downloads at once per node")
+    pull_concurrency: int = field(8, check=between(1, 256),
+                                  doc="catch-up downloads at once across all nodes (the live lanes have as "
+                                      "many slots again)")
+    pull_concurrency_per_node: int = field(4, check=between(1, 32),
+                                           doc="catch-up downloads at once per node (plus one live)")
     max_attempts: int = field(5, check=between(1, 100),
                               doc="a segment that fails this many times for a reason of its own (hash "
                                   "mismatch, missing file) is quarantined and skipped")

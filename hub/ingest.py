@@ -25,6 +25,7 @@ different URL later is logged and counted, not followed.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -33,7 +34,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,30 @@ from shared.timeutil import now_us
 log = logging.getLogger(__name__)
 PAGE = 50                 # rows asked of an edge at a time
 LIVE_WINDOW = 32          # doorbells the live lane keeps (newest); older ones are catch-up's
-SPOOL_IN_MEMORY = 32 << 20
 CHUNK = 1 << 20
 SEGMENT_FAILURES = ("not_found", "gone", "size_mismatch", "hash_mismatch", "object_conflict")
+
+
+class _Chunks:
+    """A write-only in-memory spool that joins its chunks once (no copy per write)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    def seek(self, offset: int) -> None:
+        pass
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def __enter__(self) -> _Chunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.chunks.clear()
 
 
 class PullError(Exception):
@@ -140,8 +162,9 @@ class EdgeClient:
             raise PullError("bad_response", "edge answered /api/v1/gaps with malformed rows")
         return [{**g, "detail": str(g.get("detail", ""))} for g in gaps]
 
-    def download(self, seq: int, spool: Any) -> tuple[int, str]:
-        """Stream segment `seq` into `spool`; returns (bytes, sha256)."""
+    def download(self, seq: int, spool: Any, expected: int) -> tuple[int, str]:
+        """Stream segment `seq` into `spool`; returns (bytes, sha256). Stops reading past
+        `expected` bytes (the size is then reported as a mismatch)."""
         path = f"/api/v1/segments/{seq}"
         try:
             resp = self.pool.request("GET", self.base_url + path, headers=self.headers, timeout=self.timeout,
@@ -156,6 +179,8 @@ class EdgeClient:
                 digest.update(chunk)
                 spool.write(chunk)
                 size += len(chunk)
+                if size > expected:
+                    break
             return size, digest.hexdigest()
         except urllib3.exceptions.HTTPError as exc:
             raise PullError("unreachable", f"download of seq {seq} from {self.base_url} broke off: {exc}") from None
@@ -265,51 +290,60 @@ class NodeSync:
     def catch_up(self) -> None:
         """One pass over everything the edge lists after the cursor, oldest first.
 
-        A segment that fails for a reason of its own holds the cursor (until it is stored or
-        quarantined) but not the pass: the pages after it are still pulled."""
+        Downloads run in a sliding window (`pull_concurrency_per_node` at once, the next page
+        listed before the window drains); the cursor follows the oldest unfinished segment. A
+        segment that fails for a reason of its own holds the cursor (until it is stored or
+        quarantined) but not the pass: the segments after it are still pulled."""
         self._copy_gaps()
+        window: collections.deque[tuple[EdgeSegment, concurrent.futures.Future[None] | None]] = collections.deque()
+        depth = 2 * self.ingest.cfg.ingest.pull_concurrency_per_node
+        blocked = False  # a segment failed earlier in this pass: the cursor stays before it
+        try:
+            for row, wanted in self._listing(self.cursor):
+                window.append((row, self.pool.submit(self.pull, row) if wanted else None))
+                while window and (len(window) > depth or window[0][1] is None or window[0][1].done()):
+                    blocked = self._settle(window.popleft(), blocked)
+            while window:
+                blocked = self._settle(window.popleft(), blocked)
+        finally:
+            for _, fut in window:
+                if fut is not None:
+                    fut.cancel()
+
+    def _listing(self, after: int) -> Iterator[tuple[EdgeSegment, bool]]:
+        """(row, needs a pull) for every row the edge lists after `after`, a page at a time."""
         stop = self.ingest.stop_event
-        scan = self.cursor
-        blocked = False  # a failed segment earlier in this pass: the cursor stays before it
         while not stop.is_set():
-            rows = self.client.segments_after(scan, PAGE)
-            if not rows:
-                return
-            scan = rows[-1].seq
+            rows = self.client.segments_after(after, PAGE)
             stored = self.ingest.catalog.stored_seqs(self.node, [r.seq for r in rows])
             quarantined = set(self.ingest.catalog.quarantined(self.node))
-            futures: dict[int, concurrent.futures.Future[None]] = {}
             for row in rows:
-                if row.seq in quarantined:
-                    continue
-                if row.seq in stored:
-                    if stored[row.seq] != row.sha256:
-                        self._give_up(row, "object_conflict", f"seq {row.seq} is stored with sha256 "
-                                      f"{stored[row.seq][:12]}..., the edge now lists {row.sha256[:12]}... "
-                                      "(was the edge's catalog replaced?)", immediately=True)
-                    continue
-                futures[row.seq] = self.pool.submit(self.pull, row)
-            transient: PullError | None = None
-            for row in rows:
-                fut = futures.get(row.seq)
-                if fut is not None:
-                    try:
-                        fut.result()
-                    except PullError as exc:
-                        blocked = True
-                        if not exc.segment_failure and transient is None:
-                            transient = exc
-                            for f in futures.values():
-                                f.cancel()
-                    except concurrent.futures.CancelledError:
-                        blocked = True
-                if not blocked:
-                    self.cursor = row.seq
-                    self._publish_cursor()
-            if transient is not None:
-                raise transient
+                if row.seq in stored and stored[row.seq] != row.sha256 and row.seq not in quarantined:
+                    self._give_up(row, "object_conflict", f"seq {row.seq} is stored with sha256 "
+                                  f"{stored[row.seq][:12]}..., the edge now lists {row.sha256[:12]}... "
+                                  "(was the edge's catalog replaced?)", immediately=True)
+                    quarantined.add(row.seq)
+                yield row, row.seq not in stored and row.seq not in quarantined
             if len(rows) < PAGE:
                 return
+            after = rows[-1].seq
+
+    def _settle(self, item: tuple[EdgeSegment, concurrent.futures.Future[None] | None], blocked: bool) -> bool:
+        """Wait for the oldest pull in the window; move the cursor over it unless something failed."""
+        row, fut = item
+        if fut is not None:
+            try:
+                fut.result()
+            except concurrent.futures.CancelledError:
+                blocked = True
+            except PullError as exc:
+                if not exc.segment_failure:
+                    raise  # network, auth or S3: end the pass, retry after a back-off
+                blocked = True
+        if not blocked:
+            self.cursor = row.seq
+            self._publish_cursor()
+        return blocked
 
     def _copy_gaps(self) -> None:
         while True:
@@ -403,18 +437,22 @@ class NodeSync:
     def _pull_once(self, row: EdgeSegment) -> None:
         ingest = self.ingest
         t0 = time.perf_counter()
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=ingest.spool_dir) as spool:
-            size, sha = self.client.download(row.seq, spool)
+        # segments below the multipart threshold are held in memory and sent in one request;
+        # larger ones go through an unnamed file in the spool folder
+        in_memory = row.bytes < ingest.store.transfer.multipart_threshold
+        with (_Chunks() if in_memory else tempfile.TemporaryFile(dir=ingest.spool_dir)) as spool:
+            size, sha = self.client.download(row.seq, spool, row.bytes)
             if size != row.bytes:
                 raise PullError("size_mismatch", f"seq {row.seq}: got {size} bytes, the edge's row says {row.bytes}")
             if sha != row.sha256:
                 raise PullError("hash_mismatch", f"seq {row.seq}: content hashes to {sha[:16]}..., the edge's row "
                                                  f"says {row.sha256[:16]}... (corrupted on the edge's disk?)")
             spool.seek(0)
+            body = spool.getvalue() if isinstance(spool, _Chunks) else spool
             key = recording_key(self.node, row.camera, row.start_us, row.seq)
             try:
-                result = ingest.store.put_verified(key, spool, size, sha, {"node": self.node, "seq": str(row.seq),
-                                                                           "camera": row.camera})
+                result = ingest.store.put_verified(key, body, size, sha, {"node": self.node, "seq": str(row.seq),
+                                                                          "camera": row.camera})
             except StoreError as exc:
                 raise PullError("s3_error", str(exc)) from None
         if result.conflict_sha256 is not None:

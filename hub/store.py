@@ -5,13 +5,19 @@ Layout (docs/design/sync.md):
 
 Objects are immutable and carry their sha256 in the metadata. `put_verified` is idempotent: an
 existing object with the same sha256 counts as stored; one with a different sha256 is a
-conflict the caller must raise as an alarm; nothing is ever overwritten.
+conflict the caller must raise as an alarm; nothing is ever overwritten (a conditional PUT,
+`If-None-Match: *`, where the server honours it, else HEAD before PUT). The server checks each
+body against the sha256 the hub verified (`x-amz-checksum-sha256`), so bytes damaged on the way
+are refused, not stored.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
+import threading
+import uuid
 from typing import IO, Any
 
 import boto3
@@ -45,7 +51,10 @@ def make_s3_client(cfg: S3Config, endpoint_url: str | None = None, max_pool: int
         "s3", endpoint_url=endpoint_url or cfg.endpoint_url, region_name=cfg.region,
         aws_access_key_id=cfg.access_key, aws_secret_access_key=cfg.secret_key,
         config=botocore.config.Config(
-            signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=max_pool,
+            # the payload is not hashed again for the signature: the hub verified its sha256 and
+            # sends it as x-amz-checksum-sha256, which the server checks (BadDigest otherwise)
+            signature_version="s3v4", s3={"addressing_style": "path", "payload_signing_enabled": False},
+            max_pool_connections=max_pool,
             # plain S3: no flexible checksums that older S3-compatible servers reject
             request_checksum_calculation="when_required", response_checksum_validation="when_required",
             retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60))
@@ -58,6 +67,26 @@ class ObjectStore:
         self.client = make_s3_client(cfg, max_pool=max_pool)
         self.transfer = TransferConfig(multipart_threshold=cfg.multipart_threshold_mb << 20,
                                        multipart_chunksize=8 << 20, max_concurrency=4)
+        # True once the server has shown it refuses `If-None-Match: *` on an existing key (MinIO,
+        # AWS and SeaweedFS do): one request per put instead of HEAD + PUT. Probed on first use.
+        self.conditional_puts: bool | None = None
+        self._probe_lock = threading.Lock()
+
+    def _probe_conditional_puts(self) -> bool:
+        key = f".vigil/probe-{uuid.uuid4().hex}"
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"probe", IfNoneMatch="*")
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=b"probe", IfNoneMatch="*")
+                supported = False
+            except botocore.exceptions.ClientError as exc:
+                supported = _status(exc) == 412
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+            raise StoreError(f"S3 probe failed: {exc}") from None
+        if not supported:
+            log.warning("the S3 server ignores If-None-Match on PUT; checking each key with HEAD first")
+        return supported
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist; raise StoreError if S3 cannot be reached."""
@@ -87,21 +116,50 @@ class ObjectStore:
             raise StoreError(f"HEAD {key}: {exc}") from None
         return head.get("Metadata", {}).get("sha256", "")
 
-    def put_verified(self, key: str, body: IO[bytes], size: int, sha256: str, metadata: dict[str, str]) -> PutResult:
-        """Store `body` (already verified against `sha256`) under `key` unless it is there."""
+    def put_verified(self, key: str, body: bytes | IO[bytes], size: int, sha256: str,
+                     metadata: dict[str, str]) -> PutResult:
+        """Store `body` (already verified against `sha256`) under `key` unless it is there.
+
+        `bytes` go up in one request (conditional where the server supports it); a file of at
+        least `s3.multipart_threshold_mb` goes up in parts after a HEAD."""
+        meta = {"sha256": sha256, **metadata}
+        if isinstance(body, bytes):
+            if self.conditional_puts is None:
+                with self._probe_lock:
+                    if self.conditional_puts is None:
+                        self.conditional_puts = self._probe_conditional_puts()
+            if not self.conditional_puts:
+                existing = self.existing_sha256(key)
+                if existing is not None:
+                    return self._compare(existing, sha256)
+            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="video/mp4",
+                                       Metadata=meta, ChecksumSHA256=checksum,
+                                       **({"IfNoneMatch": "*"} if self.conditional_puts else {}))
+            except botocore.exceptions.ClientError as exc:
+                if _status(exc) == 412:  # the key exists: same content, or an alarm
+                    return self._compare(self.existing_sha256(key) or "", sha256)
+                raise StoreError(f"PUT {key}: {exc}") from None
+            except (botocore.exceptions.BotoCoreError, OSError) as exc:
+                raise StoreError(f"PUT {key}: {exc}") from None
+            return PutResult(created=True)
         existing = self.existing_sha256(key)
         if existing is not None:
-            if existing == sha256:
-                return PutResult(created=False)
-            return PutResult(created=False, conflict_sha256=existing or "(none)")
-        meta = {"sha256": sha256, **metadata}
+            return self._compare(existing, sha256)
         try:
-            if size < self.transfer.multipart_threshold:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
-                                       ContentType="video/mp4", Metadata=meta)
-            else:
-                self.client.upload_fileobj(body, self.bucket, key, Config=self.transfer,
-                                           ExtraArgs={"ContentType": "video/mp4", "Metadata": meta})
+            self.client.upload_fileobj(body, self.bucket, key, Config=self.transfer,
+                                       ExtraArgs={"ContentType": "video/mp4", "Metadata": meta})
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
             raise StoreError(f"PUT {key}: {exc}") from None
         return PutResult(created=True)
+
+    @staticmethod
+    def _compare(existing: str, sha256: str) -> PutResult:
+        if existing == sha256:
+            return PutResult(created=False)
+        return PutResult(created=False, conflict_sha256=existing or "(none)")
+
+
+def _status(exc: botocore.exceptions.ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))

@@ -20,24 +20,42 @@ def test_put_is_idempotent_multipart_above_the_threshold_and_refuses_to_overwrit
     store.ensure_bucket()  # created when missing
     store.ensure_bucket()  # and fine when present
     client = s3.client()
-    for size in (300_000, 6 << 20):  # one PutObject, then 8 MiB parts (6 MiB: a single part upload)
+    # bytes: one conditional PutObject; a file: 8 MiB parts after a HEAD (6 MiB: a single part)
+    for size, as_file in ((300_000, False), (6 << 20, True)):
         body = os.urandom(size)
         sha = hashlib.sha256(body).hexdigest()
         key = recording_key("n1", "cam", 1_795_255_200_000_000 + size, size)
-        first = store.put_verified(key, io.BytesIO(body), size, sha, {"node": "n1", "seq": "1"})
+
+        def payload(data: bytes) -> bytes | io.BytesIO:
+            return io.BytesIO(data) if as_file else data  # noqa: B023 - used at once
+        first = store.put_verified(key, payload(body), size, sha, {"node": "n1", "seq": "1"})
         assert first.created and first.conflict_sha256 is None
         got = client.get_object(Bucket="fresh-bucket", Key=key)
         assert got["Body"].read() == body
         assert got["Metadata"]["sha256"] == sha and got["Metadata"]["node"] == "n1"
-        again = store.put_verified(key, io.BytesIO(body), size, sha, {})
+        again = store.put_verified(key, payload(body), size, sha, {})
         assert not again.created and again.conflict_sha256 is None
         other = os.urandom(1000)
-        clash = store.put_verified(key, io.BytesIO(other), 1000, hashlib.sha256(other).hexdigest(), {})
+        clash = store.put_verified(key, payload(other), 1000, hashlib.sha256(other).hexdigest(), {})
         assert clash.conflict_sha256 == sha
         assert client.get_object(Bucket="fresh-bucket", Key=key)["Body"].read() == body, "overwritten"
+    assert store.conditional_puts is True  # SeaweedFS refuses If-None-Match: * on an existing key
+    assert not [k for k in s3.list_keys(bucket="fresh-bucket") if k.startswith(".vigil/")], "probe left behind"
     parts = client.head_object(Bucket="fresh-bucket", Key=recording_key("n1", "cam", 1_795_255_200_000_000 + (6 << 20),
                                                                           6 << 20))["ETag"]
     assert parts.strip('"').endswith("-1"), f"the large object was not uploaded in parts (ETag {parts})"
+
+
+def test_bytes_damaged_on_the_way_are_refused_by_the_server(s3) -> None:
+    store = _store(s3)
+    body = os.urandom(50_000)
+    wrong = hashlib.sha256(b"something else").hexdigest()  # what the hub believed it had verified
+    try:
+        store.put_verified("recordings/n1/cam/x_1.mp4", body, len(body), wrong, {})
+        raise AssertionError("the server stored a body that does not match its checksum")
+    except StoreError as exc:
+        assert "BadDigest" in str(exc)
+    assert s3.list_keys("recordings/") == {}
 
 
 def test_unreachable_s3_is_a_clear_retryable_error(s3) -> None:
