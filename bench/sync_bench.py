@@ -15,7 +15,7 @@ tests/conftest.py do. One run measures, in order:
    `raw/…` with plain boto3 `put_object` from `--concurrency` threads (the hub's S3 client
    config), while the edges keep recording; then hub drain MB/s ÷ raw MB/s.
 
-    .venv/bin/python bench/sync_bench.py [--edges 2] [--cameras 8] [--per-node 2] [--json out.json]
+    .venv/bin/python bench/sync_bench.py [--edges 2] [--cameras 8] [--per-node 4] [--json out.json]
 
 See bench/README.md ("Sync ingest") for what each figure means. Every process it starts is stopped
 by its PID in a `finally`; it never signals anything else.
@@ -561,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="how long the hub is stopped while the edges record (default 60)")
     ap.add_argument("--concurrency", type=int, default=8,
                     help="hub ingest.pull_concurrency, and the raw uploader's threads (default 8)")
-    ap.add_argument("--per-node", type=int, default=2, help="hub ingest.pull_concurrency_per_node (default 2)")
+    ap.add_argument("--per-node", type=int, default=4,
+                    help="hub ingest.pull_concurrency_per_node (default 4, the hub's)")
     ap.add_argument("--warmup-timeout", type=float, default=90,
                     help="seconds for the hub to hold a segment of every camera before the live window (default 90)")
     ap.add_argument("--drain-timeout", type=float, default=600, help="give up on the drain after this (default 600)")
