@@ -125,7 +125,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
                    mqtt=edge_mqtt(broker)),
     }
     hub = Hub(tmp / "hub", broker, s3, list(edges.values()),
-              ingest={"session_expiry_seconds": 10, "max_attempts": 3, "reconcile_seconds": 5})
+              # 2 catch-up downloads per node: with e1's 6 Mbit/s cap shared by every download, a
+              # live one gets a third of it while the backlog drains
+              ingest={"session_expiry_seconds": 10, "max_attempts": 3, "reconcile_seconds": 5,
+                      "pull_concurrency_per_node": 2})
     r = Run(edges, hub, broker, s3)
     try:
         for e in edges.values():
@@ -230,8 +233,9 @@ def test_hub_outage_backlog_drains_with_live_segments_arriving_during_the_drain(
     assert drained_at - run.t_hub_start_us > 5_000_000, "the capped backlog should take a while to drain"
     during = [r for r in fresh if r["stored_us"] < drained_at]
     assert during, "no new segment was stored while the backlog drained (live lane)"
-    # the live lane is prompt: fresh segments stored within a few seconds of their end
-    assert min(r["stored_us"] - r["end_us"] for r in during) < 10_000_000
+    # the live lane is prompt: fresh segments stored within seconds of their end (a 1.2 MB segment
+    # at a third of 6 Mbit/s takes about 5 s), not after the backlog
+    assert min(r["stored_us"] - r["end_us"] for r in during) < 12_000_000
 
 
 def test_doorbells_dropped_with_the_expired_session_are_found_by_catch_up(run: Run) -> None:
