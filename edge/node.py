@@ -15,7 +15,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import signal
 import threading
 import time
 from typing import Any
@@ -31,6 +30,7 @@ from edge.retention import disk_usage
 from edge.uplink import MqttLink
 from edge.writer import CatalogWriter, recover_stray_files
 from shared import __version__
+from shared.process import run_until_signal, start_http_server
 from shared.timeutil import now_us, us_to_iso
 
 log = logging.getLogger(__name__)
@@ -105,15 +105,10 @@ class EdgeNode:
         app = create_app(data_dir=cfg.node.data_dir, token=cfg.http.token, metrics=self.metrics,
                          camera_status=self.camera_status, node_id=cfg.node.id,
                          max_upload_mbps=cfg.http.max_upload_mbps)
-        server = uvicorn.Server(uvicorn.Config(app, host=cfg.http.host, port=cfg.http.port, log_config=None,
-                                               lifespan="off", access_log=False))
-        self.http = server
-        threading.Thread(target=server.run, name="http", daemon=True).start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline and server.should_exit is False:
-            time.sleep(0.02)
-        if not server.started:
+        server = start_http_server(app, cfg.http.host, cfg.http.port)
+        if server is None:
             raise StartupError(f"http.listen: cannot serve on {cfg.http.listen} (port in use or address not local)")
+        self.http = server
 
     # -- status --------------------------------------------------------------------------------------
     def camera_status(self) -> list[dict[str, Any]]:
@@ -148,14 +143,7 @@ class EdgeNode:
 
     # -- run and stop ------------------------------------------------------------------------------
     def run_forever(self) -> None:
-        def on_signal(signum: int, frame: Any) -> None:
-            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
-            self.stop_event.set()
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        self.start()
-        self.stop_event.wait()
-        self.shutdown()
+        run_until_signal(self.start, self.stop_event, self.shutdown)
 
     def shutdown(self) -> None:
         """Close every open segment and commit it, even when cameras hang (within STOP_BUDGET_S)."""

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
-from typing import Any
 
 import uvicorn
 
@@ -24,6 +22,7 @@ from hub.ingest import Ingestor
 from hub.metrics import HubMetrics
 from hub.store import ObjectStore, StoreError
 from shared import __version__
+from shared.process import run_until_signal, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +72,13 @@ class HubService:
         assert self.bus is not None
         host, _, port = self.cfg.hub.listen.rpartition(":")
         app = create_app(self.cfg, self.metrics, store, self.bus)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_config=None, lifespan="off",
-                                               access_log=False))
-        self.http = server
-        threading.Thread(target=server.run, name="http", daemon=True).start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline and not server.should_exit:
-            time.sleep(0.02)
-        if not server.started:
+        server = start_http_server(app, host, int(port))
+        if server is None:
             raise StartupError(f"hub.listen: cannot serve on {self.cfg.hub.listen} (port in use?)")
+        self.http = server
 
     def run_forever(self) -> None:
-        def on_signal(signum: int, frame: Any) -> None:
-            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
-            self.stop_event.set()
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        self.start()
-        self.stop_event.wait()
-        self.shutdown()
+        run_until_signal(self.start, self.stop_event, self.shutdown)
 
     def shutdown(self) -> None:
         t0 = time.monotonic()
