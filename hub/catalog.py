@@ -122,6 +122,10 @@ class NodeRow:
     gaps_rev: int
     last_seen_us: int | None
 
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> NodeRow:
+        return cls(**{**dict(row), "accepted": bool(row["accepted"])})
+
 
 @dataclasses.dataclass(frozen=True)
 class StoredSegment:
@@ -159,19 +163,18 @@ class HubCatalog:
             return self.conn.execute(sql, args)
 
     # -- nodes ----------------------------------------------------------------------------------------
+    _NODE_COLUMNS = ("id, accepted, source, http_url, advertised_url, state, session, synced_through, gaps_rev, "
+                     "last_seen_us")
+
     def node(self, node_id: str) -> NodeRow | None:
         with self.lock:
-            row = self.conn.execute(
-                "SELECT id, accepted, source, http_url, advertised_url, state, session, synced_through, gaps_rev, "
-                "last_seen_us FROM nodes WHERE id = ?", (node_id,)).fetchone()
-        if row is None:
-            return None
-        return NodeRow(**{**dict(row), "accepted": bool(row["accepted"])})
+            row = self.conn.execute(f"SELECT {self._NODE_COLUMNS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        return None if row is None else NodeRow.from_row(row)
 
     def nodes(self) -> list[NodeRow]:
         with self.lock:
-            ids = [r[0] for r in self.conn.execute("SELECT id FROM nodes ORDER BY id")]
-        return [n for i in ids if (n := self.node(i)) is not None]
+            rows = self.conn.execute(f"SELECT {self._NODE_COLUMNS} FROM nodes ORDER BY id").fetchall()
+        return [NodeRow.from_row(r) for r in rows]
 
     def add_node(self, node_id: str, accepted: bool, source: str, http_url: str | None) -> None:
         """Create a node, or bring a configured one in line with the config (accepted, pinned URL)."""

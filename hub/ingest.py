@@ -554,8 +554,7 @@ class Ingestor:
                                   http_url=msg.http_url if accepted else None)
             if accepted:
                 log.warning("accepted a new node on first sight", extra={"peer": node, "url": msg.http_url})
-            else:
-                self.metrics.untrusted.labels("unknown_node").inc()
+            else:  # counted below, like every status of a node that is not accepted
                 self._warn_once(node, "unknown", "ignoring a node not listed in [[nodes]]",
                                 url=msg.http_url)
             row = self.catalog.node(node)

@@ -293,6 +293,17 @@ def hub_factory(tmp_path: Path):
         h.close()
 
 
+def wait_for(what: str, check: Any, timeout: float, every: float = 0.5) -> Any:
+    """Poll `check()` until it returns something truthy (returned), or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
     """The value of one sample in Prometheus text (0 if absent)."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted((labels or {}).items()))

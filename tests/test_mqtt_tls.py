@@ -9,24 +9,13 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import edge_mqtt, metric_value
+from conftest import edge_mqtt, metric_value, wait_for
 from services_helper import Mosquitto, make_ca
-
-
-def _wait(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _hub_segment_count(hub: Any, node: str) -> int:
@@ -98,9 +87,9 @@ def test_edge_and_hub_over_tls_with_a_private_ca(media: dict[str, Path], testcam
                 return status
         return None
 
-    status = _wait("the edge's retained online status over TLS", online, 20)
+    status = wait_for("the edge's retained online status over TLS", online, 20)
     assert status["http_url"] == edge.url and status["cameras"] == ["a"]
-    _wait("2 segments of the edge in the hub", lambda: _hub_segment_count(hub, "tls-edge") >= 2, 40)
+    wait_for("2 segments of the edge in the hub", lambda: _hub_segment_count(hub, "tls-edge") >= 2, 40)
 
     assert metric_value(_edge_metrics(edge), "vigil_edge_mqtt_connected") == 1.0
     assert metric_value(hub.metrics(), "vigil_hub_mqtt_connected") == 1.0
@@ -129,7 +118,7 @@ def test_edge_with_a_wrong_ca_records_and_logs_the_refused_broker(media: dict[st
     # the link keeps retrying (paho backs off 1, 2, 4 ... s): the broker logs each refused handshake
     def refused_handshakes() -> int:
         return broker.log_text().count("alert unknown ca")
-    _wait("a second TLS attempt from the edge", lambda: refused_handshakes() >= 2, 15)
+    wait_for("a second TLS attempt from the edge", lambda: refused_handshakes() >= 2, 15)
 
     def refused_lines() -> list[dict[str, Any]]:
         out = []
@@ -141,7 +130,7 @@ def test_edge_with_a_wrong_ca_records_and_logs_the_refused_broker(media: dict[st
         return out
 
     # a clear error naming the broker and the TLS failure, once (repeats of the same reason are quiet)
-    lines = _wait("a log line about the refused broker certificate", refused_lines, 15)
+    lines = wait_for("a log line about the refused broker certificate", refused_lines, 15)
     assert "mqtt.ca_file" in lines[0]["error"] and lines[0]["level"] == "error"
     assert len(refused_lines()) == 1, "the same TLS failure is logged once, not at every retry"
     assert not [line for line in edge.log_lines() if line["level"] == "critical"]

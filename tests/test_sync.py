@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Edge, Hub, edge_mqtt, metric_value
+from conftest import Edge, Hub, edge_mqtt, metric_value, wait_for
 from services_helper import Mosquitto, SeaweedS3
 from testcam_helper import TestCam
 
@@ -103,13 +103,6 @@ def _inject_garbage(broker: Mosquitto) -> None:
         broker.publish(topic, payload, retain=False)
 
 
-def _wait(what: str, check: Any, timeout: float, every: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +170,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
                 if any(row["sync_state"] != "synced" for seq, row in _edge_rows(e).items() if seq in want):
                     return False
             return True
-        _wait("the hub to hold every segment and the edges to mark them synced", settled, 120)
+        wait_for("the hub to hold every segment and the edges to mark them synced", settled, 120)
         r.edge_metrics = {n: _edge_metrics(e) for n, e in edges.items()}
         r.hub_metrics_end = hub.metrics()
         yield r

@@ -11,17 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import TOKEN, edge_mqtt, metric_value
-
-
-def _wait(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from conftest import TOKEN, edge_mqtt, metric_value, wait_for
 
 
 def _hub_seqs(hub: Any, node: str) -> set[int]:
@@ -49,8 +39,8 @@ def test_hub_pulls_only_listed_nodes_and_keeps_the_pinned_url(media: dict[str, P
     stranger = edge_factory([{"id": "b", "url": cams.url("b")}], {"segment_seconds": 4}, name="stranger",
                             node_id="stranger", mqtt=edge_mqtt(broker)).start()
     hub = hub_factory(broker, s3, [listed]).start()
-    _wait("the listed node's segments", lambda: len(_hub_seqs(hub, "listed")) >= 2, 30)
-    row = _wait("the stranger in the registry", lambda: _node_row(hub, "stranger"), 10)
+    wait_for("the listed node's segments", lambda: len(_hub_seqs(hub, "listed")) >= 2, 30)
+    row = wait_for("the stranger in the registry", lambda: _node_row(hub, "stranger"), 10)
     assert row["accepted"] == 0 and row["source"] == "announced" and row["http_url"] is None
     assert row["advertised_url"] == stranger.url
     assert _hub_seqs(hub, "stranger") == set()
@@ -62,12 +52,12 @@ def test_hub_pulls_only_listed_nodes_and_keeps_the_pinned_url(media: dict[str, P
     broker.publish("vigil/listed/status", json.dumps({
         "v": 1, "state": "online", "session": session + 1, "http_url": "http://203.0.113.9:8600",
         "cameras": ["a"]}).encode())
-    _wait("the URL change to be logged", lambda: [
+    wait_for("the URL change to be logged", lambda: [
         line for line in hub.log_lines() if line["msg"].startswith("node advertises a different URL")
         and line["advertised"] == "http://203.0.113.9:8600" and line["pinned"] == listed.url], 10)
     assert _node_row(hub, "listed")["http_url"] == listed.url
     before = len(_hub_seqs(hub, "listed"))
-    _wait("pulls to go on from the pinned URL", lambda: len(_hub_seqs(hub, "listed")) > before, 20)
+    wait_for("pulls to go on from the pinned URL", lambda: len(_hub_seqs(hub, "listed")) > before, 20)
     assert metric_value(hub.metrics(), "vigil_hub_untrusted_messages_total", {"reason": "url_changed"}) >= 1
     # the edge's segment server refuses anyone without the hub's token
     try:
@@ -83,7 +73,7 @@ def test_accept_on_first_sight_and_the_retained_status_and_will(media: dict[str,
     edge = edge_factory([{"id": "a", "url": cams.url("a")}], {"segment_seconds": 4}, node_id="newcomer",
                         mqtt=edge_mqtt(broker)).start()
     hub = hub_factory(broker, s3, [], ingest={"accept_new_nodes": True}).start()
-    _wait("segments of a node accepted on first sight", lambda: len(_hub_seqs(hub, "newcomer")) >= 2, 30)
+    wait_for("segments of a node accepted on first sight", lambda: len(_hub_seqs(hub, "newcomer")) >= 2, 30)
     row = _node_row(hub, "newcomer")
     assert row["accepted"] == 1 and row["source"] == "first_sight" and row["http_url"] == edge.url
     retained = {t: json.loads(p) for t, p, r in broker.subscribe_collect("vigil/newcomer/#", 1.0) if r}
@@ -94,15 +84,15 @@ def test_accept_on_first_sight_and_the_retained_status_and_will(media: dict[str,
     assert retained["vigil/newcomer/synced"]["through_seq"] >= 2
 
     edge.kill()  # the broker publishes the Last Will at once
-    will = _wait("the Will", lambda: [json.loads(p) for t, p, r in broker.subscribe_collect(
+    will = wait_for("the Will", lambda: [json.loads(p) for t, p, r in broker.subscribe_collect(
         "vigil/newcomer/status", 0.5) if json.loads(p)["state"] == "offline"], 10)[0]
     assert will == {"v": 1, "state": "offline", "session": online["session"]}
-    _wait("the hub to see the node offline", lambda: _node_row(hub, "newcomer")["state"] == "offline", 10)
+    wait_for("the hub to see the node offline", lambda: _node_row(hub, "newcomer")["state"] == "offline", 10)
     edge.start()
-    back = _wait("the node online again", lambda: [json.loads(p) for t, p, r in broker.subscribe_collect(
+    back = wait_for("the node online again", lambda: [json.loads(p) for t, p, r in broker.subscribe_collect(
         "vigil/newcomer/status", 0.5) if json.loads(p)["state"] == "online"], 15)[0]
     assert back["session"] > online["session"]
-    _wait("the hub to see the new session", lambda: _node_row(hub, "newcomer")["session"] == back["session"], 10)
+    wait_for("the hub to see the new session", lambda: _node_row(hub, "newcomer")["session"] == back["session"], 10)
     # a stale Will arriving late (older session) does not mark the node offline
     broker.publish("vigil/newcomer/status", json.dumps({"v": 1, "state": "offline",
                                                         "session": online["session"]}).encode())
@@ -156,7 +146,7 @@ def test_unsynced_segments_evicted_under_pressure_reach_the_hub_as_gaps(media: d
                 text = resp.read().decode()
             return metric_value(text, "vigil_edge_segments_deleted_total", {"reason": "disk_pressure",
                                                                             "synced": "false"})
-        _wait("unsynced segments evicted under pressure (no hub yet)", evicted, 90)
+        wait_for("unsynced segments evicted under pressure (no hub yet)", evicted, 90)
         hub = hub_factory(broker, s3, [edge]).start()
 
         def caught_up() -> bool:
@@ -166,7 +156,7 @@ def test_unsynced_segments_evicted_under_pressure_reach_the_hub_as_gaps(media: d
             finally:
                 c.close()
             return held <= _hub_seqs(hub, "tight") and len(held) > 0
-        _wait("the hub to hold everything the edge still has", caught_up, 40)
+        wait_for("the hub to hold everything the edge still has", caught_up, 40)
         c = hub.catalog()
         try:
             gaps = [dict(g) for g in c.gaps("tight")]
