@@ -42,6 +42,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(1, str(REPO))
+import record_bench  # noqa: E402 - the /proc readers, shared with the recorder benchmark
 from conftest import Edge, Hub, edge_mqtt  # noqa: E402
 from services_helper import Mosquitto, SeaweedS3  # noqa: E402
 from testcam_helper import TestCam, ensure_media  # noqa: E402
@@ -49,7 +50,6 @@ from testcam_helper import TestCam, ensure_media  # noqa: E402
 from hub.config import S3Config  # noqa: E402
 from hub.store import make_s3_client  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MB = 1_000_000  # throughput figures are in decimal MB/s (1 MB = 10^6 bytes)
 
 # targets from the issue
@@ -64,23 +64,12 @@ class BenchError(Exception):
 # -- /proc readers ------------------------------------------------------------------------------
 
 def proc_cpu_s(pid: int | None) -> float | None:
-    """utime + stime of a process (all its threads), in seconds; None if it is gone."""
-    if pid is None:
-        return None
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of a process in seconds; None if it is gone or was never started."""
+    return None if pid is None else record_bench.proc_cpu_s(pid)
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine since boot, from /proc/stat."""
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(parts[:8])  # user nice system idle iowait irq softirq steal
-    idle = parts[3] + parts[4]
-    return float(total - idle), float(total)
+machine_cpu = record_bench.machine_cpu
+tail = record_bench.tail
 
 
 def self_cpu_s() -> float:
@@ -174,13 +163,6 @@ def fmt(v: Any, digits: int = 2) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
-
-
-def tail(path: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except FileNotFoundError:
-        return "(no output)"
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)")
