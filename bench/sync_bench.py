@@ -35,7 +35,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +170,7 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)")
 def hub_metrics(hub: Hub) -> dict[str, float]:
     """{'name{labels}': value} of the hub's /metrics (empty if it does not answer)."""
     try:
-        with urllib.request.urlopen(f"{hub.url}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
+        text = hub.metrics()
     except OSError:
         return {}
     out: dict[str, float] = {}

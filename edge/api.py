@@ -12,6 +12,7 @@ and the API never writes the catalog.
                                               `http.max_upload_mbps` across all downloads
     GET /api/v1/gaps?after_rev=N&limit=M      why footage is missing, in the order gaps were added or
                                               extended (`rev`)
+    GET /api/v1/holds                         the hub's evidence holds in force on this node
 """
 
 from __future__ import annotations
@@ -216,6 +217,10 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
                      for g in rows],
             "next_after_rev": rows[-1].rev if rows else after})
 
+    async def holds(request: Request) -> Response:
+        rows = await read(lambda c: c.holds())
+        return JSONResponse({"holds": [h.to_json() for h in rows]})
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return error(404, "not_found", f"no route {request.url.path}")
 
@@ -233,6 +238,7 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
             Route("/api/v1/segments", authed(segments)),
             Route("/api/v1/segments/{seq}", authed(segment_file)),
             Route("/api/v1/gaps", authed(gaps)),
+            Route("/api/v1/holds", authed(holds)),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
     )

@@ -1,7 +1,7 @@
 """The edge catalog: one SQLite file (`<data_dir>/catalog.db`) describing every segment on disk.
 
 Only the catalog writer thread (`edge/writer.py`) writes it; the HTTP server opens it
-read-only. The schema is version 2 (`PRAGMA user_version`); later versions append a
+read-only. The schema is version 3 (`PRAGMA user_version`); later versions append a
 migration step to `MIGRATIONS`, never edit an old one.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from edge.segments import ClosedSegment, blob_to_fragments, fragments_to_blob
 from shared import sqlite
-from shared.mqtt import SegmentEvent, encode
+from shared.mqtt import HoldRange, SegmentEvent, encode
 from shared.timeutil import now_us, us_to_iso
 
 CATALOG_NAME = "catalog.db"
@@ -89,6 +89,24 @@ CREATE INDEX gaps_rev ON gaps (rev);
 """
 
 
+SCHEMA_V3 = """
+-- The hub's evidence holds for this node (retained MQTT `holds`): the complete current set,
+-- replaced as a whole. A segment overlapping a hold of its camera is never deleted by age and
+-- goes last under disk pressure (edge/retention.py).
+CREATE TABLE holds (
+    camera TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL,
+    CHECK (end_us > start_us)
+);
+CREATE INDEX holds_camera_start ON holds (camera, start_us);
+"""
+
+# A segment overlapping any hold of its camera (used as `[NOT] EXISTS` in retention queries).
+_HELD = ("EXISTS (SELECT 1 FROM holds h WHERE h.camera = segments.camera AND h.start_us < segments.end_us "
+         "AND h.end_us > segments.start_us)")
+
+
 def _v0_to_v1(conn: sqlite3.Connection) -> None:
     sqlite.execute_script(conn, SCHEMA_V1)
 
@@ -97,7 +115,11 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     sqlite.execute_script(conn, SCHEMA_V2)
 
 
-MIGRATIONS = [_v0_to_v1, _v1_to_v2]
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    sqlite.execute_script(conn, SCHEMA_V3)
+
+
+MIGRATIONS = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +209,14 @@ class Catalog:
                 "UPDATE segments SET sync_state = 'synced' WHERE seq <= ? AND sync_state = 'pending' "
                 f"AND seq NOT IN ({','.join('?' * len(quarantined))})", (through_seq, *quarantined))
             return cur.rowcount
+
+    def replace_holds(self, holds: tuple[HoldRange, ...]) -> None:
+        """Replace the node's whole hold set (the hub sends the complete set, not a delta)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("DELETE FROM holds")
+            self.conn.executemany("INSERT INTO holds (camera, start_us, end_us) VALUES (?, ?, ?)",
+                                  [(h.camera, h.start_us, h.end_us) for h in holds])
 
     def add_gap(self, camera: str, start_us: int, end_us: int, reason: str, detail: str = "") -> None:
         """Record a hole in a camera's recording."""
@@ -293,10 +323,18 @@ class Catalog:
     def deleting(self) -> list[tuple[int, str]]:
         return [(r[0], r[1]) for r in self.conn.execute("SELECT seq, path FROM segments WHERE deleting = 1")]
 
-    def retention_candidates(self, synced: bool, older_than_us: int | None, limit: int) -> list[tuple[int, str, int]]:
-        """(seq, path, bytes) oldest first, of one sync state, optionally only those ending before a time."""
+    def holds(self) -> tuple[HoldRange, ...]:
+        """The hold set in force, by camera and start."""
+        rows = self.conn.execute("SELECT camera, start_us, end_us FROM holds ORDER BY camera, start_us, end_us")
+        return tuple(HoldRange(r[0], r[1], r[2]) for r in rows)
+
+    def retention_candidates(self, synced: bool, older_than_us: int | None, limit: int,
+                             held: bool = False) -> list[tuple[int, str, int]]:
+        """(seq, path, bytes) oldest first, of one sync state, optionally only those ending before a time;
+        only segments under a hold with `held`, only those under none without."""
         sql = ("SELECT seq, path, bytes FROM segments WHERE sync_state = ? AND deleting = 0"
-               + (" AND end_us < ?" if older_than_us is not None else "") + " ORDER BY end_us LIMIT ?")
+               + (" AND end_us < ?" if older_than_us is not None else "")
+               + (" AND " if held else " AND NOT ") + _HELD + " ORDER BY end_us LIMIT ?")
         args: tuple[Any, ...] = ("synced" if synced else "pending",)
         args += ((older_than_us,) if older_than_us is not None else ()) + (limit,)
         return [(r[0], r[1], r[2]) for r in self.conn.execute(sql, args)]

@@ -117,6 +117,8 @@ class EdgeMetrics:
                                    "Segment doorbells not yet acknowledged by the broker", registry=r)
         self.synced_through = Gauge("vigil_edge_synced_through_seq",
                                     "Every segment up to this seq is stored by the hub", registry=r)
+        self.holds = Gauge("vigil_edge_holds", "Hold ranges from the hub in force (their segments are kept)",
+                           registry=r)
         self.upload_bytes = Counter("vigil_edge_upload_bytes", "Segment bytes served to the hub", registry=r)
         self.recovered = Counter("vigil_edge_segments_recovered", "Stray files recovered at start-up",
                                  registry=r)

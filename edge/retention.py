@@ -4,9 +4,12 @@ Rules, applied by the catalog writer every `retention_interval_seconds` and at o
 camera's write fails:
 
 1. Age: segments that ended more than `retain_days` ago are deleted, synced ones first.
+   A *held* segment (one overlapping a hold of its camera: catalog table `holds`, set by the
+   hub's retained `holds` message) is never deleted by age.
 2. Pressure: while free space is under `min_free_percent` of the disk, the oldest synced
-   segments go first; only when none is left do unsynced ones go, each counted in
-   `vigil_edge_segments_deleted_total{synced="false"}`.
+   unheld segments go first; only when none is left do unsynced unheld ones go, each counted in
+   `vigil_edge_segments_deleted_total{synced="false"}`. Held segments go only when every unheld
+   one is gone (synced, then unsynced, oldest first), each with a warning: recording never stops.
 3. Emergency (a camera's write failed, usually ENOSPC): as 2, with a floor of
    `EMERGENCY_FREE_PERCENT`, and at least one segment goes even if the threshold looks met.
 4. A segment being written is never in the catalog, so it is never a candidate.
@@ -88,22 +91,27 @@ def apply(catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics, emergenc
     deleted = 0
     cutoff = now_us() - int(rec.retain_days * 86_400 * 1_000_000)
     for synced in (True, False):
-        while rows := catalog.retention_candidates(synced, cutoff, BATCH):
+        while rows := catalog.retention_candidates(synced, cutoff, BATCH):  # never held ones
             _delete(catalog, rows, f"older than retain_days={rec.retain_days:g}")
             metrics.segments_deleted.labels("age", str(synced).lower()).inc(len(rows))
             deleted += len(rows)
     target = max(rec.min_free_percent, EMERGENCY_FREE_PERCENT) if emergency else rec.min_free_percent
-    for synced in (True, False):
+    for held, synced in ((False, True), (False, False), (True, True), (True, False)):
         while (usage := disk_usage(catalog.data_dir)).free_percent < target or (emergency and not deleted):
-            rows = catalog.retention_candidates(synced, None, 1 if not synced else 5)
+            rows = catalog.retention_candidates(synced, None, 5 if synced and not held else 1, held=held)
             if not rows:
                 break
             _delete(catalog, rows, ("disk full: a write failed, " if emergency else "disk pressure: ")
                     + f"{usage.free_percent:.1f}% free, min_free_percent={rec.min_free_percent:g}"
-                    + ("" if synced else "; deleted before the hub stored it"))
+                    + ("" if synced else "; deleted before the hub stored it")
+                    + ("; it was under a hold" if held else ""))
             metrics.segments_deleted.labels("disk_pressure", str(synced).lower()).inc(len(rows))
             deleted += len(rows)
-            if not synced:
+            if held:
+                log.warning("deleted a held segment under disk pressure: no unheld segment was left",
+                            extra={"seq": rows[0][0], "held": True, "synced": synced,
+                                   "free_percent": round(usage.free_percent, 2)})
+            elif not synced:
                 log.warning("deleted an unsynced segment under disk pressure",
                             extra={"seq": rows[0][0], "free_percent": round(usage.free_percent, 2)})
     if deleted:

@@ -1,4 +1,4 @@
-"""The edge's MQTT link: node and camera status, segment doorbells, and the hub's synced cursor.
+"""The edge's MQTT link: node and camera status, segment doorbells, the hub's synced cursor and holds.
 
 Two threads, and neither can delay recording:
 * paho's network thread runs the callbacks, which only put things on queues and set events;
@@ -10,8 +10,12 @@ Two threads, and neither can delay recording:
   in the outbox is sent again (the hub ignores duplicates). New doorbells go before an old
   backlog, so the hub hears about fresh footage first.
 
+It subscribes to the hub's retained `synced` cursor and `holds` set of this node; a valid holds
+message (the complete set; an empty retained payload clears it) replaces the catalog's `holds`
+table when it differs from the set in force, which retention then respects.
+
 The catalog is read through the link's own read-only connection and written only by the catalog
-writer (`outbox_acked`, `mark_synced`). paho reconnects forever with a 1-30 s backoff.
+writer (`outbox_acked`, `mark_synced`, `replace_holds`). paho reconnects forever with a 1-30 s backoff.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from shared import __version__
 from shared.mqtt import (
     CameraStatusMessage,
     ConnectProblems,
+    HoldRange,
+    HoldsMessage,
     MessageError,
     NodeStatus,
     SyncedCursor,
@@ -72,6 +78,8 @@ class MqttLink(threading.Thread):
         self._seen_generation = 0
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._synced: queue.SimpleQueue[SyncedCursor] = queue.SimpleQueue()
+        self._holds: queue.SimpleQueue[HoldsMessage] = queue.SimpleQueue()
+        self._holds_in_force: tuple[HoldRange, ...] = ()  # as last handed to the writer (or in the catalog)
         self._inflight: dict[int, int] = {}  # mid -> outbox id
         self._live_cursor = 0                # highest outbox id sent on this connection (new events)
         self._live_mark = 0                  # outbox ids up to this were there at connect: the backlog
@@ -106,6 +114,7 @@ class MqttLink(threading.Thread):
         self.metrics.mqtt_connected.set(1)
         self.metrics.mqtt_connects.inc()
         client.subscribe(self.topics.synced(self.node), qos=1)
+        client.subscribe(self.topics.holds(self.node), qos=1)
         log.info("connected to the broker", extra={"broker": self.cfg.url, "session": self.session})
         self.wake.set()
 
@@ -127,8 +136,14 @@ class MqttLink(threading.Thread):
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             node, kind, _ = self.topics.parse(msg.topic)
-            if node != self.node or kind != "synced":
+            if node != self.node or kind not in ("synced", "holds"):
                 raise MessageError("unknown_topic", f"unexpected topic {msg.topic[:200]!r}")
+            if kind == "holds":
+                holds = decode(kind, msg.payload) if msg.payload else HoldsMessage()  # empty: cleared, no holds
+                assert isinstance(holds, HoldsMessage)
+                self._holds.put(holds)
+                self.wake.set()
+                return
             if not msg.payload:
                 return  # a cleared retained cursor
             cursor = decode(kind, msg.payload)
@@ -145,6 +160,7 @@ class MqttLink(threading.Thread):
     def run(self) -> None:
         catalog = Catalog(self.data_dir, readonly=True)
         self._synced_through = catalog.synced_through()
+        self._holds_in_force = catalog.holds()
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_seconds,
                                   clean_start=True)
         self.client.loop_start()
@@ -174,6 +190,7 @@ class MqttLink(threading.Thread):
 
     def _step(self, catalog: Catalog) -> None:
         self._handle_synced(catalog)
+        self._handle_holds()
         if not self.connected:
             return
         if self._generation != self._seen_generation:  # a fresh connection: announce everything again
@@ -275,3 +292,21 @@ class MqttLink(threading.Thread):
             self._synced_through = cursor.through_seq
             self.metrics.synced_through.set(cursor.through_seq)
             self.writer.mark_synced(cursor.through_seq, cursor.quarantined)
+
+    def _handle_holds(self) -> None:
+        latest: HoldsMessage | None = None
+        while True:  # each message is the complete set: only the newest matters
+            try:
+                latest = self._holds.get_nowait()
+            except queue.Empty:
+                break
+        if latest is None:
+            return
+        holds = tuple(sorted(latest.holds, key=lambda h: (h.camera, h.start_us, h.end_us)))
+        if holds == self._holds_in_force:
+            return  # the retained set arriving again after a reconnect or restart
+        self._holds_in_force = holds
+        self.writer.replace_holds(holds)
+        unknown = sorted({h.camera for h in holds} - set(self.camera_ids))
+        log.info("hub's holds updated", extra={"holds": len(holds), "cameras": sorted({h.camera for h in holds}),
+                                               "unknown_cameras": unknown})

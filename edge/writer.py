@@ -2,8 +2,9 @@
 
 Camera threads hand it closed segments and gaps through a queue and never wait for it. For each
 segment it performs durability steps 2-4 (docs/design/segments.md): fsync the file, rename it
-from `.part`, fsync the folder, insert the row. Between items, and whenever a camera reports a
-failed write, it runs retention (`edge/retention.py`).
+from `.part`, fsync the folder, insert the row. It also applies what the MQTT link hands it (the
+hub's synced cursor and hold set, acknowledged doorbells). Between items, and whenever a camera
+reports a failed write, it runs retention (`edge/retention.py`).
 
 A full disk must not stop the catalog either: SQLite needs a little space to write its WAL,
 even to delete rows. The writer keeps a reserve file (`RESERVE_NAME`, about 1 % of the disk,
@@ -28,6 +29,7 @@ from edge.catalog import Catalog
 from edge.config import RecordingConfig
 from edge.metrics import EdgeMetrics
 from edge.segments import PART_SUFFIX, SEGMENTS_DIR, ClosedSegment, fsync_dir, recover_file
+from shared.mqtt import HoldRange
 
 log = logging.getLogger(__name__)
 RESERVE_NAME = ".disk-reserve"
@@ -51,6 +53,11 @@ class _Retention:
 class _Synced:
     through_seq: int
     quarantined: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holds:
+    holds: tuple[HoldRange, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +95,10 @@ class CatalogWriter(threading.Thread):
         """The hub stored every segment up to `through_seq` (but `quarantined`)."""
         self._queue.put(_Synced(through_seq, quarantined))
 
+    def replace_holds(self, holds: tuple[HoldRange, ...]) -> None:
+        """The hub's complete hold set for this node (replaces the previous one)."""
+        self._queue.put(_Holds(holds))
+
     def outbox_acked(self, ids: list[int]) -> None:
         """The broker acknowledged these doorbells."""
         self._queue.put(_OutboxAcked(tuple(ids)))
@@ -106,6 +117,7 @@ class CatalogWriter(threading.Thread):
 
     # -- the thread ------------------------------------------------------------------------------
     def run(self) -> None:
+        self.metrics.holds.set(len(self.catalog.holds()))
         while True:
             wait = max(0.0, self._next_retention - time.monotonic())
             if self._backlog:
@@ -135,6 +147,9 @@ class CatalogWriter(threading.Thread):
                     if changed:
                         log.debug("hub stored segments", extra={"through_seq": item.through_seq, "marked": changed,
                                                                "quarantined": len(item.quarantined)})
+                elif isinstance(item, _Holds):
+                    self.catalog.replace_holds(item.holds)
+                    self.metrics.holds.set(len(item.holds))
                 elif isinstance(item, _OutboxAcked):
                     self.catalog.delete_outbox(list(item.ids))
             except Exception:

@@ -1,74 +1,737 @@
-"""The hub's HTTP server (Starlette): health, readiness and metrics.
+"""The hub's HTTP API (Starlette), served by uvicorn inside `vigil-hub`.
 
-    GET /healthz   the process answers
-    GET /readyz    200 when the catalog opens, the broker is connected and the bucket answers; else 503
-                   with the reasons
-    GET /metrics   Prometheus text (like most exporters, unauthenticated: bind `hub.listen` to a
-                   network that Prometheus and operators use)
+Every route is declared once as an `Endpoint` (method, path, role, parameters, body and response
+schemas, handler); the router, the parameter checks, the auth check, the request metrics and
+`/openapi.json` all come from that list, so the document cannot drift from the routes.
 
-Anything touching disk, SQLite or S3 runs in the worker pool, never on the event loop.
+    GET /healthz, /readyz      public (liveness; readiness with reasons)
+    everything else            `Authorization: Bearer <token>`; tokens are configured as sha256
+                               hashes with a role: viewer (read, play) < operator (incidents,
+                               annotations, tags) < admin (tag deletion, global audit, retention)
+
+Handlers are plain functions run in the worker pool (disk, SQLite and S3 never block the event
+loop); each worker thread keeps its own read-only catalog connection, writes go through the
+catalog's single writer. Errors are `{"error": {"code", "message"}}` with a 4xx status; an
+unexpected exception is logged and answered 500 `internal` without details.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hub.bus import Bus
+from hub import openapi, records, timeline
 from hub.catalog import HubCatalog
-from hub.config import HubConfig
+from hub.config import ROLES, HubConfig, TokenEntry
 from hub.metrics import HubMetrics
+from hub.records import ApiError, Records, parse_camera, parse_time
 from hub.store import ObjectStore, StoreError
 from shared import __version__
+from shared.timeutil import now_us, us_to_iso
+
+log = logging.getLogger(__name__)
+API = "/api/v1"
+PAGE_MAX = 1000
 
 
-def error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def create_app(cfg: HubConfig, metrics: HubMetrics, store: ObjectStore, bus: Bus) -> Starlette:
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__})
+# -- declarations -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str                    # string | integer | boolean | time | enum | csv | camera
+    where: str = "query"         # query | path
+    required: bool = False
+    doc: str = ""
+    choices: tuple[str, ...] = ()
+    minimum: int = 0
+    maximum: int = 2**62
+    default: Any = None
 
-    def check_ready() -> list[str]:
-        problems = []
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Callable[[Ctx], Any]
+    summary: str
+    role: str | None = "viewer"   # None: public
+    params: tuple[Param, ...] = ()
+    body: str | None = None        # component schema name of the JSON body
+    response: str | None = None    # component schema name of a JSON answer
+    status: int = 200
+    media: str = "application/json"
+    tag: str = "catalog"
+
+
+@dataclasses.dataclass
+class Ctx:
+    params: dict[str, Any]
+    body: Any
+    actor: str
+    role: str
+    conn: sqlite3.Connection
+    headers: dict[str, str]
+
+
+RANGE = (Param("start", "time", required=True, doc="ISO 8601 (with a zone) or epoch seconds"),
+         Param("end", "time", required=True, doc="ISO 8601 (with a zone) or epoch seconds; after start"))
+CAMERA_PATH = Param("camera", "camera", where="path", required=True, doc="NODE.CAMERA")
+LIMIT = Param("limit", "integer", minimum=1, maximum=PAGE_MAX, default=100, doc=f"page size (1-{PAGE_MAX})")
+OFFSET = Param("offset", "integer", minimum=0, maximum=10_000_000, default=0, doc="rows to skip")
+
+
+def _parse_param(p: Param, raw: str) -> Any:
+    def bad(what: str) -> ApiError:
+        return ApiError(404 if p.where == "path" else 400, "not_found" if p.where == "path" else "bad_parameter",
+                        f"{p.name}: {what}")
+    if len(raw) > 4096:
+        raise bad("too long")
+    if p.kind == "string":
+        if len(raw) > 200 or "\x00" in raw:
+            raise bad("must be at most 200 characters")
+        return raw
+    if p.kind == "integer":
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not p.minimum <= int(raw) <= p.maximum:
+            raise bad(f"must be an integer from {p.minimum} to {p.maximum}")
+        return int(raw)
+    if p.kind == "boolean":
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise bad("must be true or false")
+        return raw.lower() in ("true", "1")
+    if p.kind == "time":
+        return parse_time(raw, p.name)
+    if p.kind == "enum":
+        if raw not in p.choices:
+            raise bad(f"must be one of {', '.join(p.choices)}")
+        return raw
+    if p.kind == "csv":
+        values = [v for v in raw.split(",") if v]
+        if not values or any(v not in p.choices for v in values):
+            raise bad(f"must be a comma-separated list of {', '.join(p.choices)}")
+        return values
+    if p.kind == "camera":
         try:
-            HubCatalog(cfg.hub.data_dir, readonly=True).close()
-        except Exception as exc:
-            problems.append(f"catalog: {exc}")
+            return parse_camera(raw, p.name)
+        except ApiError as exc:
+            raise bad(exc.message.split(": ", 1)[-1]) from None
+    raise AssertionError(p.kind)
+
+
+# -- the app ----------------------------------------------------------------------------------------
+class HubApi:
+    def __init__(self, cfg: HubConfig, metrics: HubMetrics, catalog: HubCatalog, store: ObjectStore,
+                 ready: Callable[[], list[str]], run_retention: Callable[[], Any],
+                 holds_changed: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.catalog = catalog
+        self.store = store
+        self.ready = ready
+        self.run_retention = run_retention
+        self.holds_changed = holds_changed
+        self.max_range_us = int(cfg.api.max_range_days * 86400e6)
+        self.records = Records(catalog, self.max_range_us)
+        self.local = threading.local()
+        self.endpoints = self._endpoints()
+        self.spec = openapi.document(self.endpoints, __version__)
+
+    # -- plumbing --------------------------------------------------------------------------------------
+    def read_conn(self) -> sqlite3.Connection:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = HubCatalog(self.catalog.path.parent, readonly=True).conn
+        return conn
+
+    def authenticate(self, request: Request) -> TokenEntry | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        digest = hashlib.sha256(token.strip().encode()).hexdigest()
+        found = None
+        for entry in self.cfg.tokens:  # every entry is compared, in constant time each
+            if hmac.compare_digest(digest, entry.sha256):
+                found = entry
+        return found
+
+    async def _read_body(self, request: Request) -> Any:
+        limit = self.cfg.api.max_body_kb * 1024
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes (api.max_body_kb)")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes (api.max_body_kb)")
         try:
-            store.ensure_bucket()
+            return json.loads(bytes(data).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ApiError(400, "bad_json", f"the body is not JSON ({exc.__class__.__name__})") from None
+
+    def _wrap(self, ep: Endpoint) -> Callable[[Request], Any]:
+        template = ep.path
+        allowed = {p.name for p in ep.params if p.where == "query"}
+        m = self.metrics
+
+        async def endpoint(request: Request) -> Response:
+            t0 = time.perf_counter()
+            m.http_in_flight.inc()
+            status = 500
+            try:
+                response = await self._call(ep, request, allowed)
+                status = response.status_code
+                return response
+            finally:
+                m.http_in_flight.dec()
+                m.http_seconds.labels(request.method, template, f"{status // 100}xx").observe(time.perf_counter() - t0)
+        return endpoint
+
+    async def _call(self, ep: Endpoint, request: Request, allowed: set[str]) -> Response:
+        try:
+            actor, role = "anonymous", "public"
+            if ep.role is not None:
+                token = self.authenticate(request)
+                if token is None:
+                    return error(401, "unauthorized", "a valid bearer token is required",
+                                 {"WWW-Authenticate": 'Bearer realm="vigil"'})
+                if ROLES.index(token.role) < ROLES.index(ep.role):
+                    return error(403, "forbidden", f"this needs the {ep.role} role; token {token.name!r} is "
+                                                   f"{token.role}")
+                actor, role = token.name, token.role
+            unknown = [k for k in request.query_params if k not in allowed]
+            if unknown:
+                raise ApiError(400, "unknown_parameter", f"unknown query parameter {unknown[0][:40]!r}"
+                               + (f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""))
+            params: dict[str, Any] = {}
+            for p in ep.params:
+                raw = request.path_params.get(p.name) if p.where == "path" else request.query_params.get(p.name)
+                if raw is None or raw == "":
+                    if p.required:
+                        raise ApiError(400, "missing_parameter", f"{p.name} is required")
+                    params[p.name] = p.default
+                else:
+                    params[p.name] = _parse_param(p, raw)
+            body = await self._read_body(request) if ep.body else None
+            ctx = Ctx(params, body, actor, role, None, dict(request.headers))  # type: ignore[arg-type]
+            result = await run_in_threadpool(self._run, ep, ctx)
+        except ApiError as exc:
+            return error(exc.status, exc.code, exc.message)
+        if isinstance(result, Response):
+            return result
+        return JSONResponse(result, status_code=ep.status)
+
+    def _run(self, ep: Endpoint, ctx: Ctx) -> Any:
+        ctx.conn = self.read_conn()
+        try:
+            return ep.handler(ctx)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise ApiError(503, "busy", "the catalog is busy; retry") from None
+            raise
+
+    def app(self) -> Starlette:
+        routes = [Route(ep.path, self._wrap(ep), methods=[ep.method]) for ep in self.endpoints]
+
+        async def not_found(request: Request, exc: Exception) -> Response:
+            self.metrics.http_seconds.labels(request.method, "unmatched", "4xx").observe(0)
+            return error(404, "not_found", f"no route {request.url.path[:200]}")
+
+        async def method_not_allowed(request: Request, exc: Exception) -> Response:
+            return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path[:200]}")
+
+        async def server_error(request: Request, exc: Exception) -> Response:
+            log.error("API request failed", exc_info=exc, extra={"path": request.url.path[:200],
+                                                                  "method": request.method})
+            return error(500, "internal", "internal error (see the hub log)")
+
+        return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed,
+                                                            Exception: server_error})
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _range(self, ctx: Ctx) -> tuple[int, int]:
+        start, end = ctx.params["start"], ctx.params["end"]
+        records.check_range(start, end, self.max_range_us)
+        return start, end
+
+    @staticmethod
+    def _camera_row(conn: sqlite3.Connection, node: str, camera: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM cameras WHERE node = ? AND camera = ?", (node, camera)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_camera", f"the hub knows no camera {node}.{camera}")
+        return row
+
+    @staticmethod
+    def _segment_id(text: str) -> tuple[str, int]:
+        node, _, seq = text.rpartition(".")
+        if not node or not seq.isdigit() or len(seq) > 18:
+            raise ApiError(404, "not_found", f"{text[:80]!r} is not a segment id (NODE.SEQ)")
+        return node, int(seq)
+
+    # -- handlers --------------------------------------------------------------------------------------
+    def healthz(self, ctx: Ctx) -> Any:
+        return {"status": "ok", "version": __version__}
+
+    def readyz(self, ctx: Ctx) -> Any:
+        problems = self.ready()
+        return JSONResponse({"status": "ready" if not problems else "not_ready", "problems": problems},
+                            status_code=200 if not problems else 503)
+
+    def metrics_text(self, ctx: Ctx) -> Any:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi_json(self, ctx: Ctx) -> Any:
+        return self.spec
+
+    def list_nodes(self, ctx: Ctx) -> Any:
+        rows = ctx.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
+        return {"nodes": [_node_json(r) for r in rows]}
+
+    def get_node(self, ctx: Ctx) -> Any:
+        row = ctx.conn.execute("SELECT * FROM nodes WHERE id = ?", (ctx.params["node"],)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_node", f"the hub knows no node {ctx.params['node']!r}")
+        return _node_json(row)
+
+    _CAMERA_SQL = ("SELECT c.*, s.status, s.updated_us AS status_us, n.state AS node_state, n.last_seen_us "
+                   "FROM cameras c LEFT JOIN camera_status s ON s.node = c.node AND s.camera = c.camera "
+                   "LEFT JOIN nodes n ON n.id = c.node")
+
+    def list_cameras(self, ctx: Ctx) -> Any:
+        sql, args = self._CAMERA_SQL, ()
+        if ctx.params["node"]:
+            sql, args = sql + " WHERE c.node = ?", (ctx.params["node"],)
+        rows = ctx.conn.execute(sql + " ORDER BY c.node, c.camera", args).fetchall()
+        return {"cameras": [_camera_json(r) for r in rows]}
+
+    def get_camera(self, ctx: Ctx) -> Any:
+        node, cam = ctx.params["camera"]
+        row = ctx.conn.execute(self._CAMERA_SQL + " WHERE c.node = ? AND c.camera = ?", (node, cam)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_camera", f"the hub knows no camera {node}.{cam}")
+        return _camera_json(row)
+
+    def list_segments(self, ctx: Ctx) -> Any:
+        node, cam = ctx.params["camera"]
+        start, end = self._range(ctx)
+        cam_row = self._camera_row(ctx.conn, node, cam)
+        limit = ctx.params["limit"]
+        after = (-1, -1)
+        if ctx.params["cursor"]:
+            a, _, b = ctx.params["cursor"].partition(".")
+            if not (a.isdigit() and b.isdigit() and len(a) < 19 and len(b) < 19):
+                raise ApiError(400, "bad_cursor", "cursor: not a cursor this API returned")
+            after = (int(a), int(b))
+        rows = ctx.conn.execute(
+            "SELECT node, seq, camera, run_id, start_us, end_us, bytes, sha256, video_codec, audio_codec, recovered, "
+            "length(fragments) / 32 AS fragments, stored_us FROM segments WHERE node = ? AND camera = ? "
+            "AND start_us >= ? AND start_us < ? AND end_us > ? AND deleting = 0 AND (start_us, seq) > (?, ?) "
+            "ORDER BY start_us, seq LIMIT ?",
+            (node, cam, start - cam_row["max_segment_us"], end, start, *after, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        held = _holds_for(ctx.conn, node, cam, start, end)
+        return {"camera": f"{node}.{cam}", "segments": [_segment_json(r, held) for r in rows],
+                "next_cursor": f"{rows[-1]['start_us']}.{rows[-1]['seq']}" if more else None}
+
+    def _segment_row(self, ctx: Ctx) -> sqlite3.Row:
+        node, seq = self._segment_id(ctx.params["id"])
+        row = ctx.conn.execute("SELECT * FROM segments WHERE node = ? AND seq = ? AND deleting = 0",
+                               (node, seq)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_segment", f"the hub holds no segment {node}.{seq}")
+        return row
+
+    def get_segment(self, ctx: Ctx) -> Any:
+        row = self._segment_row(ctx)
+        held = _holds_for(ctx.conn, row["node"], row["camera"], row["start_us"], row["end_us"])
+        out = _segment_json(row, held, fragments_as_count=False)
+        frags = memoryview(row["fragments"]).cast("q")
+        out["fragments"] = [{"offset": frags[i], "size": frags[i + 1], "start": us_to_iso(frags[i + 2]),
+                             "duration_s": frags[i + 3] / 1e6} for i in range(0, len(frags), 4)]
+        out["init_bytes"] = row["init_bytes"]
+        out["object_key"] = row["object_key"]
+        return out
+
+    def segment_media(self, ctx: Ctx) -> Any:
+        row = self._segment_row(ctx)
+        name = f"{row['node']}.{row['camera']}_{row['start_us']}_{row['seq']}.mp4"
+        if self.cfg.api.media == "redirect":
+            return RedirectResponse(self.store.presign(row["object_key"], name), status_code=307,
+                                    headers={"Cache-Control": "no-store"})
+        return self._proxy(row, ctx.headers.get("range"))
+
+    def _proxy(self, row: sqlite3.Row, range_header: str | None) -> Response:
+        size = row["bytes"]
+        headers = {"Accept-Ranges": "bytes", "ETag": f'"{row["sha256"]}"', "Content-Type": "video/mp4"}
+        first, last = 0, size - 1
+        status = 200
+        if range_header:
+            parsed = _parse_range(range_header, size)
+            if parsed is None:
+                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            first, last = parsed
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        headers["Content-Length"] = str(last - first + 1)
+        try:
+            body = self.store.open_range(row["object_key"], first, last) if status == 206 else \
+                self.store.open_range(row["object_key"])
         except StoreError as exc:
-            problems.append(f"s3: {exc}")
-        if not bus.connected:
-            problems.append(f"mqtt: not connected to {cfg.mqtt.url}")
-        return problems
+            log.error("cannot read a segment from object storage", extra={"key": row["object_key"],
+                                                                          "error": str(exc)})
+            raise ApiError(502, "store_unavailable", "object storage did not answer; retry") from None
 
-    async def readyz(request: Request) -> Response:
-        problems = await run_in_threadpool(check_ready)
-        body: dict[str, Any] = {"status": "ready" if not problems else "not_ready", "problems": problems}
-        return JSONResponse(body, status_code=200 if not problems else 503)
+        def chunks() -> Any:
+            try:
+                while chunk := body.read(256 * 1024):
+                    yield chunk
+            finally:
+                body.close()
+        return StreamingResponse(chunks(), status_code=status, headers=headers)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        body = await run_in_threadpool(generate_latest, metrics.registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+    def get_timeline(self, ctx: Ctx) -> Any:
+        node, cam = ctx.params["camera"]
+        start, end = self._range(ctx)
+        conn = ctx.conn
+        cam_row = self._camera_row(conn, node, cam)
+        spans = [timeline.SegmentSpan(r[0], r[1], r[2]) for r in conn.execute(
+            "SELECT start_us, end_us, run_id FROM segments WHERE node = ? AND camera = ? AND start_us >= ? "
+            "AND start_us < ? AND end_us > ? AND deleting = 0",
+            (node, cam, start - cam_row["max_segment_us"], end, start))]
+        gap_rows = [timeline.Gap(r[0], r[1], r[2], r[3]) for r in conn.execute(
+            "SELECT start_us, end_us, reason, detail FROM gaps WHERE node = ? AND camera = ? AND start_us < ? "
+            "AND end_us > ?", (node, cam, end, start))]
+        node_row = conn.execute("SELECT state, last_seen_us FROM nodes WHERE id = ?", (node,)).fetchone()
+        status_row = conn.execute("SELECT status FROM camera_status WHERE node = ? AND camera = ?",
+                                  (node, cam)).fetchone()
+        status = json.loads(status_row[0]) if status_row else {}
+        recorded_until = _iso_to_us(status.get("last_segment_end"))
+        state = timeline.CameraState(
+            now_us=now_us(), node_online=bool(node_row and node_row["state"] == "online"),
+            node_last_seen_us=node_row["last_seen_us"] if node_row else None,
+            camera_state=status.get("state"), camera_reason=status.get("reason"), camera_error=status.get("error"),
+            edge_recorded_until_us=recorded_until, expired_before_us=cam_row["expired_before_us"])
+        covered, gaps = timeline.build(spans, gap_rows, state, start, end)
+        return {
+            "camera": f"{node}.{cam}", "start": us_to_iso(start), "end": us_to_iso(end),
+            "covered_seconds": round(sum(c.end_us - c.start_us for c in covered) / 1e6, 3),
+            "covered": [{"start": us_to_iso(c.start_us), "end": us_to_iso(c.end_us), "run": c.run,
+                         "segments": c.segments} for c in covered],
+            "gaps": [{"start": us_to_iso(g.start_us), "end": us_to_iso(g.end_us), "reason": g.reason,
+                      "detail": g.detail} for g in gaps],
+            "holds": [{"incident": i, "start": us_to_iso(a), "end": us_to_iso(b)}
+                      for i, a, b in _holds_for(conn, node, cam, start, end)],
+        }
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return error(404, "not_found", f"no route {request.url.path}")
+    def list_holds(self, ctx: Ctx) -> Any:
+        out = records.holds(ctx.conn)
+        if ctx.params["camera"]:
+            node, cam = ctx.params["camera"]
+            out = [h for h in out if h["camera"] == f"{node}.{cam}"]
+        return {"holds": out}
 
-    async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}")
+    def list_incidents(self, ctx: Ctx) -> Any:
+        p = ctx.params
+        start, end = p["start"], p["end"]
+        if (start is None) != (end is None):
+            raise ApiError(400, "missing_parameter", "start and end go together")
+        if start is not None:
+            self._range(ctx)
+        sort = p["sort"] or ("rank" if p["q"] else "-updated")
+        items = records.list_incidents(
+            ctx.conn, status=p["status"] or [], severity=p["severity"] or [], assignee=p["assignee"],
+            camera=p["camera"], start_us=start, end_us=end, tag=p["tag"], holding=p["holding"], q=p["q"],
+            sort=sort, limit=p["limit"], offset=p["offset"])
+        return {"incidents": items,
+                "next_offset": p["offset"] + len(items) if len(items) == p["limit"] else None}
 
-    async def server_error(request: Request, exc: Exception) -> Response:
-        return error(500, "internal", "internal error")
+    def _incident(self, conn: sqlite3.Connection, iid: int) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM incidents WHERE id = ?", (iid,)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_incident", f"there is no incident {iid}")
+        return records.incident_json(conn, row)
 
-    return Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_endpoint)],
-        exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
-    )
+    def create_incident(self, ctx: Ctx) -> Any:
+        iid = self.records.create_incident(ctx.body, ctx.actor)
+        self.holds_changed()
+        return self._incident(self.read_conn(), iid)
+
+    def get_incident(self, ctx: Ctx) -> Any:
+        return self._incident(ctx.conn, ctx.params["id"])
+
+    def update_incident(self, ctx: Ctx) -> Any:
+        if not self.records.update_incident(ctx.params["id"], ctx.body, ctx.actor):
+            raise ApiError(404, "unknown_incident", f"there is no incident {ctx.params['id']}")
+        self.holds_changed()
+        return self._incident(ctx.conn, ctx.params["id"])
+
+    def incident_audit(self, ctx: Ctx) -> Any:
+        self._incident(ctx.conn, ctx.params["id"])
+        rows = ctx.conn.execute("SELECT * FROM audit WHERE incident_id = ? ORDER BY id LIMIT ? OFFSET ?",
+                                (ctx.params["id"], ctx.params["limit"], ctx.params["offset"])).fetchall()
+        return {"audit": [records.audit_json(r) for r in rows]}
+
+    def list_audit(self, ctx: Ctx) -> Any:
+        sql, args = "SELECT * FROM audit", []
+        if ctx.params["entity"]:
+            sql += " WHERE entity = ?"
+            args.append(ctx.params["entity"])
+        rows = ctx.conn.execute(sql + " ORDER BY id DESC LIMIT ? OFFSET ?",
+                                (*args, ctx.params["limit"], ctx.params["offset"])).fetchall()
+        return {"audit": [records.audit_json(r) for r in rows]}
+
+    def list_tags(self, ctx: Ctx) -> Any:
+        rows = ctx.conn.execute("SELECT * FROM tags ORDER BY category, name").fetchall()
+        return {"tags": [records.tag_json(r) for r in rows]}
+
+    def _tag(self, conn: sqlite3.Connection, name: str) -> Any:
+        row = conn.execute("SELECT * FROM tags WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_tag", f"there is no tag {name[:40]!r}")
+        return records.tag_json(row)
+
+    def create_tag(self, ctx: Ctx) -> Any:
+        name = records.Body(ctx.body, ("name", "colour", "category")).text("name", required=True, max_len=40) or ""
+        if not self.records.put_tag(name, ctx.body, ctx.actor, create=True):
+            raise ApiError(409, "tag_exists", f"tag {name!r} exists (PATCH it)")
+        return self._tag(ctx.conn, name)
+
+    def update_tag(self, ctx: Ctx) -> Any:
+        if not self.records.put_tag(ctx.params["name"], ctx.body, ctx.actor, create=False):
+            raise ApiError(404, "unknown_tag", f"there is no tag {ctx.params['name'][:40]!r}")
+        return self._tag(ctx.conn, ctx.params["name"])
+
+    def delete_tag(self, ctx: Ctx) -> Any:
+        if not self.records.delete_tag(ctx.params["name"], ctx.actor):
+            raise ApiError(404, "unknown_tag", f"there is no tag {ctx.params['name'][:40]!r}")
+        return {"deleted": ctx.params["name"]}
+
+    def list_annotations(self, ctx: Ctx) -> Any:
+        p = ctx.params
+        where, args = [], []
+        if p["camera"]:
+            where.append("node = ? AND camera = ?")
+            args += list(p["camera"])
+        if (p["start"] is None) != (p["end"] is None):
+            raise ApiError(400, "missing_parameter", "start and end go together")
+        if p["start"] is not None:
+            start, end = self._range(ctx)
+            where.append("start_us < ? AND end_us >= ?")
+            args += [end, start]
+        if p["incident"] is not None:
+            where.append("incident_id = ?")
+            args.append(p["incident"])
+        if p["kind"]:
+            where.append("kind = ?")
+            args.append(p["kind"])
+        rows = ctx.conn.execute(f"SELECT * FROM annotations {'WHERE ' + ' AND '.join(where) if where else ''} "
+                                "ORDER BY start_us, id LIMIT ? OFFSET ?", (*args, p["limit"], p["offset"])).fetchall()
+        return {"annotations": [records.annotation_json(r) for r in rows],
+                "next_offset": p["offset"] + len(rows) if len(rows) == p["limit"] else None}
+
+    def _annotation(self, conn: sqlite3.Connection, aid: int) -> Any:
+        row = conn.execute("SELECT * FROM annotations WHERE id = ?", (aid,)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_annotation", f"there is no annotation {aid}")
+        return records.annotation_json(row)
+
+    def create_annotation(self, ctx: Ctx) -> Any:
+        aid = self.records.create_annotation(ctx.body, ctx.actor)
+        return self._annotation(self.read_conn(), aid)
+
+    def get_annotation(self, ctx: Ctx) -> Any:
+        return self._annotation(ctx.conn, ctx.params["id"])
+
+    def update_annotation(self, ctx: Ctx) -> Any:
+        if not self.records.update_annotation(ctx.params["id"], ctx.body, ctx.actor):
+            raise ApiError(404, "unknown_annotation", f"there is no annotation {ctx.params['id']}")
+        return self._annotation(ctx.conn, ctx.params["id"])
+
+    def delete_annotation(self, ctx: Ctx) -> Any:
+        if not self.records.delete_annotation(ctx.params["id"], ctx.actor):
+            raise ApiError(404, "unknown_annotation", f"there is no annotation {ctx.params['id']}")
+        return {"deleted": ctx.params["id"]}
+
+    def retention_run(self, ctx: Ctx) -> Any:
+        return self.run_retention().to_json()
+
+    # -- the route table ----------------------------------------------------------------------------
+    def _endpoints(self) -> list[Endpoint]:
+        iid = Param("id", "integer", where="path", required=True, minimum=1, doc="incident id")
+        aid = Param("id", "integer", where="path", required=True, minimum=1, doc="annotation id")
+        sid = Param("id", "string", where="path", required=True, doc="segment id NODE.SEQ")
+        tag_name = Param("name", "string", where="path", required=True, doc="tag name")
+        cam_q = Param("camera", "camera", doc="NODE.CAMERA")
+        opt_range = (Param("start", "time", doc="with end: overlapping this range"),
+                     Param("end", "time", doc="with start"))
+        E = Endpoint
+        return [
+            E("GET", "/healthz", self.healthz, "Liveness", role=None, response="Health", tag="health"),
+            E("GET", "/readyz", self.readyz, "Readiness: catalog, broker and bucket", role=None, response="Ready",
+              tag="health"),
+            E("GET", "/metrics", self.metrics_text, "Prometheus metrics", media="text/plain", tag="health"),
+            E("GET", "/openapi.json", self.openapi_json, "This document", media="application/json",
+              tag="health"),
+            E("GET", f"{API}/nodes", self.list_nodes, "Edge nodes with live state", response="NodeList",
+              tag="fleet"),
+            E("GET", f"{API}/nodes/{{node}}", self.get_node, "One edge node",
+              params=(Param("node", "string", where="path", required=True, doc="node id"),), response="Node",
+              tag="fleet"),
+            E("GET", f"{API}/cameras", self.list_cameras, "Cameras with live state and stored extent",
+              params=(Param("node", "string", doc="only this node's cameras"),), response="CameraList",
+              tag="fleet"),
+            E("GET", f"{API}/cameras/{{camera}}", self.get_camera, "One camera", params=(CAMERA_PATH,),
+              response="Camera", tag="fleet"),
+            E("GET", f"{API}/cameras/{{camera}}/segments", self.list_segments,
+              "Stored segments of a camera overlapping a range, by start time (cursor pages)",
+              params=(CAMERA_PATH, *RANGE, LIMIT, Param("cursor", "string", doc="next_cursor of the last page")),
+              response="SegmentPage"),
+            E("GET", f"{API}/cameras/{{camera}}/timeline", self.get_timeline,
+              "Covered intervals and gaps with reasons", params=(CAMERA_PATH, *RANGE), response="Timeline"),
+            E("GET", f"{API}/segments/{{id}}", self.get_segment, "One segment's metadata and fragment index",
+              params=(sid,), response="SegmentDetail"),
+            E("GET", f"{API}/segments/{{id}}/media.mp4", self.segment_media,
+              "The segment's bytes: a redirect to a presigned URL, or proxied with Range (api.media)",
+              params=(sid,), media="video/mp4"),
+            E("GET", f"{API}/holds", self.list_holds, "Evidence holds in force", params=(cam_q,),
+              response="HoldList", tag="incidents"),
+            E("GET", f"{API}/incidents", self.list_incidents, "List, filter and full-text search incidents",
+              params=(Param("status", "csv", choices=records.STATUSES, doc="comma-separated"),
+                      Param("severity", "csv", choices=records.SEVERITIES, doc="comma-separated"),
+                      Param("assignee", "string"), cam_q, *opt_range, Param("tag", "string"),
+                      Param("holding", "boolean", doc="only incidents that hold (or do not hold) footage"),
+                      Param("q", "string", doc="full-text search over titles, descriptions, annotations, tags; "
+                                               "word* matches a prefix"),
+                      Param("sort", "enum", choices=records.INCIDENT_SORTS), LIMIT, OFFSET),
+              response="IncidentList", tag="incidents"),
+            E("POST", f"{API}/incidents", self.create_incident, "Create an incident", role="operator",
+              body="IncidentCreate", response="Incident", status=201, tag="incidents"),
+            E("GET", f"{API}/incidents/{{id}}", self.get_incident, "One incident", params=(iid,),
+              response="Incident", tag="incidents"),
+            E("PATCH", f"{API}/incidents/{{id}}", self.update_incident, "Change an incident (fields given)",
+              role="operator", params=(iid,), body="IncidentUpdate", response="Incident", tag="incidents"),
+            E("GET", f"{API}/incidents/{{id}}/audit", self.incident_audit, "An incident's audit trail",
+              params=(iid, LIMIT, OFFSET), response="AuditList", tag="incidents"),
+            E("GET", f"{API}/audit", self.list_audit, "Every change, newest first", role="admin",
+              params=(Param("entity", "enum", choices=("incident", "annotation", "tag")), LIMIT, OFFSET),
+              response="AuditList", tag="incidents"),
+            E("GET", f"{API}/tags", self.list_tags, "Tags", response="TagList", tag="incidents"),
+            E("POST", f"{API}/tags", self.create_tag, "Create a tag", role="operator", body="TagCreate",
+              response="Tag", status=201, tag="incidents"),
+            E("PATCH", f"{API}/tags/{{name}}", self.update_tag, "Change a tag's colour or category",
+              role="operator", params=(tag_name,), body="TagUpdate", response="Tag", tag="incidents"),
+            E("DELETE", f"{API}/tags/{{name}}", self.delete_tag, "Delete a tag (and remove it from incidents)",
+              role="admin", params=(tag_name,), response="Deleted", tag="incidents"),
+            E("GET", f"{API}/annotations", self.list_annotations, "Annotations by camera, range, incident, kind",
+              params=(cam_q, *opt_range, Param("incident", "integer", minimum=1),
+                      Param("kind", "enum", choices=records.ANNOTATION_KINDS), LIMIT, OFFSET),
+              response="AnnotationList", tag="incidents"),
+            E("POST", f"{API}/annotations", self.create_annotation, "Annotate an instant or range of a camera",
+              role="operator", body="AnnotationCreate", response="Annotation", status=201, tag="incidents"),
+            E("GET", f"{API}/annotations/{{id}}", self.get_annotation, "One annotation", params=(aid,),
+              response="Annotation", tag="incidents"),
+            E("PATCH", f"{API}/annotations/{{id}}", self.update_annotation, "Change an annotation",
+              role="operator", params=(aid,), body="AnnotationUpdate", response="Annotation", tag="incidents"),
+            E("DELETE", f"{API}/annotations/{{id}}", self.delete_annotation, "Delete an annotation",
+              role="operator", params=(aid,), response="Deleted", tag="incidents"),
+            E("POST", f"{API}/retention/run", self.retention_run, "Run a hub retention pass now", role="admin",
+              response="RetentionResult", tag="catalog"),
+        ]
+
+
+# -- JSON shapes ------------------------------------------------------------------------------------
+def _iso_to_us(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return parse_time(text, "last_segment_end")
+    except ApiError:
+        return None
+
+
+def _node_json(r: sqlite3.Row) -> dict[str, Any]:
+    return {"id": r["id"], "accepted": bool(r["accepted"]), "source": r["source"], "state": r["state"],
+            "online": r["state"] == "online", "last_seen": _iso(r["last_seen_us"]),
+            "first_seen": _iso(r["first_seen_us"]), "version": r["version"], "http_url": r["http_url"],
+            "cameras": json.loads(r["cameras"]),
+            "disk": {"free_bytes": r["disk_free_bytes"], "total_bytes": r["disk_total_bytes"]},
+            "backlog": {"segments": r["backlog_segments"], "bytes": r["backlog_bytes"]},
+            "synced_through": r["synced_through"], "last_error": r["last_error"]}
+
+
+def _camera_json(r: sqlite3.Row) -> dict[str, Any]:
+    status = json.loads(r["status"]) if r["status"] else {}
+    return {"id": f"{r['node']}.{r['camera']}", "node": r["node"], "camera": r["camera"],
+            "state": status.get("state", "unknown"), "since": status.get("since"), "error": status.get("error"),
+            "reason": status.get("reason"), "codec": status.get("codec"), "audio_codec": status.get("audio_codec"),
+            "last_segment_end": status.get("last_segment_end"), "node_online": r["node_state"] == "online",
+            "node_last_seen": _iso(r["last_seen_us"]), "stored_from": _iso(r["first_start_us"]),
+            "stored_until": _iso(r["last_end_us"]),
+            "retention_expired_before": _iso(r["expired_before_us"] or None)}
+
+
+def _holds_for(conn: sqlite3.Connection, node: str, camera: str, start: int, end: int) -> list[tuple[int, int, int]]:
+    return [(r[0], r[1], r[2]) for r in conn.execute(
+        "SELECT i.id, l.start_us, l.end_us FROM incident_links l JOIN incidents i ON i.id = l.incident_id "
+        f"WHERE l.node = ? AND l.camera = ? AND l.start_us < ? AND l.end_us > ? AND {records.HOLDING} "
+        "ORDER BY l.start_us", (node, camera, end, start))]
+
+
+def _segment_json(r: sqlite3.Row, held: list[tuple[int, int, int]], fragments_as_count: bool = True
+                  ) -> dict[str, Any]:
+    sid = f"{r['node']}.{r['seq']}"
+    out = {"id": sid, "node": r["node"], "seq": r["seq"], "camera": f"{r['node']}.{r['camera']}",
+           "start": us_to_iso(r["start_us"]), "end": us_to_iso(r["end_us"]),
+           "duration_s": (r["end_us"] - r["start_us"]) / 1e6, "run": r["run_id"], "bytes": r["bytes"],
+           "sha256": r["sha256"], "video_codec": r["video_codec"], "audio_codec": r["audio_codec"],
+           "recovered": bool(r["recovered"]), "stored": us_to_iso(r["stored_us"]),
+           "held_by": sorted({i for i, a, b in held if a < r["end_us"] and b > r["start_us"]}),
+           "media_url": f"{API}/segments/{sid}/media.mp4"}
+    if fragments_as_count:
+        out["fragments"] = r["fragments"]
+    return out
+
+
+def _iso(us: int | None) -> str | None:
+    return None if us is None else us_to_iso(us)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One `bytes=a-b` / `a-` / `-n` range within size, else None (416)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        return None
+    a, _, b = spec.strip().partition("-")
+    try:
+        if a == "":
+            n = int(b)
+            if n <= 0:
+                return None
+            return max(0, size - n), size - 1
+        first = int(a)
+        last = int(b) if b else size - 1
+    except ValueError:
+        return None
+    if first < 0 or first >= size or last < first:
+        return None
+    return first, min(last, size - 1)

@@ -11,6 +11,7 @@ and dropped.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -18,9 +19,14 @@ import paho.mqtt.client as mqtt
 from hub.config import HubConfig
 from hub.ingest import Ingestor
 from hub.metrics import HubMetrics
+from hub.records import node_holds
 from shared.mqtt import (
+    MAX_HOLDS_IN_MESSAGE,
+    MAX_PAYLOAD_BYTES,
     CameraStatusMessage,
     ConnectProblems,
+    HoldRange,
+    HoldsMessage,
     MessageError,
     NodeStatus,
     SegmentEvent,
@@ -51,6 +57,8 @@ class Bus:
         self.problems = ConnectProblems(log, cfg.mqtt.url)
         self.problems.install(self.client)
         self._invalid_logged = 0
+        self._holds_lock = threading.Lock()
+        self._holds_sent: dict[str, bytes] = {}  # node -> the retained hold set last published
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_seconds,
@@ -69,6 +77,32 @@ class Bus:
                                    qos=1, retain=True)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
+    def publish_holds(self) -> None:
+        """Tell every known node which of its ranges incidents hold (retained, the whole set), so its
+        retention keeps them too. Called after every incident change and at each connect."""
+        if not self.connected:
+            return
+        catalog = self.ingest.catalog
+        with self._holds_lock:
+            with catalog.lock:
+                ranges = node_holds(catalog.conn)
+            for node in sorted({n.id for n in catalog.nodes()} | set(ranges)):
+                held = ranges.get(node, [])
+                if len(held) > MAX_HOLDS_IN_MESSAGE:
+                    log.error("more hold ranges than one message carries; the edge keeps the newest",
+                              extra={"peer": node, "holds": len(held), "sent": MAX_HOLDS_IN_MESSAGE})
+                    held = sorted(held, key=lambda h: h[2])[-MAX_HOLDS_IN_MESSAGE:]
+                payload = encode(HoldsMessage(tuple(HoldRange(c, a, b) for c, a, b in held)))
+                while len(payload) > MAX_PAYLOAD_BYTES and held:  # long camera ids: fewer ranges fit
+                    held = held[len(held) // 10 + 1:]
+                    payload = encode(HoldsMessage(tuple(HoldRange(c, a, b) for c, a, b in held)))
+                if self._holds_sent.get(node) == payload:
+                    continue
+                info = self.client.publish(self.topics.holds(node), payload, qos=1, retain=True)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self._holds_sent[node] = payload
+                    self.metrics.holds_published.inc()
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self.problems.failed(f"the broker refused the connection: {reason_code} (check mqtt.username, "
@@ -82,6 +116,9 @@ class Bus:
                                                    "session_present": bool(flags.session_present)})
         for sync in list(self.ingest.syncs.values()):
             sync.catchup_wake.set()  # publish cursors again, look for anything missed
+        with self._holds_lock:
+            self._holds_sent.clear()
+        threading.Thread(target=self.publish_holds, name="holds", daemon=True).start()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
@@ -114,6 +151,6 @@ class Bus:
                 self.ingest.camera_status(node, camera, message)
             elif isinstance(message, SegmentEvent):
                 self.ingest.segment_event(node, message)
-            # SyncedCursor: our own retained cursor coming back; nothing to do
+            # SyncedCursor, HoldsMessage: our own retained messages coming back; nothing to do
         except Exception:
             log.exception("failed to handle an MQTT message", extra={"topic": msg.topic[:200]})

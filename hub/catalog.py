@@ -102,11 +102,116 @@ CREATE TABLE camera_status (
 """
 
 
+SCHEMA_V2 = """
+-- Retention marks a row before deleting its object, and the row after (crash-safe order).
+ALTER TABLE segments ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;
+
+-- Every camera the hub holds footage of (or status for), with its stored extent.
+CREATE TABLE cameras (
+    node TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    first_start_us INTEGER,
+    last_end_us INTEGER,
+    expired_before_us INTEGER NOT NULL DEFAULT 0,  -- hub retention deleted unheld footage before this
+    max_segment_us INTEGER NOT NULL DEFAULT 0,     -- the longest segment: how far back a range query looks
+    PRIMARY KEY (node, camera)
+);
+INSERT INTO cameras (node, camera, first_start_us, last_end_us, max_segment_us)
+    SELECT node, camera, min(start_us), max(end_us), max(end_us - start_us) FROM segments GROUP BY node, camera;
+INSERT OR IGNORE INTO cameras (node, camera) SELECT node, camera FROM camera_status;
+
+CREATE TABLE tags (
+    name TEXT PRIMARY KEY,
+    colour TEXT NOT NULL DEFAULT '#808080' CHECK (colour GLOB '#[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]'),
+    category TEXT NOT NULL DEFAULT '',
+    created_us INTEGER NOT NULL
+);
+
+CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    severity TEXT NOT NULL CHECK (severity IN ('low', 'medium', 'high', 'critical')),
+    severity_rank INTEGER NOT NULL,  -- low 1 ... critical 4, for sorting
+    status TEXT NOT NULL CHECK (status IN ('open', 'investigating', 'resolved', 'closed')),
+    assignee TEXT,
+    hold INTEGER NOT NULL DEFAULT 0 CHECK (hold IN (0, 1)),  -- explicit evidence hold, whatever the status
+    start_us INTEGER NOT NULL,       -- envelope of the camera links
+    end_us INTEGER NOT NULL,
+    created_us INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    updated_us INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE INDEX incidents_status ON incidents (status, updated_us);
+CREATE INDEX incidents_updated ON incidents (updated_us);
+
+-- An incident covers one or more camera + time ranges; open, investigating or held incidents
+-- hold the segments overlapping them from retention.
+CREATE TABLE incident_links (
+    incident_id INTEGER NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    node TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL CHECK (end_us > start_us)
+);
+CREATE INDEX incident_links_incident ON incident_links (incident_id);
+CREATE INDEX incident_links_camera ON incident_links (node, camera, start_us);
+
+CREATE TABLE incident_tags (
+    incident_id INTEGER NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL REFERENCES tags (name),
+    PRIMARY KEY (incident_id, tag)
+);
+CREATE INDEX incident_tags_tag ON incident_tags (tag);
+
+CREATE TABLE annotations (
+    id INTEGER PRIMARY KEY,
+    node TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL CHECK (end_us >= start_us),  -- = start_us for an instant
+    kind TEXT NOT NULL CHECK (kind IN ('note', 'marker', 'warning', 'evidence')),
+    text TEXT NOT NULL DEFAULT '',
+    incident_id INTEGER REFERENCES incidents (id) ON DELETE SET NULL,
+    created_us INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    updated_us INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE INDEX annotations_camera ON annotations (node, camera, start_us);
+CREATE INDEX annotations_incident ON annotations (incident_id);
+
+-- Who changed what, when: every write of the incident API, never updated or deleted.
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at_us INTEGER NOT NULL,
+    actor TEXT NOT NULL,             -- the token's name
+    action TEXT NOT NULL,            -- create | update | delete
+    entity TEXT NOT NULL CHECK (entity IN ('incident', 'annotation', 'tag')),
+    entity_id TEXT NOT NULL,
+    incident_id INTEGER,             -- the incident the change belongs to, if any
+    changes TEXT NOT NULL            -- JSON {field: [old, new]}
+);
+CREATE INDEX audit_incident ON audit (incident_id, id);
+
+-- Full-text index over each incident: rowid = incidents.id; rebuilt for an incident whenever it,
+-- its tags or its annotations change (in the same transaction).
+CREATE VIRTUAL TABLE incident_fts USING fts5 (
+    title, description, annotations, tags, tokenize = 'unicode61 remove_diacritics 2'
+);
+"""
+
+
 def _v0_to_v1(conn: sqlite3.Connection) -> None:
     sqlite.execute_script(conn, SCHEMA_V1)
 
 
-MIGRATIONS = [_v0_to_v1]
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    sqlite.execute_script(conn, SCHEMA_V2)
+
+
+MIGRATIONS = [_v0_to_v1, _v1_to_v2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,21 +299,34 @@ class HubCatalog:
         self._write(f"UPDATE nodes SET {cols} WHERE id = ?", (*values.values(), node_id))
 
     def set_camera_status(self, node: str, camera: str, status: dict[str, Any]) -> None:
-        self._write("INSERT INTO camera_status (node, camera, status, updated_us) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (node, camera) DO UPDATE SET status = excluded.status, "
-                    "updated_us = excluded.updated_us", (node, camera, json.dumps(status), now_us()))
+        with self.lock, self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("INSERT INTO camera_status (node, camera, status, updated_us) VALUES (?, ?, ?, ?) "
+                              "ON CONFLICT (node, camera) DO UPDATE SET status = excluded.status, "
+                              "updated_us = excluded.updated_us", (node, camera, json.dumps(status), now_us()))
+            self.conn.execute("INSERT OR IGNORE INTO cameras (node, camera) VALUES (?, ?)", (node, camera))
 
     # -- segments -------------------------------------------------------------------------------------
     def insert_segment(self, seg: StoredSegment) -> bool:
         """Add a stored segment; False if (node, seq) was already there."""
-        cur = self._write(
-            "INSERT OR IGNORE INTO segments (node, seq, camera, run_id, start_us, end_us, bytes, sha256, init_bytes, "
-            "video_codec, audio_codec, fragments, recovered, object_key, stored_us) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (seg.node, seg.seq, seg.camera, seg.run_id, seg.start_us, seg.end_us, seg.bytes, seg.sha256,
-             seg.init_bytes, seg.video_codec, seg.audio_codec, seg.fragments, int(seg.recovered), seg.object_key,
-             now_us()))
-        return cur.rowcount == 1
+        with self.lock, self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO segments (node, seq, camera, run_id, start_us, end_us, bytes, sha256, "
+                "init_bytes, video_codec, audio_codec, fragments, recovered, object_key, stored_us) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (seg.node, seg.seq, seg.camera, seg.run_id, seg.start_us, seg.end_us, seg.bytes, seg.sha256,
+                 seg.init_bytes, seg.video_codec, seg.audio_codec, seg.fragments, int(seg.recovered),
+                 seg.object_key, now_us()))
+            if cur.rowcount == 1:
+                self.conn.execute(
+                    "INSERT INTO cameras (node, camera, first_start_us, last_end_us, max_segment_us) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node, camera) DO UPDATE SET "
+                    "first_start_us = min(coalesce(first_start_us, excluded.first_start_us), excluded.first_start_us), "
+                    "last_end_us = max(coalesce(last_end_us, excluded.last_end_us), excluded.last_end_us), "
+                    "max_segment_us = max(max_segment_us, excluded.max_segment_us)",
+                    (seg.node, seg.camera, seg.start_us, seg.end_us, seg.end_us - seg.start_us))
+            return cur.rowcount == 1
 
     def stored_seqs(self, node: str, seqs: list[int]) -> dict[int, str]:
         """seq -> sha256 of those of `seqs` that are stored."""

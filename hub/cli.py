@@ -1,9 +1,11 @@
-"""`vigil-hub --config hub.toml [--check-config]`."""
+"""`vigil-hub --config hub.toml [--check-config]`, `vigil-hub --hash-token` (reads a token on stdin)."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import secrets
 import sys
 from pathlib import Path
 
@@ -15,10 +17,25 @@ from shared.logs import setup_logging
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vigil-hub", description="Pull edge segments into S3 and serve them.")
-    parser.add_argument("--config", "-c", type=Path, required=True, help="path to hub.toml")
+    parser.add_argument("--config", "-c", type=Path, help="path to hub.toml")
+    parser.add_argument("--hash-token", action="store_true",
+                        help="read an API token on stdin (empty: make a new one) and print the sha256 line for "
+                             "[[tokens]]")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"vigil-hub {__version__}")
     args = parser.parse_args(argv)
+    if args.hash_token:
+        token = sys.stdin.readline().strip()
+        if not token:
+            token = secrets.token_urlsafe(32)
+            print(f"token (give it to its holder; it is not stored): {token}")
+        elif len(token) < 16:
+            print("error: a token must be at least 16 characters", file=sys.stderr)
+            return 2
+        print(f'sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"')
+        return 0
+    if args.config is None:
+        parser.error("--config is required")
     try:
         config = load_hub_config(args.config)
     except ConfigError as exc:

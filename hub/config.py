@@ -36,6 +36,11 @@ class S3Config:
     region: str = field("us-east-1", doc="S3 region")
     multipart_threshold_mb: int = field(16, check=between(5, 5000),
                                         doc="objects at least this large are uploaded in parts")
+    public_endpoint_url: str = field("", check=check_http_url,
+                                     doc="the S3 endpoint as API clients reach it, for presigned media URLs "
+                                         "(empty: endpoint_url)")
+    presign_seconds: int = field(300, check=between(10, 7 * 86400),
+                                 doc="lifetime of a presigned media URL handed out by the API")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,61 @@ class IngestConfig:
                                             "(catch-up finds anything older)")
 
 
+ROLES = ("viewer", "operator", "admin")
+
+
+def _check_sha256(value: str) -> str | None:
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return None
+    return "must be the sha256 of the token: 64 lower-case hex digits (vigil-hub hash-token prints it)"
+
+
+def _check_token_name(value: str) -> str | None:
+    return None if 1 <= len(value) <= 64 and value.isprintable() else "must be 1-64 printable characters"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenEntry:
+    name: str = field(check=_check_token_name, doc="who holds the token (recorded in the audit trail)")
+    sha256: str = field(check=_check_sha256, doc="sha256 of the token in hex; the token itself is never stored")
+    role: str = field(check=lambda v: None if v in ROLES else "must be viewer, operator or admin",
+                      doc="viewer: read and play; operator: plus incidents, annotations, tags, exports; "
+                          "admin: everything")
+
+
+def _check_camera_ref(value: str) -> str | None:
+    node, sep, camera = value.partition(".")
+    if sep and check_id(node) is None and check_id(camera) is None:
+        return None
+    return f"{value!r} is not NODE.CAMERA"
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraRetention:
+    camera: str = field(check=_check_camera_ref, doc="NODE.CAMERA")
+    days: float = field(check=between(0.001, 36500), doc="days to keep this camera's recordings")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    recording_days: float = field(90.0, check=between(0.001, 36500),
+                                  doc="recordings older than this are deleted from S3 and the catalog, "
+                                      "unless an incident holds them")
+    interval_seconds: float = field(600.0, check=between(1, 86400), doc="how often retention runs")
+    cameras: list[CameraRetention] = field([], doc="[[retention.cameras]] per-camera overrides")
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiConfig:
+    media: str = field("redirect", check=lambda v: None if v in ("redirect", "proxy") else
+                       "must be redirect or proxy",
+                       doc="redirect: media requests get a presigned S3 URL; proxy: the hub streams the bytes "
+                           "(clients that cannot reach the object store)")
+    max_range_days: float = field(31.0, check=between(0.01, 3660),
+                                  doc="longest time range one query may ask for")
+    max_body_kb: int = field(256, check=between(1, 65536), doc="largest request body accepted")
+
+
 @dataclasses.dataclass(frozen=True)
 class NodeEntry:
     id: str = field(check=check_id, doc="edge node id")
@@ -82,6 +142,15 @@ class HubConfig:
     edge: EdgeAccess
     ingest: IngestConfig = field(IngestConfig())
     nodes: list[NodeEntry] = field([], doc="[[nodes]] tables: the edges this hub pulls from")
+    retention: RetentionConfig = field(RetentionConfig())
+    api: ApiConfig = field(ApiConfig())
+    tokens: list[TokenEntry] = field([], doc="[[tokens]] tables: API bearer tokens (name, sha256, role)")
+
+    def retention_days(self, node: str, camera: str) -> float:
+        for override in self.retention.cameras:
+            if override.camera == f"{node}.{camera}":
+                return override.days
+        return self.retention.recording_days
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -90,6 +159,18 @@ class HubConfig:
             if node.id in seen:
                 problems.append(f"nodes[{i}].id: duplicate node id {node.id!r}")
             seen.add(node.id)
+        names: set[str] = set()
+        for i, token in enumerate(self.tokens):
+            if token.name in names:
+                problems.append(f"tokens[{i}].name: duplicate token name {token.name!r}")
+            names.add(token.name)
+        if len({t.sha256 for t in self.tokens}) != len(self.tokens):
+            problems.append("tokens: two entries have the same sha256 (one token, two names)")
+        cams: set[str] = set()
+        for i, override in enumerate(self.retention.cameras):
+            if override.camera in cams:
+                problems.append(f"retention.cameras[{i}].camera: duplicate override for {override.camera!r}")
+            cams.add(override.camera)
         if not self.nodes and not self.ingest.accept_new_nodes:
             problems.append("nodes: list the edges in [[nodes]] or set ingest.accept_new_nodes = true")
         if problems:

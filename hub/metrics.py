@@ -5,7 +5,12 @@ Labels are bounded: `node` (up to a few hundred), `result`/`reason` (fixed lists
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from shared import __version__
 
@@ -52,3 +57,45 @@ class HubMetrics:
                                          "Every segment of the node up to this seq is stored", ["node"], registry=r)
         self.node_sync_errors = Counter("vigil_hub_node_sync_errors", "Sync passes that failed, by node",
                                         ["node"], registry=r)
+        self.http_seconds = Histogram(
+            "vigil_hub_http_request_seconds", "API requests by method, route template and status class",
+            ["method", "route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10), registry=r)
+        self.http_in_flight = Gauge("vigil_hub_http_requests_in_flight", "API requests being answered", registry=r)
+        self.retention_deleted = Counter("vigil_hub_retention_deleted_segments",
+                                         "Segments deleted by hub retention (objects and rows)", registry=r)
+        self.retention_held = Gauge("vigil_hub_retention_held_segments",
+                                    "Segments past retention kept because an incident holds them (last pass)",
+                                    registry=r)
+        self.holds_published = Counter("vigil_hub_holds_published", "Retained hold sets published to nodes",
+                                       registry=r)
+
+
+class CatalogRows:
+    """Collector: row counts of the catalog's main tables, refreshed at most once a minute (a count
+    over millions of rows takes a while)."""
+
+    TABLES = ("segments", "gaps", "incidents", "annotations", "tags", "audit", "quarantine", "nodes", "cameras")
+
+    def __init__(self, path: Any, every_s: float = 60.0) -> None:
+        self.path = path
+        self.every_s = every_s
+        self.cached: dict[str, int] = {}
+        self.at = 0.0
+
+    def collect(self) -> Any:
+        if time.monotonic() - self.at > self.every_s:
+            try:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=2)
+                try:
+                    self.cached = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in self.TABLES}
+                finally:
+                    conn.close()
+                self.at = time.monotonic()
+            except sqlite3.Error:
+                pass
+        family = GaugeMetricFamily("vigil_hub_catalog_rows", "Rows per catalog table (refreshed every minute)",
+                                   labels=["table"])
+        for table, n in self.cached.items():
+            family.add_metric([table], n)
+        yield family

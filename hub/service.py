@@ -14,12 +14,13 @@ import time
 
 import uvicorn
 
-from hub.api import create_app
+from hub.api import HubApi
 from hub.bus import Bus
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
 from hub.ingest import Ingestor
-from hub.metrics import HubMetrics
+from hub.metrics import CatalogRows, HubMetrics
+from hub.retention import HubRetention
 from hub.store import ObjectStore, StoreError
 from shared import __version__
 from shared.process import run_until_signal, start_http_server
@@ -39,6 +40,7 @@ class HubService:
         self.catalog: HubCatalog | None = None
         self.ingest: Ingestor | None = None
         self.bus: Bus | None = None
+        self.retention: HubRetention | None = None
         self.http: uvicorn.Server | None = None
 
     def start(self) -> None:
@@ -58,21 +60,39 @@ class HubService:
         except StoreError as exc:
             # keep running: pulls fail and retry until S3 answers; /readyz says why
             log.error("object storage not ready; pulls wait for it", extra={"error": str(exc)})
+        self.metrics.registry.register(CatalogRows(self.catalog.path))
         self.ingest = Ingestor(cfg, self.catalog, store, self.metrics, self.stop_event)
         self.bus = Bus(cfg, self.ingest, self.metrics)
+        self.retention = HubRetention(cfg, self.catalog, store, self.metrics, self.stop_event)
         self.ingest.start()
         self.bus.start()
+        self.retention.start()
         self._start_http(store)
         log.info("hub started", extra={"version": __version__, "listen": cfg.hub.listen, "broker": cfg.mqtt.url,
                                        "s3": cfg.s3.endpoint_url, "bucket": cfg.s3.bucket,
                                        "nodes": [n.id for n in cfg.nodes],
                                        "accept_new_nodes": cfg.ingest.accept_new_nodes})
 
+    def _ready(self, store: ObjectStore) -> list[str]:
+        problems = []
+        try:
+            HubCatalog(self.cfg.hub.data_dir, readonly=True).close()
+        except Exception as exc:
+            problems.append(f"catalog: {exc}")
+        try:
+            store.ensure_bucket()
+        except StoreError as exc:
+            problems.append(f"s3: {exc}")
+        if self.bus is None or not self.bus.connected:
+            problems.append(f"mqtt: not connected to {self.cfg.mqtt.url}")
+        return problems
+
     def _start_http(self, store: ObjectStore) -> None:
-        assert self.bus is not None
+        assert self.bus is not None and self.catalog is not None and self.retention is not None
         host, _, port = self.cfg.hub.listen.rpartition(":")
-        app = create_app(self.cfg, self.metrics, store, self.bus)
-        server = start_http_server(app, host, int(port))
+        api = HubApi(self.cfg, self.metrics, self.catalog, store, ready=lambda: self._ready(store),
+                     run_retention=self.retention.run_pass, holds_changed=self.bus.publish_holds)
+        server = start_http_server(api.app(), host, int(port))
         if server is None:
             raise StartupError(f"hub.listen: cannot serve on {self.cfg.hub.listen} (port in use?)")
         self.http = server

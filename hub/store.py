@@ -65,6 +65,8 @@ class ObjectStore:
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.client = make_s3_client(cfg, max_pool=max_pool)
+        # signs URLs for API clients (no requests of its own): the host they reach may differ
+        self.public_client = make_s3_client(cfg, endpoint_url=cfg.public_endpoint_url or cfg.endpoint_url)
         self.transfer = TransferConfig(multipart_threshold=cfg.multipart_threshold_mb << 20,
                                        multipart_chunksize=8 << 20, max_concurrency=4)
         # True once the server has shown it refuses `If-None-Match: *` on an existing key (MinIO,
@@ -153,6 +155,34 @@ class ObjectStore:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
             raise StoreError(f"PUT {key}: {exc}") from None
         return PutResult(created=True)
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete objects (a missing one is not an error: deletion is retried after a crash)."""
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i:i + 1000]
+            try:
+                resp = self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in chunk], "Quiet": True})
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+                raise StoreError(f"DELETE {len(chunk)} objects: {exc}") from None
+            errors = [e for e in resp.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                raise StoreError(f"DELETE {errors[0].get('Key')}: {errors[0].get('Code')} {errors[0].get('Message')}")
+
+    def presign(self, key: str, filename: str) -> str:
+        """A GET URL for `key` signed for the endpoint clients reach (s3.public_endpoint_url)."""
+        return self.public_client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": "video/mp4",
+                                  "ResponseContentDisposition": f'inline; filename="{filename}"'},
+            ExpiresIn=self.cfg.presign_seconds)
+
+    def open_range(self, key: str, first: int | None = None, last: int | None = None) -> Any:
+        """The object's body stream, whole or bytes first..last (inclusive)."""
+        kw = {"Range": f"bytes={first}-{'' if last is None else last}"} if first is not None else {}
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, **kw)["Body"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+            raise StoreError(f"GET {key}: {exc}") from None
 
     @staticmethod
     def _compare(existing: str, sha256: str) -> PutResult:

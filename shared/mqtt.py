@@ -6,6 +6,8 @@ Topics (prefix `vigil` by default; docs/design/sync.md has the whole contract):
     <prefix>/<node>/camera/<camera>/status  edge, retained: per-camera state
     <prefix>/<node>/segment                 edge, not retained: a doorbell for one new segment
     <prefix>/<node>/synced                  hub, retained: every segment up to `through_seq` is stored
+    <prefix>/<node>/holds                   hub, retained: the node's complete set of evidence holds
+                                            (camera, start, end); an empty retained payload = no holds
 
 Every payload is a UTF-8 JSON object with `"v": 1`. `decode()` turns a (topic, payload) pair
 into a typed message or raises `MessageError` with a short, bounded `reason` that both sides
@@ -19,6 +21,7 @@ import json
 import logging
 import ssl
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,10 +30,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from shared.config import ID_PATTERN, field
+from shared.timeutil import us_to_iso
 
 VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024  # a node status with 64 cameras is about 3 KiB
 MAX_QUARANTINED_IN_CURSOR = 1000
+MAX_HOLDS_IN_MESSAGE = 500
 MESSAGE_ERRORS = ("too_large", "not_json", "not_object", "wrong_version", "bad_field", "unknown_topic",
                   "seq_backwards", "seq_ahead", "stale_session")
 
@@ -149,18 +154,21 @@ class Topics:
     def synced(self, node: str) -> str:
         return f"{self.prefix}/{node}/synced"
 
+    def holds(self, node: str) -> str:
+        return f"{self.prefix}/{node}/holds"
+
     def all(self) -> str:
         return f"{self.prefix}/#"
 
     def parse(self, topic: str) -> tuple[str, str, str | None]:
-        """(node, kind, camera) where kind is status | camera_status | segment | synced."""
+        """(node, kind, camera) where kind is status | camera_status | segment | synced | holds."""
         parts = topic.split("/")
         if "/".join(parts[: self._depth]) != self.prefix:
             raise MessageError("unknown_topic", f"topic {topic[:200]!r} is outside {self.prefix}/")
         rest = parts[self._depth:]
         if len(rest) >= 2 and ID_PATTERN.match(rest[0]):
             node = rest[0]
-            if len(rest) == 2 and rest[1] in ("status", "segment", "synced"):
+            if len(rest) == 2 and rest[1] in ("status", "segment", "synced", "holds"):
                 return node, rest[1], None
             if len(rest) == 4 and rest[1] == "camera" and rest[3] == "status" and ID_PATTERN.match(rest[2]):
                 return node, "camera_status", rest[2]
@@ -234,7 +242,27 @@ class SyncedCursor:
         return {"v": VERSION, "through_seq": self.through_seq, "quarantined": list(self.quarantined)}
 
 
-Message = NodeStatus | CameraStatusMessage | SegmentEvent | SyncedCursor
+@dataclasses.dataclass(frozen=True)
+class HoldRange:
+    """Footage of `camera` in [start_us, end_us) that the hub keeps under an incident."""
+    camera: str
+    start_us: int
+    end_us: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"camera": self.camera, "start": us_to_iso(self.start_us), "end": us_to_iso(self.end_us)}
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldsMessage:
+    """The complete current set of holds for one node (not a delta)."""
+    holds: tuple[HoldRange, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": VERSION, "holds": [h.to_json() for h in self.holds]}
+
+
+Message = NodeStatus | CameraStatusMessage | SegmentEvent | SyncedCursor | HoldsMessage
 NODE_STATES = ("online", "offline")
 CAMERA_STATES = ("recording", "connecting", "failed", "disabled")
 
@@ -259,6 +287,33 @@ def _get(d: dict[str, Any], key: str, kind: type | tuple[type, ...], required: b
     if choices is not None and value not in choices:
         raise MessageError("bad_field", f"{key!r} is not one of {', '.join(choices)}")
     return value
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso_to_us(d: dict[str, Any], key: str) -> int:
+    """An ISO 8601 instant with a time zone (`...Z`) as integer microseconds since the epoch."""
+    text = _get(d, key, str)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise MessageError("bad_field", f"{key!r} is not an ISO 8601 time") from None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise MessageError("bad_field", f"{key!r} has no time zone (expected UTC, ...Z)")
+    return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+def _hold(item: Any) -> HoldRange:
+    if not isinstance(item, dict):
+        raise MessageError("bad_field", "each hold must be an object")
+    camera = _get(item, "camera", str)
+    if not ID_PATTERN.match(camera):
+        raise MessageError("bad_field", "a hold's 'camera' is not a camera id")
+    start_us, end_us = _iso_to_us(item, "start"), _iso_to_us(item, "end")
+    if end_us <= start_us:
+        raise MessageError("bad_field", "a hold's 'end' must be after its 'start'")
+    return HoldRange(camera, start_us, end_us)
 
 
 def decode(kind: str, payload: bytes) -> Message:
@@ -317,4 +372,9 @@ def decode(kind: str, payload: bytes) -> Message:
                 or not all(isinstance(q, int) and not isinstance(q, bool) and 0 < q <= through for q in quarantined)):
             raise MessageError("bad_field", "'quarantined' must list seqs up to through_seq")
         return SyncedCursor(through, tuple(quarantined))
+    if kind == "holds":
+        holds = _get(d, "holds", list)
+        if len(holds) > MAX_HOLDS_IN_MESSAGE:
+            raise MessageError("bad_field", f"more than {MAX_HOLDS_IN_MESSAGE} holds")
+        return HoldsMessage(tuple(_hold(h) for h in holds))
     raise MessageError("unknown_topic", f"no messages of kind {kind!r}")

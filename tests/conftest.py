@@ -5,12 +5,14 @@ Everything listens on 127.0.0.1 with free ports; every process is stopped by its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ from edge.catalog import Catalog, SegmentRow
 
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "test-token-0123456789"
+# hub API tokens by role; the hub's config holds their sha256 under the names f"{role}-desk"
+HUB_TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0123456789",
+              "admin": "admin-token-0123456789"}
 FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 
 
@@ -206,7 +211,8 @@ class Hub:
     """A `vigil-hub` process with its own config and data dir."""
 
     def __init__(self, workdir: Path, broker: Mosquitto, s3: SeaweedS3, nodes: list[Edge] | None = None,
-                 ingest: dict[str, Any] | None = None, extra_nodes: list[dict[str, str]] | None = None) -> None:
+                 ingest: dict[str, Any] | None = None, extra_nodes: list[dict[str, str]] | None = None,
+                 extra: str = "") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -225,7 +231,10 @@ class Hub:
             lines += ["[[nodes]]", f'id = "{e.node_id}"', f'url = "{e.url}"', ""]
         for n in extra_nodes or []:
             lines += ["[[nodes]]"] + [f"{k} = {json.dumps(v)}" for k, v in n.items()] + [""]
-        self.config.write_text("\n".join(lines))
+        for role, token in HUB_TOKENS.items():
+            lines += ["[[tokens]]", f'name = "{role}-desk"', f'sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"',
+                      f'role = "{role}"', ""]
+        self.config.write_text("\n".join(lines) + "\n" + extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
@@ -270,8 +279,23 @@ class Hub:
         return lines
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
+        req = urllib.request.Request(f"{self.url}/metrics", headers={"Authorization": f"Bearer {HUB_TOKENS['viewer']}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.read().decode()
+
+    def api(self, method: str, path: str, body: Any = None, role: str | None = "admin") -> tuple[int, Any]:
+        """(status, decoded JSON) of one API call as a token of `role` (None: no token)."""
+        headers = {"Content-Type": "application/json"}
+        if role is not None:
+            headers["Authorization"] = f"Bearer {HUB_TOKENS[role]}"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw, status = resp.read(), resp.status
+        except urllib.error.HTTPError as exc:
+            raw, status = exc.read(), exc.code
+        return status, json.loads(raw) if raw.startswith((b"{", b"[")) else raw
 
     def catalog(self) -> Any:
         from hub.catalog import HubCatalog
@@ -366,3 +390,41 @@ def check_row_matches_file(data_dir: Path, row: SegmentRow) -> None:
     assert expected_offset == row.bytes, f"{row.path}: fragment index does not reach the end of the file"
     assert row.fragments[0][2] == row.start_us
     assert row.fragments[-1][2] + row.fragments[-1][3] == row.end_us
+
+
+def seed_hub_catalog(data_dir: Path, s3: SeaweedS3, node: str, camera: str, start_us: int, count: int,
+                     seconds: float = 10.0, body: bytes = b"", run_id: int = 1, first_seq: int = 1) -> list[Any]:
+    """Stored segments written as ingest writes them: the object (verified put), then the catalog row.
+
+    For hub tests that need footage without recording it (API, retention); `body` defaults to a
+    few bytes, pass a real MP4 where players or probes read it. Returns the StoredSegments."""
+    import struct
+
+    from hub.catalog import HubCatalog, StoredSegment
+    from hub.config import S3Config
+    from hub.store import ObjectStore, recording_key
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = ObjectStore(S3Config(endpoint_url=s3.endpoint_url, bucket=s3.bucket or "vigil",
+                                 access_key=s3.access_key, secret_key=s3.secret_key))
+    store.ensure_bucket()
+    catalog = HubCatalog(data_dir)
+    out = []
+    try:
+        for i in range(count):
+            seq = first_seq + i
+            a = start_us + int(i * seconds * 1e6)
+            b = a + int(seconds * 1e6)
+            data = body or f"segment {node} {seq}".encode()
+            sha = hashlib.sha256(data).hexdigest()
+            key = recording_key(node, camera, a, seq)
+            store.put_verified(key, data, len(data), sha, {"sha256": sha})
+            seg = StoredSegment(node, seq, camera, run_id, a, b, len(data), sha, 0, "h264", None,
+                                struct.pack("<4q", 0, len(data), a, b - a), False, key)
+            catalog.insert_segment(seg)
+            out.append(seg)
+        if catalog.node(node) is None:
+            catalog.add_node(node, True, "config", "http://127.0.0.1:9")
+    finally:
+        catalog.close()
+    return out

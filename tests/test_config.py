@@ -143,5 +143,6 @@ def test_readme_documents_every_config_key() -> None:
     edge, hub = readme.split("## Hub config reference")
     for text, cls in ((edge, EdgeConfig), (hub, HubConfig)):
         for key, _default, _doc in reference(cls):
-            documented = key.replace("cameras.", "cameras[].").replace("nodes.", "nodes[].")
+            documented = (key.replace("cameras.", "cameras[].").replace("nodes.", "nodes[].")
+                          .replace("tokens.", "tokens[]."))
             assert f"| `{documented}` |" in text, f"README's {cls.__name__} reference lacks {documented}"

@@ -12,7 +12,10 @@ from hub.config import load_hub_config
 from hub.store import recording_key
 from shared.config import ConfigError
 from shared.mqtt import (
+    MAX_HOLDS_IN_MESSAGE,
     MAX_PAYLOAD_BYTES,
+    HoldRange,
+    HoldsMessage,
     MessageError,
     NodeStatus,
     SegmentEvent,
@@ -31,6 +34,8 @@ def test_topics_round_trip_and_reject_strangers() -> None:
     assert t.parse(t.camera_status("n1", "door-1")) == ("n1", "camera_status", "door-1")
     assert t.parse(t.segment("n1")) == ("n1", "segment", None)
     assert t.parse(t.synced("n1")) == ("n1", "synced", None)
+    assert t.holds("n1") == "vigil/n1/holds"
+    assert t.parse(t.holds("n1")) == ("n1", "holds", None)
     for bad in ["vigil/n1/bogus", "vigil/N1/status", "other/n1/status", "vigil/n1/camera/x", "vigil/n1",
                 "vigil/n1/camera/Bad!/status"]:
         with pytest.raises(MessageError) as exc:
@@ -80,6 +85,50 @@ def test_malformed_payloads_are_refused_with_a_countable_reason(kind: str, paylo
     with pytest.raises(MessageError) as exc:
         decode(kind, payload)
     assert exc.value.reason == reason
+
+
+HOLD = {"camera": "cam1", "start": "2026-11-21T10:00:00.000000Z", "end": "2026-11-21T10:05:00.000000Z"}
+T0 = 1_795_255_200_000_000  # 2026-11-21T10:00:00Z
+
+
+def _holds(*holds: dict) -> bytes:
+    return json.dumps({"v": 1, "holds": list(holds)}).encode()
+
+
+def test_holds_decode_to_microseconds_and_round_trip() -> None:
+    msg = decode("holds", _holds(HOLD, {"camera": "door-2", "start": "2026-11-21T11:00:00.5+01:00",
+                                        "end": "2026-11-21T10:00:01.000001+00:00"}))
+    assert msg == HoldsMessage((HoldRange("cam1", T0, T0 + 300_000_000),
+                                HoldRange("door-2", T0 + 500_000, T0 + 1_000_001)))
+    assert json.loads(encode(msg))["holds"][0] == HOLD
+    assert json.loads(encode(msg))["holds"][1]["start"] == "2026-11-21T10:00:00.500000Z"
+    assert decode("holds", encode(msg)) == msg
+    assert decode("holds", _holds()) == HoldsMessage(())
+    most = [{**HOLD, "camera": f"c{i}"} for i in range(MAX_HOLDS_IN_MESSAGE)]
+    assert len(decode("holds", _holds(*most)).holds) == MAX_HOLDS_IN_MESSAGE
+
+
+@pytest.mark.parametrize("payload", [
+    json.dumps({"v": 1}).encode(),                                     # no holds list
+    json.dumps({"v": 1, "holds": {"camera": "cam1"}}).encode(),        # not a list
+    _holds("cam1"),                                                    # not an object
+    _holds({"start": HOLD["start"], "end": HOLD["end"]}),              # missing camera
+    _holds({"camera": "cam1", "end": HOLD["end"]}),                    # missing start
+    _holds({"camera": "cam1", "start": HOLD["start"]}),                # missing end
+    _holds({**HOLD, "end": HOLD["start"]}),                            # end == start
+    _holds({**HOLD, "start": HOLD["end"], "end": HOLD["start"]}),      # end < start
+    _holds({**HOLD, "start": "2026-11-21T10:00:00"}),                  # naive time
+    _holds({**HOLD, "end": "2026-11-21 10:05"}),                       # naive time
+    _holds({**HOLD, "start": "yesterday"}),                            # not a time
+    _holds({**HOLD, "start": 1795255200}),                             # a number, not a string
+    _holds({**HOLD, "camera": "Cam 1"}),                               # bad camera id
+    _holds({**HOLD, "camera": "../x"}),                                # bad camera id
+    _holds(*[HOLD] * (MAX_HOLDS_IN_MESSAGE + 1)),                      # too many holds
+])
+def test_malformed_holds_are_bad_fields(payload: bytes) -> None:
+    with pytest.raises(MessageError) as exc:
+        decode("holds", payload)
+    assert exc.value.reason == "bad_field"
 
 
 def test_object_keys_follow_the_layout() -> None:

@@ -11,6 +11,7 @@ what is needed first.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 EDGE_TOKEN = "demo-edge-token-change-me"
+HUB_TOKEN = "demo-hub-admin-token-change-me"
 
 
 def _helpers() -> tuple[type, type, type, object, object]:
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             "[s3]", f'endpoint_url = "{s3.endpoint_url}"', 'bucket = "vigil"', f'access_key = "{s3.access_key}"',
             f'secret_key = "{s3.secret_key}"', "",
             "[edge]", f'token = "{EDGE_TOKEN}"', "",
-            "[[nodes]]", 'id = "demo-edge"', f'url = "http://127.0.0.1:{edge_port}"', ""]))
+            "[[nodes]]", 'id = "demo-edge"', f'url = "http://127.0.0.1:{edge_port}"', "",
+            "[[tokens]]", 'name = "demo-admin"', f'sha256 = "{hashlib.sha256(HUB_TOKEN.encode()).hexdigest()}"',
+            'role = "admin"', ""]))
         for name, cfg in (("edge", edge_cfg), ("hub", hub_cfg)):
             log = open(work / f"{name}.log", "ab")
             procs.append(subprocess.Popen([str(VENV_BIN / f"vigil-{name}"), "--config", str(cfg)],
@@ -93,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         hub_url = f"http://127.0.0.1:{hub_port}"
         print(f"""
 demo: a local Vigil system is running (Ctrl-C stops everything)
-  hub:       {hub_url}   ({hub_url}/readyz, {hub_url}/metrics; log {work / 'hub.log'})
+  hub:       {hub_url}   ({hub_url}/readyz; log {work / 'hub.log'}); API token {HUB_TOKEN} (admin):
+             curl -H 'Authorization: Bearer {HUB_TOKEN}' {hub_url}/api/v1/cameras
+             curl -H 'Authorization: Bearer {HUB_TOKEN}' \\
+               "{hub_url}/api/v1/cameras/demo-edge.front-door/timeline?start=$(date -d '-10 min' +%s)&end=$(date +%s)"
+             API description: {hub_url}/openapi.json (same token)
   edge:      http://127.0.0.1:{edge_port}   (token {EDGE_TOKEN}; log {work / 'edge.log'})
              curl -H 'Authorization: Bearer {EDGE_TOKEN}' 'http://127.0.0.1:{edge_port}/api/v1/segments?limit=5'
   cameras:   {cams.base_url}/{{front-door,loading-bay,lobby,car-park}} (car-park needs viewer:demo-pass)
@@ -114,7 +122,9 @@ Segments reach the bucket every {args.segment_seconds} s.
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 try:
-                    with urllib.request.urlopen(f"{hub_url}/metrics", timeout=2) as resp:
+                    req = urllib.request.Request(f"{hub_url}/metrics",
+                                                 headers={"Authorization": f"Bearer {HUB_TOKEN}"})
+                    with urllib.request.urlopen(req, timeout=2) as resp:
                         text = resp.read().decode()
                     print(f"demo: hub stored {_metric(text, 'vigil_hub_ingested_segments_total'):.0f} segments "
                           f"({_metric(text, 'vigil_hub_ingested_bytes_total') / 1e6:.1f} MB); "

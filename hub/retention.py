@@ -1,0 +1,123 @@
+"""Hub retention: delete recordings older than `retention.recording_days` (per-camera overrides)
+from S3 and the catalog, except segments an incident holds.
+
+Crash-safe order, per batch: mark the rows `deleting` (one transaction), delete the objects,
+delete the rows. A crash between the steps leaves marked rows, which the next pass finishes
+first (deleting a missing object is not an error). Marked rows are no longer listed by the API.
+Each camera's `expired_before_us` records how far unheld footage is gone, so the timeline can
+say "retention_expired" instead of "unknown".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+from hub.catalog import HubCatalog
+from hub.config import HubConfig
+from hub.metrics import HubMetrics
+from hub.records import HOLDING_SQL
+from hub.store import ObjectStore, StoreError
+from shared.timeutil import now_us
+
+log = logging.getLogger(__name__)
+BATCH = 500
+
+
+@dataclasses.dataclass
+class RetentionResult:
+    deleted_segments: int = 0
+    deleted_bytes: int = 0
+    held_segments: int = 0      # older than the cutoff but kept for an incident
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+class HubRetention:
+    def __init__(self, cfg: HubConfig, catalog: HubCatalog, store: ObjectStore, metrics: HubMetrics,
+                 stop_event: threading.Event) -> None:
+        self.cfg = cfg
+        self.catalog = catalog
+        self.store = store
+        self.metrics = metrics
+        self.stop_event = stop_event
+        self.pass_lock = threading.Lock()  # one pass at a time (timer or API)
+        self.thread = threading.Thread(target=self._loop, name="retention", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.cfg.retention.interval_seconds):
+            self.run_pass()
+
+    def run_pass(self) -> RetentionResult:
+        with self.pass_lock:
+            result = RetentionResult()
+            try:
+                self._finish_marked(result)
+                for node, camera in self._cameras():
+                    cutoff = now_us() - int(self.cfg.retention_days(node, camera) * 86400e6)
+                    self._camera(node, camera, cutoff, result)
+            except StoreError as exc:
+                result.error = str(exc)
+                log.error("retention pass stopped: object storage failed; the next pass goes on",
+                          extra={"error": str(exc)})
+            self.metrics.retention_deleted.inc(result.deleted_segments)
+            self.metrics.retention_held.set(result.held_segments)
+            if result.deleted_segments:
+                log.info("retention deleted segments", extra=result.to_json())
+            return result
+
+    def _cameras(self) -> list[tuple[str, str]]:
+        with self.catalog.lock:
+            return [(r[0], r[1]) for r in self.catalog.conn.execute("SELECT node, camera FROM cameras")]
+
+    def _finish_marked(self, result: RetentionResult) -> None:
+        with self.catalog.lock:
+            rows = self.catalog.conn.execute("SELECT id, object_key, bytes, node, camera, end_us FROM segments "
+                                             "WHERE deleting = 1").fetchall()
+        if rows:
+            log.warning("finishing a retention batch interrupted by a crash", extra={"segments": len(rows)})
+            self._delete(rows, result)
+
+    def _camera(self, node: str, camera: str, cutoff: int, result: RetentionResult) -> None:
+        while not self.stop_event.is_set():
+            with self.catalog.lock:
+                rows = self.catalog.conn.execute(
+                    "SELECT s.id, s.object_key, s.bytes, s.node, s.camera, s.end_us FROM segments s "
+                    "WHERE s.node = ? AND s.camera = ? AND s.start_us < ? AND s.end_us <= ? AND s.deleting = 0 "
+                    f"AND NOT {HOLDING_SQL} ORDER BY s.start_us LIMIT ?", (node, camera, cutoff, cutoff, BATCH)
+                ).fetchall()
+            if not rows:
+                break
+            with self.catalog.lock, self.catalog.conn:
+                self.catalog.conn.execute("BEGIN IMMEDIATE")
+                self.catalog.conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?",
+                                              [(r[0],) for r in rows])
+            self._delete(rows, result)
+        with self.catalog.lock:
+            result.held_segments += self.catalog.conn.execute(
+                "SELECT count(*) FROM segments s WHERE s.node = ? AND s.camera = ? AND s.start_us < ? "
+                f"AND s.end_us <= ? AND s.deleting = 0 AND {HOLDING_SQL}", (node, camera, cutoff, cutoff)
+            ).fetchone()[0]
+
+    def _delete(self, rows: list, result: RetentionResult) -> None:
+        self.store.delete([r[1] for r in rows])
+        with self.catalog.lock, self.catalog.conn:
+            conn = self.catalog.conn
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("DELETE FROM segments WHERE id = ?", [(r[0],) for r in rows])
+            ends: dict[tuple[str, str], int] = {}
+            for r in rows:
+                ends[(r[3], r[4])] = max(ends.get((r[3], r[4]), 0), r[5])
+            for (node, camera), end in ends.items():
+                conn.execute(
+                    "UPDATE cameras SET expired_before_us = max(expired_before_us, ?), first_start_us = "
+                    "(SELECT min(start_us) FROM segments WHERE node = ? AND camera = ?) WHERE node = ? AND camera = ?",
+                    (end, node, camera, node, camera))
+        result.deleted_segments += len(rows)
+        result.deleted_bytes += sum(r[2] for r in rows)

@@ -1,0 +1,154 @@
+"""A camera's timeline: the intervals the hub holds footage for, and why the rest is missing.
+
+`build()` is pure: it takes the stored segments and the gap rows the edges reported for one
+camera and range, plus what the hub knows right now about the camera and its node, and returns
+covered intervals (segments of one run merged) and gaps, each with a reason:
+
+    reported by the edge (copied gap rows)   camera_unreachable, auth_failed, stream_not_found,
+                                             stream_ended, unsupported_codec, timestamp_jump,
+                                             gop_too_long, disk_full, edge_restart, evicted
+    inferred by the hub                      retention_expired  before the camera's retention mark
+                                             not_synced         the edge reported footage up to
+                                                                here that the hub has not stored yet
+                                             edge_offline       the node is offline (tail of the range)
+                                             in_progress        the segment being recorded now
+                                             unknown            nothing explains it (yet)
+
+Where edge rows overlap, the more specific cause wins (`evicted` only names what retention
+removed on the edge, so a cause of not recording beats it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+# segments of one run closer than this are one interval (timestamps are continuous within a run;
+# the wall-clock estimate of consecutive segments differs by at most a frame)
+MERGE_TOLERANCE_US = 500_000
+
+EDGE_REASONS = ("auth_failed", "stream_not_found", "unsupported_codec", "camera_unreachable", "stream_ended",
+                "timestamp_jump", "gop_too_long", "disk_full", "edge_restart", "evicted")
+HUB_REASONS = ("retention_expired", "not_synced", "edge_offline", "in_progress", "unknown")
+REASONS = EDGE_REASONS + HUB_REASONS
+_PRIORITY = {reason: i for i, reason in enumerate(EDGE_REASONS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Covered:
+    start_us: int
+    end_us: int
+    run: int
+    segments: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    start_us: int
+    end_us: int
+    reason: str
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentSpan:
+    start_us: int
+    end_us: int
+    run: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraState:
+    """What the hub knows now about a camera and its node (from MQTT and retention)."""
+    now_us: int
+    node_online: bool
+    node_last_seen_us: int | None = None
+    camera_state: str | None = None          # recording | connecting | failed | disabled
+    camera_reason: str | None = None         # gap reason of the camera's last failure
+    camera_error: str | None = None
+    edge_recorded_until_us: int | None = None  # the edge's last finished segment of this camera
+    expired_before_us: int = 0               # hub retention removed unheld footage before this
+
+
+def merge(spans: list[SegmentSpan], start_us: int, end_us: int) -> list[Covered]:
+    """Covered intervals in [start_us, end_us): segments of one run that touch become one."""
+    out: list[Covered] = []
+    for s in sorted(spans, key=lambda s: (s.start_us, s.end_us)):
+        a, b = max(s.start_us, start_us), min(s.end_us, end_us)
+        if out and out[-1].end_us > a:
+            a = out[-1].end_us  # overlap (another run): keep the earlier interval whole
+        if b <= a:
+            continue
+        last = out[-1] if out else None
+        if last is not None and last.run == s.run and a - last.end_us <= MERGE_TOLERANCE_US:
+            out[-1] = Covered(last.start_us, b, last.run, last.segments + 1)
+        else:
+            out.append(Covered(a, b, s.run, 1))
+    return out
+
+
+def build(spans: list[SegmentSpan], gap_rows: list[Gap], state: CameraState, start_us: int,
+          end_us: int) -> tuple[list[Covered], list[Gap]]:
+    covered = merge(spans, start_us, end_us)
+    horizon = min(end_us, state.now_us)  # the future is not missing
+    holes: list[tuple[int, int]] = []
+    cursor = start_us
+    for c in covered:
+        if c.start_us - cursor > MERGE_TOLERANCE_US:
+            holes.append((cursor, min(c.start_us, horizon)))
+        cursor = max(cursor, c.end_us)
+    if horizon - cursor > MERGE_TOLERANCE_US:
+        holes.append((cursor, horizon))
+    gaps: list[Gap] = []
+    for a, b in holes:
+        if b > a:
+            tail = b >= horizon and horizon == state.now_us
+            gaps.extend(_explain(a, b, gap_rows, state, tail))
+    return covered, gaps
+
+
+def _explain(a: int, b: int, rows: list[Gap], state: CameraState, tail: bool) -> list[Gap]:
+    """Reasons for the hole [a, b): edge rows where they cover it, inference elsewhere."""
+    inside = [r for r in rows if r.start_us < b and r.end_us > a]
+    cuts = sorted({a, b, *(max(a, r.start_us) for r in inside), *(min(b, r.end_us) for r in inside)})
+    pieces: list[Gap] = []
+    for x, y in itertools.pairwise(cuts):
+        over = [r for r in inside if r.start_us <= x and r.end_us >= y]
+        if over:
+            best = min(over, key=lambda r: _PRIORITY.get(r.reason, len(_PRIORITY)))
+            pieces.append(Gap(x, y, best.reason, best.detail))
+        else:
+            pieces.extend(_infer(x, y, state, tail and y == b))
+    merged: list[Gap] = []
+    for p in pieces:
+        if merged and merged[-1].reason == p.reason and merged[-1].end_us == p.start_us:
+            merged[-1] = Gap(merged[-1].start_us, p.end_us, p.reason, merged[-1].detail)
+        else:
+            merged.append(p)
+    return merged
+
+
+def _infer(a: int, b: int, state: CameraState, at_tail: bool) -> list[Gap]:
+    out: list[Gap] = []
+    if a < state.expired_before_us:
+        cut = min(b, state.expired_before_us)
+        out.append(Gap(a, cut, "retention_expired", "deleted by hub retention"))
+        a = cut
+    if a < b and state.edge_recorded_until_us is not None and a < state.edge_recorded_until_us:
+        cut = min(b, state.edge_recorded_until_us)
+        out.append(Gap(a, cut, "not_synced", "recorded; the edge still holds it"))
+        a = cut
+    if a >= b:
+        return out
+    if not at_tail:
+        out.append(Gap(a, b, "unknown", ""))
+    elif not state.node_online:
+        out.append(Gap(a, b, "edge_offline", "the node is offline"))
+    elif state.camera_state in ("failed", "connecting") and state.camera_reason:
+        out.append(Gap(a, b, state.camera_reason if state.camera_reason in EDGE_REASONS else "camera_unreachable",
+                       state.camera_error or ""))
+    elif state.camera_state == "recording":
+        out.append(Gap(a, b, "in_progress", "the edge is recording this segment"))
+    else:
+        out.append(Gap(a, b, "unknown", f"camera state {state.camera_state or 'unknown'}"))
+    return out
