@@ -184,9 +184,11 @@ class HubApi:
             if len(data) > limit:
                 raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes (api.max_body_kb)")
         try:
-            return json.loads(bytes(data).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ApiError(400, "bad_json", f"the body is not JSON ({exc.__class__.__name__})") from None
+            value = json.loads(bytes(data).decode("utf-8"))
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates ("\ud800") are not text
+            return value
+        except (UnicodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+            raise ApiError(400, "bad_json", f"the body is not JSON text ({exc.__class__.__name__})") from None
 
     def _wrap(self, ep: Endpoint) -> Callable[[Request], Any]:
         template = ep.path
@@ -420,8 +422,13 @@ class HubApi:
             (node, cam, start - cam_row["max_segment_us"], end, start))]
         gap_rows = [timeline.Gap(r[0], r[1], r[2], r[3]) for r in conn.execute(
             "SELECT start_us, end_us, reason, detail FROM gaps WHERE node = ? AND camera = ? AND start_us < ? "
-            "AND end_us > ?", (node, cam, end, start))]
-        node_row = conn.execute("SELECT state, last_seen_us FROM nodes WHERE id = ?", (node,)).fetchone()
+            "AND end_us > ? UNION ALL SELECT start_us, end_us, 'quarantined', reason || ': ' || detail FROM quarantine "
+            "WHERE node = ? AND camera = ? AND start_us < ? AND end_us > ?",
+            (node, cam, end, start, node, cam, end, start))]
+        node_row = conn.execute("SELECT state, last_seen_us, synced_through FROM nodes WHERE id = ?",
+                                (node,)).fetchone()
+        synced_until = conn.execute("SELECT end_us FROM segments WHERE node = ? AND seq = ?",
+                                    (node, node_row["synced_through"] if node_row else 0)).fetchone()
         status_row = conn.execute("SELECT status FROM camera_status WHERE node = ? AND camera = ?",
                                   (node, cam)).fetchone()
         status = json.loads(status_row[0]) if status_row else {}
@@ -430,7 +437,8 @@ class HubApi:
             now_us=now_us(), node_online=bool(node_row and node_row["state"] == "online"),
             node_last_seen_us=node_row["last_seen_us"] if node_row else None,
             camera_state=status.get("state"), camera_reason=status.get("reason"), camera_error=status.get("error"),
-            edge_recorded_until_us=recorded_until, expired_before_us=cam_row["expired_before_us"])
+            edge_recorded_until_us=recorded_until, synced_until_us=synced_until[0] if synced_until else 0,
+            stored_until_us=cam_row["last_end_us"] or 0, expired_before_us=cam_row["expired_before_us"])
         covered, gaps = timeline.build(spans, gap_rows, state, start, end)
         return {
             "camera": f"{node}.{cam}", "start": us_to_iso(start), "end": us_to_iso(end),

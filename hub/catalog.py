@@ -105,6 +105,9 @@ CREATE TABLE camera_status (
 SCHEMA_V2 = """
 -- Retention marks a row before deleting its object, and the row after (crash-safe order).
 ALTER TABLE segments ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;
+-- When a quarantined segment was recorded, so the timeline can say why it is missing.
+ALTER TABLE quarantine ADD COLUMN start_us INTEGER;
+ALTER TABLE quarantine ADD COLUMN end_us INTEGER;
 
 -- Every camera the hub holds footage of (or status for), with its stored extent.
 CREATE TABLE cameras (
@@ -349,9 +352,11 @@ class HubCatalog:
             return self.conn.execute("SELECT * FROM segments WHERE node = ? ORDER BY seq", (node,)).fetchall()
 
     # -- quarantine -----------------------------------------------------------------------------------
-    def quarantine(self, node: str, seq: int, camera: str, reason: str, detail: str, attempts: int) -> None:
-        self._write("INSERT OR REPLACE INTO quarantine (node, seq, camera, reason, detail, attempts, quarantined_us) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (node, seq, camera, reason, detail, attempts, now_us()))
+    def quarantine(self, node: str, seq: int, camera: str, reason: str, detail: str, attempts: int,
+                   start_us: int | None = None, end_us: int | None = None) -> None:
+        self._write("INSERT OR REPLACE INTO quarantine (node, seq, camera, reason, detail, attempts, quarantined_us, "
+                    "start_us, end_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (node, seq, camera, reason, detail, attempts, now_us(), start_us, end_us))
 
     def quarantined(self, node: str, limit: int = 1000) -> list[int]:
         with self.lock:

@@ -486,7 +486,8 @@ class NodeSync:
             self._give_up(row, exc.reason, str(exc), immediately=True, attempts=attempts)
 
     def _give_up(self, row: EdgeSegment, reason: str, detail: str, immediately: bool, attempts: int = 1) -> None:
-        self.ingest.catalog.quarantine(self.node, row.seq, row.camera, reason, detail, attempts)
+        self.ingest.catalog.quarantine(self.node, row.seq, row.camera, reason, detail, attempts,
+                                       row.start_us, row.end_us)
         self.ingest.metrics.quarantined.labels(reason).inc()
         self.failures.pop(row.seq, None)
         log.error("segment quarantined: not stored, not retried", extra={

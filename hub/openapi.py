@@ -54,13 +54,16 @@ ANNOTATION_FIELDS = {
     "text": {"type": "string", "maxLength": 20000},
     "incident": {"type": "integer", "minimum": 1, "nullable": True},
 }
-SEGMENT = _obj({
+SEGMENT_FIELDS = {
     "id": {"type": "string", "example": "site-a.42"}, "node": {"type": "string"}, "seq": {"type": "integer"},
     "camera": CAMERA_ID, "start": TIME, "end": TIME, "duration_s": {"type": "number"}, "run": {"type": "integer"},
     "bytes": {"type": "integer"}, "sha256": {"type": "string"}, "video_codec": {"type": "string"},
     "audio_codec": NULL_STR, "recovered": {"type": "boolean"}, "stored": TIME, "fragments": {"type": "integer"},
     "held_by": {"type": "array", "items": {"type": "integer"}, "description": "incidents holding it"},
-    "media_url": {"type": "string"}})
+    "media_url": {"type": "string"}}
+SEGMENT = _obj(SEGMENT_FIELDS)
+FRAGMENT = _obj({"offset": {"type": "integer"}, "size": {"type": "integer"}, "start": TIME,
+                 "duration_s": {"type": "number"}})
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}},
@@ -86,10 +89,8 @@ SCHEMAS: dict[str, Any] = {
     "CameraList": _list("cameras", "Camera"),
     "Segment": SEGMENT,
     "SegmentPage": _list("segments", "Segment", {"camera": CAMERA_ID, "next_cursor": NULL_STR}),
-    "SegmentDetail": {"allOf": [SEGMENT, _obj({
-        "fragments": {"type": "array", "items": _obj({"offset": {"type": "integer"}, "size": {"type": "integer"},
-                                                      "start": TIME, "duration_s": {"type": "number"}})},
-        "init_bytes": {"type": "integer"}, "object_key": {"type": "string"}})]},
+    "SegmentDetail": _obj({**SEGMENT_FIELDS, "fragments": {"type": "array", "items": FRAGMENT},
+                           "init_bytes": {"type": "integer"}, "object_key": {"type": "string"}}),
     "Timeline": _obj({
         "camera": CAMERA_ID, "start": TIME, "end": TIME, "covered_seconds": {"type": "number"},
         "covered": {"type": "array", "items": _obj({"start": TIME, "end": TIME, "run": {"type": "integer"},

@@ -7,9 +7,12 @@ covered intervals (segments of one run merged) and gaps, each with a reason:
     reported by the edge (copied gap rows)   camera_unreachable, auth_failed, stream_not_found,
                                              stream_ended, unsupported_codec, timestamp_jump,
                                              gop_too_long, disk_full, edge_restart, evicted
+    the hub's quarantine                     quarantined   the hub refused the segment (hash or
+                                                           size mismatch, conflict); the edge keeps it
     inferred by the hub                      retention_expired  before the camera's retention mark
-                                             not_synced         the edge reported footage up to
-                                                                here that the hub has not stored yet
+                                             not_synced         after the node's synced cursor and
+                                                                before the camera's last segment
+                                                                the edge reported: still on the edge
                                              edge_offline       the node is offline (tail of the range)
                                              in_progress        the segment being recorded now
                                              unknown            nothing explains it (yet)
@@ -28,7 +31,7 @@ import itertools
 MERGE_TOLERANCE_US = 500_000
 
 EDGE_REASONS = ("auth_failed", "stream_not_found", "unsupported_codec", "camera_unreachable", "stream_ended",
-                "timestamp_jump", "gop_too_long", "disk_full", "edge_restart", "evicted")
+                "timestamp_jump", "gop_too_long", "disk_full", "edge_restart", "quarantined", "evicted")
 HUB_REASONS = ("retention_expired", "not_synced", "edge_offline", "in_progress", "unknown")
 REASONS = EDGE_REASONS + HUB_REASONS
 _PRIORITY = {reason: i for i, reason in enumerate(EDGE_REASONS)}
@@ -67,6 +70,8 @@ class CameraState:
     camera_reason: str | None = None         # gap reason of the camera's last failure
     camera_error: str | None = None
     edge_recorded_until_us: int | None = None  # the edge's last finished segment of this camera
+    synced_until_us: int = 0                 # the node's footage is all stored up to about here (cursor)
+    stored_until_us: int = 0                 # the end of the camera's newest stored segment
     expired_before_us: int = 0               # hub retention removed unheld footage before this
 
 
@@ -102,7 +107,8 @@ def build(spans: list[SegmentSpan], gap_rows: list[Gap], state: CameraState, sta
     gaps: list[Gap] = []
     for a, b in holes:
         if b > a:
-            tail = b >= horizon and horizon == state.now_us
+            # the newest hole of the camera: nothing stored after it, so "now" explains it
+            tail = b >= horizon and a >= state.stored_until_us - MERGE_TOLERANCE_US
             gaps.extend(_explain(a, b, gap_rows, state, tail))
     return covered, gaps
 
@@ -134,9 +140,13 @@ def _infer(a: int, b: int, state: CameraState, at_tail: bool) -> list[Gap]:
         cut = min(b, state.expired_before_us)
         out.append(Gap(a, cut, "retention_expired", "deleted by hub retention"))
         a = cut
-    if a < b and state.edge_recorded_until_us is not None and a < state.edge_recorded_until_us:
+    if (a < b and state.edge_recorded_until_us is not None and a < state.edge_recorded_until_us
+            and b > state.synced_until_us):
+        a2 = max(a, state.synced_until_us)
+        if a2 > a:
+            out.append(Gap(a, a2, "unknown", ""))
         cut = min(b, state.edge_recorded_until_us)
-        out.append(Gap(a, cut, "not_synced", "recorded; the edge still holds it"))
+        out.append(Gap(a2, cut, "not_synced", "recorded; the edge still holds it"))
         a = cut
     if a >= b:
         return out
@@ -144,7 +154,7 @@ def _infer(a: int, b: int, state: CameraState, at_tail: bool) -> list[Gap]:
         out.append(Gap(a, b, "unknown", ""))
     elif not state.node_online:
         out.append(Gap(a, b, "edge_offline", "the node is offline"))
-    elif state.camera_state in ("failed", "connecting") and state.camera_reason:
+    elif state.camera_state == "failed" or (state.camera_state == "connecting" and state.camera_reason):
         out.append(Gap(a, b, state.camera_reason if state.camera_reason in EDGE_REASONS else "camera_unreachable",
                        state.camera_error or ""))
     elif state.camera_state == "recording":

@@ -3,10 +3,13 @@
 One module-scoped run plays a whole day of trouble in about six minutes, and the tests below
 check what it left behind:
 
-    t=0      2 edges x 2 cameras (10-s segments; e1 capped at 6 Mbit/s) and one hub
-    ~20 s    e2 is killed (-9) and restarted
-    ~25 s    malformed messages on every topic both sides subscribe to
-    ~35 s    the broker stops for 2 minutes, then restarts (same port, persistence on)
+    t=0      2 edges (e1: a, b; e2: c, d, e) with 10-s segments (e1 capped at 6 Mbit/s) and one hub;
+             camera e has a camera server of its own
+    ~20 s    e2 stops (SIGTERM) for 30 s; the hub's timeline of e2.c is read while it is away
+    ~55 s    e2 is killed (-9) and restarted
+    ~60 s    malformed messages on every topic both sides subscribe to
+    ~70 s    the broker stops for 2 minutes, then restarts (same port, persistence on); camera
+             e's server is stopped for the first 30 s of it
     then     the hub stops for 2 minutes (its MQTT session expires after 10 s, so the
              broker drops doorbells meant for it); meanwhile one of e2's segments is corrupted
              on disk after its hash was recorded
@@ -20,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +43,16 @@ class Run:
     hub: Hub
     broker: Mosquitto
     s3: SeaweedS3
+    t0_us: int = 0
+    t_edge_stop_us: int = 0
+    t_edge_start_us: int = 0
+    timeline_while_edge_down: Any = None
+    t_cam_stop_us: int = 0
+    t_cam_start_us: int = 0
     t_hub_stop_us: int = 0
     t_hub_start_us: int = 0
     corrupted_seq: int = 0
+    corrupted_camera: str = ""
     outbox_during_broker_outage: dict[str, int] = dataclasses.field(default_factory=dict)
     hub_metrics_before_stop: str = ""
     edge_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -109,13 +120,14 @@ def _inject_garbage(broker: Mosquitto) -> None:
 def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
     tmp = tmp_path_factory.mktemp("sync")
     cams = TestCam.start(tmp / "cams", [f"{c}=h264file:{media['h264']}" for c in "abcd"])
+    cam_e = TestCam.start(tmp / "cam-e", [f"e=h264file:{media['h264']}"])
     broker = Mosquitto.start(tmp / "mosquitto")
     s3 = SeaweedS3.start(tmp / "s3")
     edges = {
         "e1": Edge(tmp / "e1", [{"id": c, "url": cams.url(c)} for c in "ab"], node_id="e1",
                    mqtt=edge_mqtt(broker), http={"max_upload_mbps": 6}),
-        "e2": Edge(tmp / "e2", [{"id": c, "url": cams.url(c)} for c in "cd"], node_id="e2",
-                   mqtt=edge_mqtt(broker)),
+        "e2": Edge(tmp / "e2", [{"id": c, "url": cams.url(c)} for c in "cd"] + [{"id": "e", "url": cam_e.url("e")}],
+                   node_id="e2", mqtt=edge_mqtt(broker)),
     }
     hub = Hub(tmp / "hub", broker, s3, list(edges.values()),
               # 2 catch-up downloads per node: with e1's 6 Mbit/s cap shared by every download, a
@@ -124,10 +136,20 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
                       "pull_concurrency_per_node": 2})
     r = Run(edges, hub, broker, s3)
     try:
+        r.t0_us = _now_us()
         for e in edges.values():
             e.start()
         hub.start()
         time.sleep(20)
+        edges["e2"].stop()                      # an edge away for 30 s
+        r.t_edge_stop_us = _now_us()
+        time.sleep(25)
+        r.timeline_while_edge_down = hub.api(
+            "GET", f"/api/v1/cameras/e2.c/timeline?start={r.t0_us / 1e6}&end={_now_us() / 1e6}", role="viewer")
+        time.sleep(5)
+        edges["e2"].start()
+        r.t_edge_start_us = _now_us()
+        time.sleep(5)
         edges["e2"].kill()                      # edge restart mid-run, the hard way
         edges["e2"].start()
         time.sleep(5)
@@ -138,7 +160,12 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         r.hub_metrics_before_stop = hub.metrics()
 
         broker.stop()                           # broker outage
-        time.sleep(OUTAGE_S - 10)
+        cam_e.stop()                            # and a camera outage on e2
+        r.t_cam_stop_us = _now_us()
+        time.sleep(30)
+        cam_e.restart()
+        r.t_cam_start_us = _now_us()
+        time.sleep(OUTAGE_S - 40)
         r.outbox_during_broker_outage = {n: _outbox(e) for n, e in edges.items()}
         time.sleep(10)
         broker.restart()
@@ -151,6 +178,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         newest = max(seq for seq, row in rows.items() if row["sync_state"] == "pending")
         c = edges["e2"].catalog()
         path = edges["e2"].data_dir / c.segment(newest).path
+        r.corrupted_camera = c.segment(newest).camera
         c.close()
         blob = bytearray(path.read_bytes())
         blob[len(blob) // 2: len(blob) // 2 + 64] = bytes(64)     # same size, different content
@@ -161,6 +189,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         hub.start()
         time.sleep(45)                          # the backlog drains, new segments keep coming
         cams.stop()                             # no new footage: let sync settle
+        cam_e.stop()
 
         def settled() -> bool:
             for name, e in edges.items():
@@ -181,6 +210,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         broker.stop()
         s3.stop()
         cams.stop()
+        cam_e.stop()
 
 
 def test_every_segment_is_in_s3_byte_for_byte_and_marked_synced(run: Run) -> None:
@@ -242,7 +272,7 @@ def test_doorbells_dropped_with_the_expired_session_are_found_by_catch_up(run: R
 
 def test_edge_restart_resumes_the_outbox_without_duplicates(run: Run) -> None:
     e2 = run.edges["e2"]
-    assert e2.runs == 2
+    assert e2.runs == 3
     c = e2.catalog()
     try:
         recovered = c.conn.execute("SELECT seq FROM segments WHERE recovered = 1").fetchall()
@@ -293,3 +323,42 @@ def test_malformed_messages_are_counted_and_dropped_by_both_sides(run: Run) -> N
     for reason in ("bad_field", "not_object", "seq_ahead", "seq_backwards"):
         assert metric_value(e1, "vigil_edge_mqtt_invalid_messages_total", {"reason": reason}) >= 1, reason
     assert metric_value(run.edge_metrics["e2"], "vigil_edge_mqtt_invalid_messages_total", {"reason": "not_json"}) >= 1
+
+
+def _overlap_s(gap: dict[str, Any], start_us: int, end_us: int) -> float:
+    """Seconds of a timeline gap (ISO times) inside [start_us, end_us)."""
+    a = max(datetime.fromisoformat(gap["start"]).timestamp(), start_us / 1e6)
+    b = min(datetime.fromisoformat(gap["end"]).timestamp(), end_us / 1e6)
+    return max(0.0, b - a)
+
+
+def test_timeline_gives_the_reason_for_each_hole(run: Run) -> None:
+    """Through the hub API: an edge away shows as edge_offline while it is away and edge_restart
+    afterwards; a camera whose server stopped for 30 s shows camera_unreachable."""
+    status, live = run.timeline_while_edge_down
+    assert status == 200, live
+    tail = live["gaps"][-1]
+    assert tail["reason"] == "edge_offline", live["gaps"]
+    assert _overlap_s(tail, run.t_edge_stop_us, run.t_edge_stop_us + 25_000_000) >= 20, tail
+
+    end = _now_us()
+    status, tl = run.hub.api("GET", f"/api/v1/cameras/e2.c/timeline?start={run.t0_us / 1e6}&end={end / 1e6}",
+                             role="viewer")
+    assert status == 200, tl
+    restart = [g for g in tl["gaps"] if g["reason"] == "edge_restart"]
+    assert max(_overlap_s(g, run.t_edge_stop_us, run.t_edge_start_us) for g in restart) >= 25, tl["gaps"]
+    assert tl["covered"] and tl["covered_seconds"] > 200
+
+    status, tl = run.hub.api("GET", f"/api/v1/cameras/e2.e/timeline?start={run.t0_us / 1e6}&end={end / 1e6}",
+                             role="viewer")
+    assert status == 200, tl
+    unreachable = [g for g in tl["gaps"] if g["reason"] == "camera_unreachable"]
+    assert unreachable and max(_overlap_s(g, run.t_cam_stop_us, run.t_cam_start_us) for g in unreachable) >= 25, \
+        tl["gaps"]
+    # nothing after the edge's first segment is left unexplained
+    assert not [g for g in tl["gaps"] if g["reason"] == "unknown" and g["start"] != tl["start"]], tl["gaps"]
+    # the corrupted segment the hub refused is named as such
+    status, tl = run.hub.api("GET", f"/api/v1/cameras/e2.{run.corrupted_camera}/timeline?start={run.t0_us / 1e6}"
+                                    f"&end={end / 1e6}", role="viewer")
+    quarantined = [g for g in tl["gaps"] if g["reason"] == "quarantined"]
+    assert len(quarantined) == 1 and quarantined[0]["detail"].startswith("hash_mismatch"), tl["gaps"]
