@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 import urllib.request
 from pathlib import Path
@@ -256,6 +257,17 @@ def test_retention_keeps_held_segments_and_tells_the_edge(rig: Rig) -> None:
         return {(h["camera"], h["start"]) for h in json.loads(msgs[-1][1])["holds"]}
     want = {("old", us_to_iso(old[2].start_us + 1)), ("old", us_to_iso(old[5].start_us + 1))}
     wait_for("the hold set on e1's retained topic", lambda: retained_holds() >= want, 10)
+
+    # a pass that crashed after marking old[0] (object and row still there): the API no longer lists
+    # it, and the next pass finishes it first
+    conn = sqlite3.connect(hub.data_dir / "hub.db", timeout=10)
+    with conn:
+        conn.execute("UPDATE segments SET deleting = 1 WHERE node = 'e1' AND seq = ?", (old[0].seq,))
+    conn.close()
+    status, page = _get(hub, f"/api/v1/cameras/e1.old/segments?start={old[0].start_us / 1e6}"
+                             f"&end={old[-1].end_us / 1e6}")
+    assert [s["seq"] for s in page["segments"]] == [s.seq for s in old[1:]]
+    assert old[0].object_key in rig.s3.list_keys("recordings/e1/old/")
 
     assert hub.api("POST", "/api/v1/retention/run", role="operator")[0] == 403
     status, result = hub.api("POST", "/api/v1/retention/run", role="admin")

@@ -38,9 +38,10 @@ from hub.metrics import HubMetrics
 from hub.store import ObjectStore
 from shared.timeutil import now_us, us_to_iso
 
-# Examples per operation, generation mode and path-id source (generated / real): about 4,500
-# requests in ~45 s on 2 cores. Hypothesis runs derandomized, so CI sends the same requests every time.
-MAX_EXAMPLES = 80
+# Examples per operation, generation mode and path-id source (generated / real): about 2,800
+# requests in ~30 s on 2 cores (80 gave 4,500 in 45 s, with no 5xx either). Hypothesis runs
+# derandomized, so CI sends the same requests every time.
+MAX_EXAMPLES = 50
 ADMIN = {"Authorization": f"Bearer {HUB_TOKENS['admin']}"}
 
 # Checks left out of the fuzz, each for a reason in the document or in schemathesis, not in the hub's

@@ -53,7 +53,7 @@ def test_mosquitto_auth_retained_and_persistence(tmp_path: Path) -> None:
 
         broker.publish("vigil/t/state", b'{"v": 1}', retain=True)
         broker.publish("vigil/t/event", "not retained", user="edge")
-        assert broker.subscribe_collect("vigil/t/#", 0.3, user="hub") == [("vigil/t/state", b'{"v": 1}', True)]
+        assert broker.subscribe_collect("vigil/t/#", 1.0, user="hub") == [("vigil/t/state", b'{"v": 1}', True)]
 
         assert not _connack(broker.port, "hub", "hub-secret").is_failure
         bad = _connack(broker.port, "hub", "wrong-password")
@@ -69,7 +69,7 @@ def test_mosquitto_auth_retained_and_persistence(tmp_path: Path) -> None:
         broker.publish("vigil/t/state", b'{"v": 2}', retain=True)
         broker.restart()
         assert broker.port == port and broker.pid != pid
-        assert broker.subscribe_collect("vigil/t/#", 0.3) == [("vigil/t/state", b'{"v": 2}', True)]
+        assert broker.subscribe_collect("vigil/t/#", 1.0) == [("vigil/t/state", b'{"v": 2}', True)]
 
         # Crash: only what autosave (every 1 s) wrote survives.
         broker.publish("vigil/t/late", b"late", retain=True)
@@ -77,7 +77,7 @@ def test_mosquitto_auth_retained_and_persistence(tmp_path: Path) -> None:
         broker.kill()
         assert not broker.running
         broker.restart()
-        assert sorted(broker.subscribe_collect("vigil/t/#", 0.3)) == [
+        assert sorted(broker.subscribe_collect("vigil/t/#", 1.0)) == [
             ("vigil/t/late", b"late", True), ("vigil/t/state", b'{"v": 2}', True)]
         assert "Opening ipv4 listen socket on port" in broker.log_text()
     finally:
