@@ -466,12 +466,12 @@ class HubApi:
         if start is not None:
             self._range(ctx)
         sort = p["sort"] or ("rank" if p["q"] else "-updated")
-        items = records.list_incidents(
+        items, capped = records.list_incidents(
             ctx.conn, status=p["status"] or [], severity=p["severity"] or [], assignee=p["assignee"],
             camera=p["camera"], start_us=start, end_us=end, tag=p["tag"], holding=p["holding"], q=p["q"],
             sort=sort, limit=p["limit"], offset=p["offset"])
-        return {"incidents": items,
-                "next_offset": p["offset"] + len(items) if len(items) == p["limit"] else None}
+        return {"incidents": items, "next_offset": p["offset"] + len(items) if len(items) == p["limit"] else None,
+                "search_capped": capped}
 
     def _incident(self, conn: sqlite3.Connection, iid: int) -> dict[str, Any]:
         row = conn.execute("SELECT * FROM incidents WHERE id = ?", (iid,)).fetchone()

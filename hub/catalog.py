@@ -105,6 +105,10 @@ CREATE TABLE camera_status (
 SCHEMA_V2 = """
 -- Retention marks a row before deleting its object, and the row after (crash-safe order).
 ALTER TABLE segments ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;
+-- Range queries (segments, timelines) read a camera's spans from the index alone: a 24-hour
+-- timeline touches a few index pages instead of ~6 MB of table pages (bench/README.md, "Hub API").
+DROP INDEX segments_camera_start;
+CREATE INDEX segments_camera_span ON segments (node, camera, start_us, end_us, run_id, deleting);
 -- When a quarantined segment was recorded, so the timeline can say why it is missing.
 ALTER TABLE quarantine ADD COLUMN start_us INTEGER;
 ALTER TABLE quarantine ADD COLUMN end_us INTEGER;

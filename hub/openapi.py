@@ -111,7 +111,9 @@ SCHEMAS: dict[str, Any] = {
         "start": TIME, "end": TIME, "created": TIME, "created_by": {"type": "string"}, "updated": TIME,
         "updated_by": {"type": "string"},
         "snippet": {"type": "string", "description": "with q: the best match, terms in <mark>…</mark>"}}),
-    "IncidentList": _list("incidents", "Incident", {"next_offset": NULL_INT}),
+    "IncidentList": _list("incidents", "Incident", {
+        "next_offset": NULL_INT,
+        "search_capped": {"type": "boolean", "description": "q ranked only the newest 5,000 matching incidents"}}),
     "Audit": _obj({"id": {"type": "integer"}, "at": TIME, "actor": {"type": "string"},
                    "action": {"type": "string", "enum": ["create", "update", "delete"]},
                    "entity": {"type": "string", "enum": ["incident", "annotation", "tag"]},

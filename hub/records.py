@@ -539,17 +539,34 @@ def fts_query(text: str) -> str:
     return " ".join(f'"{w.rstrip("*")}"' + ("*" if w.endswith("*") else "") for w in words)
 
 
+RANK_CAP = 5000  # a search ranks at most this many of its newest matches (bench/README.md, "Hub API")
+
+
 def list_incidents(conn: sqlite3.Connection, *, status: list[str], severity: list[str], assignee: str | None,
                    camera: tuple[str, str] | None, start_us: int | None, end_us: int | None, tag: str | None,
-                   holding: bool | None, q: str | None, sort: str, limit: int, offset: int) -> list[dict[str, Any]]:
+                   holding: bool | None, q: str | None, sort: str, limit: int, offset: int
+                   ) -> tuple[list[dict[str, Any]], bool]:
+    """A page of incidents, and whether a search was capped to its newest RANK_CAP matches.
+
+    With `q`, the page is chosen first (no snippets), then snippets are made for its rows only:
+    FTS5's snippet() is far dearer than the match. Ranking by relevance scores every match, so it
+    looks at the newest RANK_CAP matches only (the same page as ranking them all whenever a
+    search matches fewer; broader ones say `search_capped`)."""
     where, args = [], []
-    select = "SELECT i.*"
     source = "FROM incidents i"
-    if q:
-        select += ", snippet(incident_fts, -1, '<mark>', '</mark>', '…', 16) AS snip"
+    capped = False
+    fts = fts_query(q) if q else None
+    if fts:
         source = "FROM incident_fts JOIN incidents i ON i.id = incident_fts.rowid"
         where.append("incident_fts MATCH ?")
-        args.append(fts_query(q))
+        args.append(fts)
+        if sort == "rank":
+            bound = conn.execute("SELECT rowid FROM incident_fts WHERE incident_fts MATCH ? ORDER BY rowid DESC "
+                                 "LIMIT 1 OFFSET ?", (fts, RANK_CAP)).fetchone()
+            if bound is not None:
+                capped = True
+                where.append("incident_fts.rowid > ?")
+                args.append(bound[0])
     if status:
         where.append(f"i.status IN ({','.join('?' * len(status))})")
         args += status
@@ -574,14 +591,24 @@ def list_incidents(conn: sqlite3.Connection, *, status: list[str], severity: lis
     elif start_us is not None and end_us is not None:
         where.append("i.start_us < ? AND i.end_us > ?")
         args += [end_us, start_us]
-    order = {"-updated": "i.updated_us DESC", "updated": "i.updated_us", "-created": "i.id DESC",
-             "created": "i.id", "-severity": "i.severity_rank DESC, i.id DESC", "severity": "i.severity_rank, i.id",
+    by_id = "incident_fts.rowid" if fts else "i.id"  # with a search, FTS5 walks its rowids in order cheaply
+    order = {"-updated": "i.updated_us DESC", "updated": "i.updated_us", "-created": f"{by_id} DESC",
+             "created": by_id, "-severity": "i.severity_rank DESC, i.id DESC", "severity": "i.severity_rank, i.id",
              "-start": "i.start_us DESC", "start": "i.start_us",
-             "rank": "incident_fts.rank" if q else "i.updated_us DESC"}[sort]
-    sql = (f"{select} {source} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order}, i.id DESC "
+             "rank": "incident_fts.rank" if fts else "i.updated_us DESC"}[sort]
+    sql = (f"SELECT i.id {source} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order}, i.id DESC "
            "LIMIT ? OFFSET ?")
-    rows = conn.execute(sql, (*args, limit, offset)).fetchall()
-    return [incident_json(conn, r, r["snip"] if q else None) for r in rows]
+    ids = [r[0] for r in conn.execute(sql, (*args, limit, offset))]
+    if not ids:
+        return [], capped
+    marks = ",".join("?" * len(ids))
+    rows = {r["id"]: r for r in conn.execute(f"SELECT * FROM incidents WHERE id IN ({marks})", ids)}
+    snippets: dict[int, str] = {}
+    if fts:
+        snippets = {r[0]: r[1] for r in conn.execute(
+            "SELECT rowid, snippet(incident_fts, -1, '<mark>', '</mark>', '…', 16) FROM incident_fts "
+            f"WHERE incident_fts MATCH ? AND rowid IN ({marks})", (fts, *ids))}
+    return [incident_json(conn, rows[i], snippets.get(i, "") if fts else None) for i in ids if i in rows], capped
 
 
 def holds(conn: sqlite3.Connection, node: str | None = None) -> list[dict[str, Any]]:
