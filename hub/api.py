@@ -416,7 +416,7 @@ class HubApi:
         start, end = self._range(ctx)
         conn = ctx.conn
         cam_row = self._camera_row(conn, node, cam)
-        spans = [timeline.SegmentSpan(r[0], r[1], r[2]) for r in conn.execute(
+        spans = [timeline.SegmentSpan(*r) for r in conn.execute(
             "SELECT start_us, end_us, run_id FROM segments WHERE node = ? AND camera = ? AND start_us >= ? "
             "AND start_us < ? AND end_us > ? AND deleting = 0",
             (node, cam, start - cam_row["max_segment_us"], end, start))]

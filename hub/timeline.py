@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import NamedTuple
 
 # segments of one run closer than this are one interval (timestamps are continuous within a run;
 # the wall-clock estimate of consecutive segments differs by at most a frame)
@@ -53,8 +54,8 @@ class Gap:
     detail: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
-class SegmentSpan:
+class SegmentSpan(NamedTuple):
+    """One stored segment's extent (a tuple: a 24-hour timeline builds thousands)."""
     start_us: int
     end_us: int
     run: int
@@ -78,17 +79,22 @@ class CameraState:
 def merge(spans: list[SegmentSpan], start_us: int, end_us: int) -> list[Covered]:
     """Covered intervals in [start_us, end_us): segments of one run that touch become one."""
     out: list[Covered] = []
-    for s in sorted(spans, key=lambda s: (s.start_us, s.end_us)):
-        a, b = max(s.start_us, start_us), min(s.end_us, end_us)
-        if out and out[-1].end_us > a:
-            a = out[-1].end_us  # overlap (another run): keep the earlier interval whole
+    cur: list[int] | None = None  # [start, end, run, segments] of the interval being grown
+    for s_start, s_end, run in sorted(spans):
+        a, b = max(s_start, start_us), min(s_end, end_us)
+        if cur is not None and cur[1] > a:
+            a = cur[1]  # overlap (another run): keep the earlier interval whole
         if b <= a:
             continue
-        last = out[-1] if out else None
-        if last is not None and last.run == s.run and a - last.end_us <= MERGE_TOLERANCE_US:
-            out[-1] = Covered(last.start_us, b, last.run, last.segments + 1)
+        if cur is not None and cur[2] == run and a - cur[1] <= MERGE_TOLERANCE_US:
+            cur[1] = b
+            cur[3] += 1
         else:
-            out.append(Covered(a, b, s.run, 1))
+            if cur is not None:
+                out.append(Covered(*cur))
+            cur = [a, b, run, 1]
+    if cur is not None:
+        out.append(Covered(*cur))
     return out
 
 
