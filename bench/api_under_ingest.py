@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segment-seconds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=30, help="probe window per phase")
     ap.add_argument("--backlog-seconds", type=float, default=60)
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, catalogs, segments)")
     args = ap.parse_args(argv)
     # what sync_bench's Rig reads from its arguments
     args.concurrency, args.per_node, args.warmup_timeout = 8, 4, 90
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         results["catalog_segments"] = len(hub_rows(rig.hub))
     finally:
         rig.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"\n=== hub API latency with ingest in the same process: {args.edges} edges × {args.cameras} cameras, "
           f"{args.segment_seconds} s segments, {results['catalog_segments']} segments in the catalog ===")
     print(f"{'phase':8} {'kind':14} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
