@@ -283,8 +283,9 @@ class Hub:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.read().decode()
 
-    def api(self, method: str, path: str, body: Any = None, role: str | None = "admin") -> tuple[int, Any]:
-        """(status, decoded JSON) of one API call as a token of `role` (None: no token)."""
+    def request(self, method: str, path: str, body: Any = None, role: str | None = "admin"
+                ) -> tuple[int, dict[str, str], Any]:
+        """(status, headers, JSON or raw body) of one API call as a token of `role` (None: no token)."""
         headers = {"Content-Type": "application/json"}
         if role is not None:
             headers["Authorization"] = f"Bearer {HUB_TOKENS[role]}"
@@ -292,10 +293,18 @@ class Hub:
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
-                raw, status = resp.read(), resp.status
+                raw, status, got = resp.read(), resp.status, dict(resp.headers)
         except urllib.error.HTTPError as exc:
-            raw, status = exc.read(), exc.code
-        return status, json.loads(raw) if raw.startswith((b"{", b"[")) else raw
+            raw, status, got = exc.read(), exc.code, dict(exc.headers)
+        try:
+            return status, got, json.loads(raw)
+        except ValueError:
+            return status, got, raw
+
+    def api(self, method: str, path: str, body: Any = None, role: str | None = "admin") -> tuple[int, Any]:
+        """(status, decoded JSON or raw body) of one API call as a token of `role` (None: no token)."""
+        status, _, data = self.request(method, path, body, role)
+        return status, data
 
     def catalog(self) -> Any:
         from hub.catalog import HubCatalog

@@ -17,7 +17,6 @@ on pytest 9.2 (it sets `Function._nodeid`, which pytest 9.2 no longer has).
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -88,20 +87,7 @@ class Seeded:
 def call(hub: Hub, method: str, path: str, token: str | None = None, body: Any = None
          ) -> tuple[int, dict[str, str], Any]:
     """(status, headers, JSON or raw body) of one request; `token` is a role of HUB_TOKENS or None."""
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {HUB_TOKENS[token]}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{hub.url}{path}", data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            raw, status, got = resp.read(), resp.status, dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        raw, status, got = exc.read(), exc.code, dict(exc.headers)
-    try:
-        return status, got, json.loads(raw)
-    except ValueError:
-        return status, got, raw
+    return hub.request(method, path, body, role=token)
 
 
 def _error(data: Any) -> dict[str, Any]:
