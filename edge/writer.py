@@ -33,6 +33,9 @@ from shared.mqtt import HoldRange
 
 log = logging.getLogger(__name__)
 RESERVE_NAME = ".disk-reserve"
+# a recovered file starting this much after its camera's previous segment opened a new run after a
+# restart (within a run, consecutive files touch)
+RESTART_GAP_MIN_US = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,12 +280,22 @@ def recover_stray_files(catalog: Catalog, writer: CatalogWriter) -> int:
     if not root.is_dir():
         return 0
     recovered = 0
+
+    def adopt(seg: ClosedSegment) -> None:
+        # The edge-restart gap before a run is only written when the run's first segment is
+        # committed; a crash before that would lose it. The recovered file is that first segment.
+        last = catalog.last_end_us().get(seg.camera)
+        if last is not None and seg.start_us - last > RESTART_GAP_MIN_US:
+            catalog.add_gap(seg.camera, last, seg.start_us, "edge_restart",
+                            "edge was not recording (found at start-up recovery)")
+        writer.commit(seg)
+
     for camera_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         camera = camera_dir.name
         for part in sorted(camera_dir.rglob(f"*{PART_SUFFIX}")):
             seg = recover_file(part, camera)
             if seg is not None:
-                writer.commit(seg)
+                adopt(seg)
                 recovered += 1
         hours = sorted(p for p in camera_dir.glob("*/*/*/*") if p.is_dir())[-2:]
         for hour in hours:
@@ -292,7 +305,7 @@ def recover_stray_files(catalog: Catalog, writer: CatalogWriter) -> int:
                 if str(f.relative_to(catalog.data_dir)) not in known:
                     seg = recover_file(f, camera)
                     if seg is not None:
-                        writer.commit(seg)
+                        adopt(seg)
                         recovered += 1
     if recovered:
         writer.metrics.recovered.inc(recovered)

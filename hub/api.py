@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hub import openapi, records, timeline
+from hub import openapi, playback, records, timeline
 from hub.catalog import HubCatalog
 from hub.config import ROLES, HubConfig, TokenEntry
 from hub.metrics import HubMetrics
@@ -57,7 +57,7 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 @dataclasses.dataclass(frozen=True)
 class Param:
     name: str
-    kind: str                    # string | integer | boolean | time | enum | csv | camera
+    kind: str                    # string | integer | boolean | time | enum | csv | camera | token
     where: str = "query"         # query | path
     required: bool = False
     doc: str = ""
@@ -80,6 +80,7 @@ class Endpoint:
     status: int = 200
     media: str = "application/json"
     tag: str = "catalog"
+    token_ok: bool = False         # a playback token (?token=) may stand in for a viewer's bearer token
 
 
 @dataclasses.dataclass
@@ -90,6 +91,7 @@ class Ctx:
     role: str
     conn: sqlite3.Connection
     headers: dict[str, str]
+    grant: playback.PlaybackGrant | None = None   # set when a playback token authorised the request
 
 
 RANGE = (Param("start", "time", required=True, doc="ISO 8601 (with a zone) or epoch seconds"),
@@ -97,6 +99,7 @@ RANGE = (Param("start", "time", required=True, doc="ISO 8601 (with a zone) or ep
 CAMERA_PATH = Param("camera", "camera", where="path", required=True, doc="NODE.CAMERA")
 LIMIT = Param("limit", "integer", minimum=1, maximum=PAGE_MAX, default=100, doc=f"page size (1-{PAGE_MAX})")
 OFFSET = Param("offset", "integer", minimum=0, maximum=10_000_000, default=0, doc="rows to skip")
+TOKEN = Param("token", "token", doc="a playback token (POST /api/v1/playback-tokens) instead of a bearer token")
 
 
 def _parse_param(p: Param, raw: str) -> Any:
@@ -108,6 +111,8 @@ def _parse_param(p: Param, raw: str) -> Any:
     if p.kind == "string":
         if len(raw) > 200 or "\x00" in raw:
             raise bad("must be at most 200 characters")
+        return raw
+    if p.kind == "token":
         return raw
     if p.kind == "integer":
         if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not p.minimum <= int(raw) <= p.maximum:
@@ -151,6 +156,7 @@ class HubApi:
         self.max_range_us = int(cfg.api.max_range_days * 86400e6)
         self.records = Records(catalog, self.max_range_us)
         self.local = threading.local()
+        self.token_key = playback.load_key(cfg.api.token_key, cfg.hub.data_dir)
         self.endpoints = self._endpoints()
         self.spec = openapi.document(self.endpoints, __version__)
 
@@ -211,7 +217,14 @@ class HubApi:
     async def _call(self, ep: Endpoint, request: Request, allowed: set[str]) -> Response:
         try:
             actor, role = "anonymous", "public"
-            if ep.role is not None:
+            grant = None
+            if ep.token_ok and "token" in request.query_params and "authorization" not in request.headers:
+                try:
+                    grant = playback.verify(self.token_key, request.query_params["token"])
+                except playback.TokenError as exc:
+                    return error(exc.status, exc.code, exc.message)
+                actor, role = "playback-token", "viewer"
+            elif ep.role is not None:
                 token = self.authenticate(request)
                 if token is None:
                     return error(401, "unauthorized", "a valid bearer token is required",
@@ -234,7 +247,7 @@ class HubApi:
                 else:
                     params[p.name] = _parse_param(p, raw)
             body = await self._read_body(request) if ep.body else None
-            ctx = Ctx(params, body, actor, role, None, dict(request.headers))  # type: ignore[arg-type]
+            ctx = Ctx(params, body, actor, role, None, dict(request.headers), grant)  # type: ignore[arg-type]
             result = await run_in_threadpool(self._run, ep, ctx)
         except ApiError as exc:
             return error(exc.status, exc.code, exc.message)
@@ -367,15 +380,17 @@ class HubApi:
         row = self._segment_row(ctx)
         held = _holds_for(ctx.conn, row["node"], row["camera"], row["start_us"], row["end_us"])
         out = _segment_json(row, held, fragments_as_count=False)
-        frags = memoryview(row["fragments"]).cast("q")
-        out["fragments"] = [{"offset": frags[i], "size": frags[i + 1], "start": us_to_iso(frags[i + 2]),
-                             "duration_s": frags[i + 3] / 1e6} for i in range(0, len(frags), 4)]
+        out["fragments"] = [{"offset": o, "size": n, "start": us_to_iso(t), "duration_s": d / 1e6}
+                            for o, n, t, d in _fragments(row["fragments"])]
         out["init_bytes"] = row["init_bytes"]
         out["object_key"] = row["object_key"]
         return out
 
     def segment_media(self, ctx: Ctx) -> Any:
         row = self._segment_row(ctx)
+        if ctx.grant is not None and not ctx.grant.covers(f"{row['node']}.{row['camera']}", row["start_us"],
+                                                          row["end_us"]):
+            raise ApiError(403, "token_scope", "the playback token does not cover this segment")
         name = f"{row['node']}.{row['camera']}_{row['start_us']}_{row['seq']}.mp4"
         if self.cfg.api.media == "redirect":
             return RedirectResponse(self.store.presign(row["object_key"], name), status_code=307,
@@ -450,6 +465,39 @@ class HubApi:
             "holds": [{"incident": i, "start": us_to_iso(a), "end": us_to_iso(b)}
                       for i, a, b in _holds_for(conn, node, cam, start, end)],
         }
+
+    def get_playlist(self, ctx: Ctx) -> Any:
+        node, cam = ctx.params["camera"]
+        start, end = self._range(ctx)
+        if ctx.grant is not None and (ctx.grant.camera != f"{node}.{cam}" or start < ctx.grant.start_us
+                                      or end > ctx.grant.end_us):
+            raise ApiError(403, "token_scope", "the playback token is for another camera or a narrower range")
+        cam_row = self._camera_row(ctx.conn, node, cam)
+        files = [playback.PlaylistFile(f"{node}.{r[0]}", r[1], r[2], _fragments(r[3])) for r in ctx.conn.execute(
+            "SELECT seq, run_id, init_bytes, fragments FROM segments WHERE node = ? AND camera = ? AND start_us >= ? "
+            "AND start_us < ? AND end_us > ? AND deleting = 0 ORDER BY start_us, seq",
+            (node, cam, start - cam_row["max_segment_us"], end, start))]
+        suffix = f"?token={ctx.params['token']}" if ctx.grant is not None else ""
+        text = playback.build_playlist(files, start, end, lambda sid: f"../../segments/{sid}/media.mp4{suffix}")
+        return Response(text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-store"})
+
+    def create_playback_token(self, ctx: Ctx) -> Any:
+        b = records.Body(ctx.body, ("camera", "start", "end", "ttl_seconds"))
+        camera = b.text("camera", required=True) or ""
+        node, cam = parse_camera(camera)
+        start, end = b.time("start", required=True), b.time("end", required=True)
+        assert start is not None and end is not None
+        records.check_range(start, end, self.max_range_us)
+        ttl = b.integer("ttl_seconds") or 3600
+        if ttl > playback.MAX_TOKEN_SECONDS:
+            raise ApiError(400, "bad_field", f"ttl_seconds must be at most {playback.MAX_TOKEN_SECONDS}")
+        self._camera_row(ctx.conn, node, cam)
+        grant = playback.PlaybackGrant(f"{node}.{cam}", start, end, now_us() + ttl * 1_000_000)
+        token = playback.sign(self.token_key, grant)
+        return {"token": token, "camera": grant.camera, "start": us_to_iso(start), "end": us_to_iso(end),
+                "expires": us_to_iso(grant.exp_us),
+                "playlist_url": f"{API}/cameras/{grant.camera}/playlist.m3u8?start={us_to_iso(start)}"
+                                f"&end={us_to_iso(end)}&token={token}"}
 
     def list_holds(self, ctx: Ctx) -> Any:
         out = records.holds(ctx.conn)
@@ -620,7 +668,14 @@ class HubApi:
               params=(sid,), response="SegmentDetail"),
             E("GET", f"{API}/segments/{{id}}/media.mp4", self.segment_media,
               "The segment's bytes: a redirect to a presigned URL, or proxied with Range (api.media)",
-              params=(sid,), media="video/mp4"),
+              params=(sid, TOKEN), media="video/mp4", token_ok=True, tag="playback"),
+            E("GET", f"{API}/cameras/{{camera}}/playlist.m3u8", self.get_playlist,
+              "HLS playlist (fMP4, byte ranges) of a camera's range; VOD when past, EVENT when it reaches now",
+              params=(CAMERA_PATH, *RANGE, TOKEN), media="application/vnd.apple.mpegurl", token_ok=True,
+              tag="playback"),
+            E("POST", f"{API}/playback-tokens", self.create_playback_token,
+              "A signed, expiring, read-only token for one camera and range (for players that cannot send "
+              "headers)", body="PlaybackTokenCreate", response="PlaybackToken", status=201, tag="playback"),
             E("GET", f"{API}/holds", self.list_holds, "Evidence holds in force", params=(cam_q,),
               response="HoldList", tag="incidents"),
             E("GET", f"{API}/incidents", self.list_incidents, "List, filter and full-text search incidents",
@@ -722,6 +777,12 @@ def _segment_json(r: sqlite3.Row, held: list[tuple[int, int, int]], fragments_as
 
 def _iso(us: int | None) -> str | None:
     return None if us is None else us_to_iso(us)
+
+
+def _fragments(blob: bytes) -> list[tuple[int, ...]]:
+    """The catalog's fragment index (little-endian int64 [n, 4]) as (offset, size, start_us, duration_us)."""
+    flat = memoryview(blob).cast("q")
+    return [tuple(flat[i:i + 4]) for i in range(0, len(flat), 4)]
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:

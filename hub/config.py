@@ -125,6 +125,10 @@ class ApiConfig:
     max_range_days: float = field(31.0, check=between(0.01, 3660),
                                   doc="longest time range one query may ask for")
     max_body_kb: int = field(256, check=between(1, 65536), doc="largest request body accepted")
+    token_key: str = field("", secret=True, check=lambda v: None if not v or len(v) >= 32 else
+                           "must be at least 32 characters (or empty: a random key in hub.data_dir)",
+                           doc="secret that signs playback tokens (empty: a random key kept in hub.data_dir); "
+                               "hubs behind one load balancer share it")
 
 
 @dataclasses.dataclass(frozen=True)

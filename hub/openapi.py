@@ -136,6 +136,11 @@ SCHEMAS: dict[str, Any] = {
                         "updated_by": {"type": "string"}}),
     "AnnotationList": _list("annotations", "Annotation", {"next_offset": NULL_INT}),
     "Deleted": _obj({"deleted": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}),
+    "PlaybackTokenCreate": _obj({"camera": CAMERA_ID, "start": TIME_IN, "end": TIME_IN,
+                                 "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 7 * 86400,
+                                                 "default": 3600}}, ["camera", "start", "end"], additional=False),
+    "PlaybackToken": _obj({"token": {"type": "string"}, "camera": CAMERA_ID, "start": TIME, "end": TIME,
+                           "expires": TIME, "playlist_url": {"type": "string"}}),
     "RetentionResult": _obj({"deleted_segments": {"type": "integer"}, "deleted_bytes": {"type": "integer"},
                              "held_segments": {"type": "integer"}, "error": NULL_STR}),
 }
@@ -146,6 +151,7 @@ _PARAM_SCHEMAS = {
     "boolean": {"type": "boolean"},
     "time": {"type": "string", "description": "ISO 8601 with a zone, or epoch seconds"},
     "camera": CAMERA_ID,
+    "token": {"type": "string", "maxLength": 1024},
 }
 _ERRORS = {400: "bad request (parameter, body or range)", 401: "no valid bearer token", 403: "role too low",
            404: "unknown id or route", 409: "already exists", 413: "body too large",

@@ -46,7 +46,7 @@ class ApiError(Exception):
 
 
 # -- input ----------------------------------------------------------------------------------------
-_EPOCH = re.compile(r"^-?\d{1,12}(\.\d{1,6})?$")
+_EPOCH = re.compile(r"^-?\d{1,12}(\.\d{1,9})?$")  # `date +%s.%N` has 9 digits: beyond µs they are cut
 MIN_TIME_US = 0
 MAX_TIME_US = 253402300799 * US_PER_S  # 9999-12-31T23:59:59Z
 
@@ -57,8 +57,8 @@ def parse_time(text: str, name: str) -> int:
     try:
         if _EPOCH.match(text):
             whole, _, frac = text.partition(".")
-            us = int(whole) * US_PER_S + (int(frac.ljust(6, "0")) if frac else 0) * (-1 if whole.startswith("-")
-                                                                                    else 1)
+            us = int(whole) * US_PER_S + (int(frac[:6].ljust(6, "0")) if frac else 0) * (
+                -1 if whole.startswith("-") else 1)
         else:
             dt = datetime.fromisoformat(text)
             if dt.tzinfo is None:

@@ -428,8 +428,13 @@ def seed_hub_catalog(data_dir: Path, s3: SeaweedS3, node: str, camera: str, star
             sha = hashlib.sha256(data).hexdigest()
             key = recording_key(node, camera, a, seq)
             store.put_verified(key, data, len(data), sha, {"sha256": sha})
-            seg = StoredSegment(node, seq, camera, run_id, a, b, len(data), sha, 0, "h264", None,
-                                struct.pack("<4q", 0, len(data), a, b - a), False, key)
+            # an init section of a tenth of the file, then 5 equal fragments (the last takes the rest)
+            init = len(data) // 10
+            step, dur = (len(data) - init) // 5, (b - a) // 5
+            frags = [(init + k * step, step if k < 4 else len(data) - init - 4 * step, a + k * dur,
+                      dur if k < 4 else b - a - 4 * dur) for k in range(5)]
+            seg = StoredSegment(node, seq, camera, run_id, a, b, len(data), sha, init, "h264", None,
+                                b"".join(struct.pack("<4q", *f) for f in frags), False, key)
             catalog.insert_segment(seg)
             out.append(seg)
         if catalog.node(node) is None:

@@ -6,6 +6,7 @@ seconds; the timeline against real edges and cameras is checked in tests/test_sy
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sqlite3
@@ -41,6 +42,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
     # e1.cam1: 30 ten-second segments ending a minute ago; e1.old: 8 segments from 10 days ago
     recent = seed_hub_catalog(hub.data_dir, s3, "e1", "cam1", now - 360 * 1_000_000, 30, body=body)
     old = seed_hub_catalog(hub.data_dir, s3, "e1", "old", now - 10 * DAY_US, 8, first_seq=100)
+    # e1.gappy: 3 segments, a 30-s hole, 3 more of a new run, an hour ago
+    t = now - 3600 * 1_000_000
+    seed_hub_catalog(hub.data_dir, s3, "e1", "gappy", t, 3, first_seq=200, run_id=5)
+    seed_hub_catalog(hub.data_dir, s3, "e1", "gappy", t + 60_000_000, 3, first_seq=203, run_id=6)
     try:
         hub.start()
         yield Rig(hub, broker, s3, recent, old, body)
@@ -60,7 +65,7 @@ def test_nodes_and_cameras(rig: Rig) -> None:
     status, body = _get(rig.hub, "/api/v1/cameras")
     assert status == 200
     cams = {c["id"]: c for c in body["cameras"]}
-    assert set(cams) == {"e1.cam1", "e1.old"}
+    assert set(cams) == {"e1.cam1", "e1.old", "e1.gappy"}
     assert cams["e1.cam1"]["stored_until"] == us_to_iso(rig.recent[-1].end_us)
     assert _get(rig.hub, "/api/v1/cameras/e1.nope")[0] == 404
     assert _get(rig.hub, "/api/v1/cameras/not-a-camera")[0] == 404
@@ -86,7 +91,9 @@ def test_segments_pages_and_media(rig: Rig) -> None:
 
     status, meta = _get(rig.hub, f"/api/v1/segments/e1.{first.seq}")
     assert status == 200 and meta["sha256"] == hashlib.sha256(rig.body).hexdigest()
-    assert meta["fragments"][0]["offset"] == 0 and meta["start"].endswith("Z")
+    assert meta["init_bytes"] == len(rig.body) // 10 and meta["start"].endswith("Z")
+    assert [f["offset"] for f in meta["fragments"]][:2] == [meta["init_bytes"], meta["init_bytes"]
+                                                             + meta["fragments"][0]["size"]]
 
     def fetch(headers: dict[str, str]) -> Any:
         req = urllib.request.Request(f"{rig.hub.url}/api/v1/segments/e1.{first.seq}/media.mp4",
@@ -298,3 +305,81 @@ def test_retention_keeps_held_segments_and_tells_the_edge(rig: Rig) -> None:
     assert result["deleted_segments"] == 2 and not rig.s3.list_keys("recordings/e1/old/")
     wait_for("e1's hold set to lose the released ranges", lambda: not retained_holds() & want, 10)
     assert metric_value(hub.metrics(), "vigil_hub_retention_deleted_segments_total") == 8
+
+
+def _playlist(hub: Hub, path: str, token: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(f"{hub.url}{path}", headers={} if token else {
+        "Authorization": f"Bearer {HUB_TOKENS['viewer']}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.headers["Content-Type"].startswith("application/vnd.apple.mpegurl")
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_playlist_and_playback_tokens(rig: Rig) -> None:
+    hub = rig.hub
+    c = hub.catalog()
+    try:
+        rows = c.conn.execute("SELECT seq, start_us, end_us, init_bytes, fragments FROM segments "
+                              "WHERE camera = 'gappy' ORDER BY seq").fetchall()
+    finally:
+        c.close()
+    t0, t_end = rows[0]["start_us"], rows[-1]["end_us"]
+    # start in the middle of the second fragment of the first file: the playlist starts at that fragment
+    start = t0 + 3_000_000
+    status, text = _playlist(hub, f"/api/v1/cameras/e1.gappy/playlist.m3u8?start={start / 1e6}&end={t_end / 1e6}")
+    assert status == 200, text
+    lines = text.splitlines()
+    assert lines[:2] == ["#EXTM3U", "#EXT-X-VERSION:6"]
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in lines and lines[-1] == "#EXT-X-ENDLIST"
+    assert "#EXT-X-TARGETDURATION:2" in lines        # 2-s fragments
+    assert lines.count("#EXT-X-DISCONTINUITY") == 1, "one discontinuity: at the gap between the runs"
+    assert not any(line.startswith("#EXT-X-GAP") for line in lines)
+    maps = [line for line in lines if line.startswith("#EXT-X-MAP")]
+    assert len(maps) == 6
+    assert maps[0] == f'#EXT-X-MAP:URI="../../segments/e1.200/media.mp4",BYTERANGE="{rows[0]["init_bytes"]}@0"'
+    ranges = [line for line in lines if line.startswith("#EXT-X-BYTERANGE")]
+    assert len(ranges) == 6 * 5 - 1, "the first file's first fragment ends before start"
+    first_frag = memoryview(rows[0]["fragments"]).cast("q")[4:8]
+    assert ranges[0] == f"#EXT-X-BYTERANGE:{first_frag[1]}@{first_frag[0]}"
+    assert lines[lines.index(maps[0]) - 1].startswith("#EXT-X-PROGRAM-DATE-TIME:")
+    # a range reaching into the future is an EVENT playlist without ENDLIST
+    status, live = _playlist(hub, f"/api/v1/cameras/e1.cam1/playlist.m3u8?start={rig.recent[0].start_us / 1e6}"
+                                  f"&end={time.time() + 600}")
+    assert "#EXT-X-PLAYLIST-TYPE:EVENT" in live and "#EXT-X-ENDLIST" not in live
+
+    # a playback token: no headers needed, media URIs inherit it, nothing beyond its scope
+    status, grant = hub.api("POST", "/api/v1/playback-tokens", {"camera": "e1.gappy", "start": t0 / 1e6,
+                                                                "end": t_end / 1e6, "ttl_seconds": 60}, role="viewer")
+    assert status == 201, grant
+    status, text = _playlist(hub, grant["playlist_url"].replace("+", "%2B"), token=grant["token"])
+    assert status == 200 and f"media.mp4?token={grant['token']}" in text
+    media = f"{hub.url}/api/v1/segments/e1.201/media.mp4?token={grant['token']}"
+    with urllib.request.urlopen(urllib.request.Request(media, headers={"Range": "bytes=0-9"}), timeout=10) as resp:
+        assert resp.status == 206 and resp.read() == b"segment e1 201"[:10]
+    for path, want in [
+        (f"/api/v1/cameras/e1.cam1/playlist.m3u8?start={t0 / 1e6}&end={t_end / 1e6}&token={grant['token']}", 403),
+        (f"/api/v1/cameras/e1.gappy/playlist.m3u8?start={(t0 - 1e6) / 1e6}&end={t_end / 1e6}"
+         f"&token={grant['token']}", 403),
+        (f"/api/v1/segments/e1.{rig.recent[0].seq}/media.mp4?token={grant['token']}", 403),
+        (f"/api/v1/segments/e1.201/media.mp4?token={grant['token'][:-2]}xx", 401),
+        ("/api/v1/segments/e1.201/media.mp4?token=v1.e30.AAAA", 401),
+        ("/api/v1/segments/e1.201/media.mp4", 401),
+    ]:
+        status, body = _playlist(hub, path, token="x")
+        assert status == want, (path, body)
+    # a token cannot be widened: its range and camera are under the signature
+    payload = json.loads(base64.urlsafe_b64decode(grant["token"].split(".")[1] + "=="))
+    payload["camera"] = "e1.cam1"
+    forged = "v1." + base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode() + "." + \
+        grant["token"].split(".")[2]
+    assert _playlist(hub, f"/api/v1/cameras/e1.cam1/playlist.m3u8?start={t0 / 1e6}&end={t_end / 1e6}"
+                          f"&token={forged}", token="x")[0] == 401
+    # an expired token
+    status, short = hub.api("POST", "/api/v1/playback-tokens", {"camera": "e1.gappy", "start": t0 / 1e6,
+                                                                "end": t_end / 1e6, "ttl_seconds": 1}, role="viewer")
+    time.sleep(1.5)
+    status, body = _playlist(hub, short["playlist_url"].replace("+", "%2B"), token="x")
+    assert status == 401 and "expired" in body

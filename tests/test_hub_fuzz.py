@@ -49,6 +49,8 @@ ADMIN = {"Authorization": f"Bearer {HUB_TOKENS['admin']}"}
 # a tag name path parameter has no pattern), which these two checks report as failures.
 EXCLUDED_CHECKS = [negative_data_rejection, positive_data_acceptance]
 # Known documentation mismatches, reported to the API owner; remove an entry once the document is fixed.
+# POSTs that change nothing a viewer may not read: a playback token only grants what its holder can see
+VIEWER_POSTS = {("POST", "/api/v1/playback-tokens")}
 KNOWN_RESPONSE_MISMATCHES: set[tuple[str, str]] = set()  # (method, path) whose answers the document mis-describes
 
 
@@ -267,7 +269,7 @@ def test_every_endpoint_needs_a_token(seeded: Seeded) -> None:
                 if exc.code != 401:
                     problems.append(f"{method} {path} with {bad!r}: {exc.code}")
         required = _required_role(op)
-        if method != "GET":
+        if method != "GET" and (method, path) not in VIEWER_POSTS:
             assert required != "viewer", f"{method} {path}: a write open to viewers"
         for role in ROLES[:ROLES.index(required)]:
             status, _, data = call(hub, method, url, token=role, body=body)

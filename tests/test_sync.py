@@ -22,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import subprocess
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -146,11 +148,12 @@ def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         time.sleep(25)
         r.timeline_while_edge_down = hub.api(
             "GET", f"/api/v1/cameras/e2.c/timeline?start={r.t0_us / 1e6}&end={_now_us() / 1e6}", role="viewer")
-        time.sleep(5)
+        time.sleep(5 + (10.5 - time.time() % 10) % 10)   # back just after a 10-s boundary, so that ...
         edges["e2"].start()
         r.t_edge_start_us = _now_us()
         time.sleep(5)
-        edges["e2"].kill()                      # edge restart mid-run, the hard way
+        edges["e2"].kill()                      # ... this kill -9 comes before its first segment is cut: the
+                                                # restart gap must survive in the recovered file's row
         edges["e2"].start()
         time.sleep(5)
         _inject_garbage(broker)
@@ -362,3 +365,35 @@ def test_timeline_gives_the_reason_for_each_hole(run: Run) -> None:
                                     f"&end={end / 1e6}", role="viewer")
     quarantined = [g for g in tl["gaps"] if g["reason"] == "quarantined"]
     assert len(quarantined) == 1 and quarantined[0]["detail"].startswith("hash_mismatch"), tl["gaps"]
+
+
+def test_ffmpeg_plays_a_range_across_a_gap_through_the_hub(run: Run) -> None:
+    """A player without headers: a playback token's playlist URL, across camera e's 30-s outage,
+    media through the hub's 307 to presigned S3 URLs; FFmpeg decodes it all without an error."""
+    start, end = run.t_cam_stop_us - 40_000_000, run.t_cam_start_us + 60_000_000
+    status, grant = run.hub.api("POST", "/api/v1/playback-tokens", {"camera": "e2.e", "start": start / 1e6,
+                                                                     "end": end / 1e6}, role="viewer")
+    assert status == 201, grant
+    url = run.hub.url + grant["playlist_url"].replace("+", "%2B")
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        playlist = resp.read().decode()
+    assert playlist.count("#EXT-X-DISCONTINUITY") >= 1 and "#EXT-X-ENDLIST" in playlist
+    listed_s = sum(float(line[8:].rstrip(",")) for line in playlist.splitlines() if line.startswith("#EXTINF:"))
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-nostats", "-progress", "pipe:1", "-i", url,
+                           "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    # FFmpeg 5.1 logs "Cannot reuse HTTP connection for different host" at error level when its
+    # keep-alive connection to the hub was redirected to the object store; it then opens a new one
+    # (nothing is lost). Every other line at error level is a failure.
+    errors = [line for line in proc.stderr.splitlines()
+              if "Cannot reuse HTTP connection for different host" not in line]
+    assert proc.returncode == 0 and not errors, "\n".join(errors[-20:])
+    frames = int([line for line in proc.stdout.splitlines() if line.startswith("frame=")][-1].split("=")[1])
+    # what the playlist lists is decoded (15 fps test cameras), but for one known loss: a new run's
+    # timestamps restart at 0, and FFmpeg 5.1's HLS reader, which keeps one MP4 demuxer across
+    # segments ("DTS 0 < N out of order"), drops the first GOP (2 s) after each discontinuity
+    discontinuities = playlist.count("#EXT-X-DISCONTINUITY")
+    assert listed_s - 2.0 * discontinuities - 1.0 <= frames / 15 <= listed_s + 1.0, (frames, listed_s)
+    # and what it lists is the footage present: the range minus the outage, give or take a fragment at each end
+    status, tl = run.hub.api("GET", f"/api/v1/cameras/e2.e/timeline?start={start / 1e6}&end={end / 1e6}",
+                             role="viewer")
+    assert abs(listed_s - tl["covered_seconds"]) <= 4.5, (listed_s, tl["covered_seconds"])
