@@ -86,8 +86,13 @@ def finish_interrupted(catalog: Catalog) -> None:
         _delete(catalog, [(seq, path, 0) for seq, path in rows], "retention (finished after restart)")
 
 
-def apply(catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics, emergency: bool = False) -> int:
-    """One retention pass; returns the number of segments deleted."""
+def apply(catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics, emergency: bool = False,
+          min_free_bytes: int = 0) -> int:
+    """One retention pass; returns the number of segments deleted.
+
+    `min_free_bytes` (emergency): free at least this much too, so the writer can put its disk
+    reserve back (on a small disk 5 % is less than two reserves, and without a reserve the next
+    full disk would leave SQLite unable to mark anything for deletion)."""
     deleted = 0
     cutoff = now_us() - int(rec.retain_days * 86_400 * 1_000_000)
     for synced in (True, False):
@@ -97,7 +102,8 @@ def apply(catalog: Catalog, rec: RecordingConfig, metrics: EdgeMetrics, emergenc
             deleted += len(rows)
     target = max(rec.min_free_percent, EMERGENCY_FREE_PERCENT) if emergency else rec.min_free_percent
     for held, synced in ((False, True), (False, False), (True, True), (True, False)):
-        while (usage := disk_usage(catalog.data_dir)).free_percent < target or (emergency and not deleted):
+        while ((usage := disk_usage(catalog.data_dir)).free_percent < target or usage.free_bytes < min_free_bytes
+               or (emergency and not deleted)):
             rows = catalog.retention_candidates(synced, None, 5 if synced and not held else 1, held=held)
             if not rows:
                 break

@@ -160,12 +160,13 @@ class CatalogWriter(threading.Thread):
 
     def _retention(self, emergency: bool) -> None:
         self._next_retention = time.monotonic() + self.rec.retention_interval_seconds
+        room = 2 * self.reserve_bytes() + (64 << 10)  # what ensure_reserve() needs to put the reserve back
         try:
-            retention.apply(self.catalog, self.rec, self.metrics, emergency)
+            retention.apply(self.catalog, self.rec, self.metrics, emergency, room if emergency else 0)
         except sqlite3.OperationalError as exc:
             if not _is_disk_full(exc) or not self.release_reserve():
                 raise
-            retention.apply(self.catalog, self.rec, self.metrics, emergency=True)
+            retention.apply(self.catalog, self.rec, self.metrics, emergency=True, min_free_bytes=room)
         self.ensure_reserve()
 
     def _record(self, item: ClosedSegment | Gap) -> None:
