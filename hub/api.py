@@ -288,6 +288,12 @@ class HubApi:
         records.check_range(start, end, self.max_range_us)
         return start, end
 
+    def _optional_range(self, ctx: Ctx) -> tuple[int, int] | None:
+        """A filter's range: both of start and end (checked like any range), or neither."""
+        if (ctx.params["start"] is None) != (ctx.params["end"] is None):
+            raise ApiError(400, "missing_parameter", "start and end go together")
+        return None if ctx.params["start"] is None else self._range(ctx)
+
     @staticmethod
     def _camera_row(conn: sqlite3.Connection, node: str, camera: str) -> sqlite3.Row:
         row = conn.execute("SELECT * FROM cameras WHERE node = ? AND camera = ?", (node, camera)).fetchone()
@@ -508,11 +514,7 @@ class HubApi:
 
     def list_incidents(self, ctx: Ctx) -> Any:
         p = ctx.params
-        start, end = p["start"], p["end"]
-        if (start is None) != (end is None):
-            raise ApiError(400, "missing_parameter", "start and end go together")
-        if start is not None:
-            self._range(ctx)
+        start, end = self._optional_range(ctx) or (None, None)
         sort = p["sort"] or ("rank" if p["q"] else "-updated")
         items, capped = records.list_incidents(
             ctx.conn, status=p["status"] or [], severity=p["severity"] or [], assignee=p["assignee"],
@@ -588,10 +590,8 @@ class HubApi:
         if p["camera"]:
             where.append("node = ? AND camera = ?")
             args += list(p["camera"])
-        if (p["start"] is None) != (p["end"] is None):
-            raise ApiError(400, "missing_parameter", "start and end go together")
-        if p["start"] is not None:
-            start, end = self._range(ctx)
+        if span := self._optional_range(ctx):
+            start, end = span
             where.append("start_us < ? AND end_us >= ?")
             args += [end, start]
         if p["incident"] is not None:

@@ -8,10 +8,12 @@ written only after its object is in S3 with a verified sha256, so a row always m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -269,9 +271,16 @@ class HubCatalog:
     def close(self) -> None:
         self.conn.close()
 
-    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer connection, serialised by the lock: BEGIN IMMEDIATE,
+        COMMIT on leaving, ROLLBACK on an exception. Every write of the hub goes through here."""
         with self.lock, self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
+            yield self.conn
+
+    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self.transaction():
             return self.conn.execute(sql, args)
 
     # -- nodes ----------------------------------------------------------------------------------------
@@ -291,8 +300,7 @@ class HubCatalog:
     def add_node(self, node_id: str, accepted: bool, source: str, http_url: str | None) -> None:
         """Create a node, or bring a configured one in line with the config (accepted, pinned URL)."""
         now = now_us()
-        with self.lock, self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             self.conn.execute(
                 "INSERT INTO nodes (id, accepted, source, http_url, first_seen_us) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET accepted = excluded.accepted, source = excluded.source, "
@@ -306,8 +314,7 @@ class HubCatalog:
         self._write(f"UPDATE nodes SET {cols} WHERE id = ?", (*values.values(), node_id))
 
     def set_camera_status(self, node: str, camera: str, status: dict[str, Any]) -> None:
-        with self.lock, self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             self.conn.execute("INSERT INTO camera_status (node, camera, status, updated_us) VALUES (?, ?, ?, ?) "
                               "ON CONFLICT (node, camera) DO UPDATE SET status = excluded.status, "
                               "updated_us = excluded.updated_us", (node, camera, json.dumps(status), now_us()))
@@ -316,8 +323,7 @@ class HubCatalog:
     # -- segments -------------------------------------------------------------------------------------
     def insert_segment(self, seg: StoredSegment) -> bool:
         """Add a stored segment; False if (node, seq) was already there."""
-        with self.lock, self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO segments (node, seq, camera, run_id, start_us, end_us, bytes, sha256, "
                 "init_bytes, video_codec, audio_codec, fragments, recovered, object_key, stored_us) "
@@ -377,8 +383,7 @@ class HubCatalog:
     # -- gaps -----------------------------------------------------------------------------------------
     def upsert_gaps(self, node: str, gaps: list[dict[str, Any]], rev: int) -> None:
         """Copy gaps reported by an edge and remember how far (`rev`) the copy got."""
-        with self.lock, self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             self.conn.executemany(
                 "INSERT INTO gaps (node, edge_id, camera, start_us, end_us, reason, detail, rev) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, edge_id) DO UPDATE SET "

@@ -242,9 +242,6 @@ class Records:
         self.catalog = catalog
         self.max_range_us = max_range_us
 
-    def _tx(self) -> Any:
-        return _Tx(self.catalog)
-
     def _known_cameras(self, conn: sqlite3.Connection) -> set[tuple[str, str]]:
         return {(r[0], r[1]) for r in conn.execute("SELECT node, camera FROM cameras")}
 
@@ -283,7 +280,7 @@ class Records:
         tags = _tag_names(b.items("tags", MAX_TAGS) or [])
         hold = bool(b.flag("hold"))
         raw_links = b.items("cameras", MAX_LINKS, required=True) or []
-        with self._tx() as conn:
+        with self.catalog.transaction() as conn:
             links = _links(raw_links, self.max_range_us, self._known_cameras(conn))
             now = now_us()
             cur = conn.execute(
@@ -324,7 +321,7 @@ class Records:
             values["hold"] = int(hold)
         tags = _tag_names(b.items("tags", MAX_TAGS, required=True) or []) if b.has("tags") else None
         raw_links = b.items("cameras", MAX_LINKS, required=True) if b.has("cameras") else None
-        with self._tx() as conn:
+        with self.catalog.transaction() as conn:
             row = conn.execute("SELECT * FROM incidents WHERE id = ?", (iid,)).fetchone()
             if row is None:
                 return False
@@ -371,7 +368,7 @@ class Records:
         if colour is not None and not COLOUR_PATTERN.match(colour.lower()):
             raise ApiError(400, "bad_field", "colour must be #rrggbb")
         category = b.text("category", max_len=40)
-        with self._tx() as conn:
+        with self.catalog.transaction() as conn:
             row = conn.execute("SELECT * FROM tags WHERE name = ?", (name,)).fetchone()
             if create:
                 if row is not None:
@@ -396,7 +393,7 @@ class Records:
         return True
 
     def delete_tag(self, name: str, actor: str) -> bool:
-        with self._tx() as conn:
+        with self.catalog.transaction() as conn:
             if conn.execute("SELECT 1 FROM tags WHERE name = ?", (name,)).fetchone() is None:
                 return False
             incidents = [r[0] for r in conn.execute("SELECT incident_id FROM incident_tags WHERE tag = ?", (name,))]
@@ -416,7 +413,7 @@ class Records:
         kind = b.choice("kind", ANNOTATION_KINDS) or "note"
         text = b.text("text", max_len=20000) or ""
         incident = b.integer("incident")
-        with self._tx() as conn:
+        with self.catalog.transaction() as conn:
             if (node, cam) not in self._known_cameras(conn):
                 raise ApiError(422, "unknown_camera", f"camera: the hub knows no camera {node}.{cam}")
             _check_incident(conn, incident)
@@ -440,7 +437,7 @@ class Records:
         text = b.text("text", max_len=20000) if b.has("text") else None
         detach = b.has("incident") and b.data["incident"] is None
         incident = b.integer("incident")
-        with self._tx() as conn:
+        with self.catalog.transaction() as conn:
             row = conn.execute("SELECT * FROM annotations WHERE id = ?", (aid,)).fetchone()
             if row is None:
                 return False
@@ -460,7 +457,7 @@ class Records:
         return True
 
     def delete_annotation(self, aid: int, actor: str) -> bool:
-        with self._tx() as conn:
+        with self.catalog.transaction() as conn:
             row = conn.execute("SELECT * FROM annotations WHERE id = ?", (aid,)).fetchone()
             if row is None:
                 return False
@@ -469,26 +466,6 @@ class Records:
                 self._reindex(conn, row["incident_id"])
             self._audit(conn, actor, "delete", "annotation", aid, row["incident_id"], {"text": [row["text"], None]})
         return True
-
-
-class _Tx:
-    def __init__(self, catalog: HubCatalog) -> None:
-        self.catalog = catalog
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.catalog.lock.acquire()
-        try:
-            self.catalog.conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.catalog.lock.release()
-            raise
-        return self.catalog.conn
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            self.catalog.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self.catalog.lock.release()
 
 
 def _readable(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -94,10 +94,8 @@ class HubRetention:
                 ).fetchall()
             if not rows:
                 break
-            with self.catalog.lock, self.catalog.conn:
-                self.catalog.conn.execute("BEGIN IMMEDIATE")
-                self.catalog.conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?",
-                                              [(r[0],) for r in rows])
+            with self.catalog.transaction() as conn:
+                conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?", [(r[0],) for r in rows])
             self._delete(rows, result)
         with self.catalog.lock:
             result.held_segments += self.catalog.conn.execute(
@@ -107,9 +105,7 @@ class HubRetention:
 
     def _delete(self, rows: list, result: RetentionResult) -> None:
         self.store.delete([r[1] for r in rows])
-        with self.catalog.lock, self.catalog.conn:
-            conn = self.catalog.conn
-            conn.execute("BEGIN IMMEDIATE")
+        with self.catalog.transaction() as conn:
             conn.executemany("DELETE FROM segments WHERE id = ?", [(r[0],) for r in rows])
             ends: dict[tuple[str, str], int] = {}
             for r in rows:
