@@ -31,6 +31,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -279,8 +281,17 @@ class HubApi:
                                                                   "method": request.method})
             return error(500, "internal", "internal error (see the hub log)")
 
-        return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed,
-                                                            Exception: server_error})
+        middleware = []
+        if self.cfg.api.cors_origins:
+            # players and UIs served from another origin (hls.js fetches playlists and media with XHR);
+            # Range and Authorization may be sent, Content-Range read
+            middleware.append(Middleware(CORSMiddleware, allow_origins=list(self.cfg.api.cors_origins),
+                                         allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                                         allow_headers=["Authorization", "Content-Type", "Range"],
+                                         expose_headers=["Content-Range", "Content-Length", "Accept-Ranges",
+                                                         "ETag"], max_age=600))
+        return Starlette(routes=routes, middleware=middleware,
+                         exception_handlers={404: not_found, 405: method_not_allowed, Exception: server_error})
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _range(self, ctx: Ctx) -> tuple[int, int]:

@@ -6,6 +6,7 @@ See README.md "Hub config reference" (generated from the `doc=` strings here).
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from shared.config import ConfigError, between, check_http_url, check_id, check_listen, field, load
@@ -129,6 +130,29 @@ class ApiConfig:
                            "must be at least 32 characters (or empty: a random key in hub.data_dir)",
                            doc="secret that signs playback tokens (empty: a random key kept in hub.data_dir); "
                                "hubs behind one load balancer share it")
+    cors_origins: list[str] = field([], check=lambda v: next(
+        (f"{o!r} is not an origin (scheme://host[:port], or *)" for o in v
+         if o != "*" and not re.fullmatch(r"https?://[^/\s]+", o)), None),
+        doc="web origins whose pages may call the API from a browser (a player or UI served elsewhere); "
+            "empty: none")
+
+
+def _check_key_file(value: str) -> str | None:
+    return None if not value or value.startswith("/") else "must be an absolute path (or empty)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportsConfig:
+    keep_days: float = field(30.0, check=between(0.01, 36500),
+                             doc="exports (and the evidence hold on their footage) expire after this many days")
+    max_hours: float = field(24.0, check=between(0.01, 744), doc="longest range one export may cover")
+    max_cameras: int = field(16, check=between(1, 256), doc="most cameras in one export")
+    signing_key_file: str = field("", check=_check_key_file,
+                                  doc="Ed25519 private key (PEM) that signs export manifests (empty: one made and "
+                                      "kept in hub.data_dir/export-signing.pem); give auditors its public key "
+                                      "(GET /api/v1/exports/public-key)")
+    link_seconds: int = field(3600, check=between(60, 604800),
+                              doc="how long a presigned export download link is valid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +172,7 @@ class HubConfig:
     nodes: list[NodeEntry] = field([], doc="[[nodes]] tables: the edges this hub pulls from")
     retention: RetentionConfig = field(RetentionConfig())
     api: ApiConfig = field(ApiConfig())
+    exports: ExportsConfig = field(ExportsConfig())
     tokens: list[TokenEntry] = field([], doc="[[tokens]] tables: API bearer tokens (name, sha256, role)")
 
     def retention_days(self, node: str, camera: str) -> float:

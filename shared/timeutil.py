@@ -34,3 +34,11 @@ def compact_to_us(text: str) -> int:
     """Inverse of `us_to_compact`; raises ValueError on anything else."""
     dt = datetime.strptime(text, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
     return int(dt.timestamp()) * US_PER_S + dt.microsecond
+
+
+def iso_to_us(text: str) -> int:
+    """Inverse of `us_to_iso` (any ISO 8601 instant with a zone); raises ValueError otherwise."""
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return int(dt.timestamp()) * US_PER_S + dt.microsecond

@@ -5,6 +5,7 @@ Everything listens on 127.0.0.1 with free ports; every process is stopped by its
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -442,3 +443,80 @@ def seed_hub_catalog(data_dir: Path, s3: SeaweedS3, node: str, camera: str, star
     finally:
         catalog.close()
     return out
+
+
+# -- recorded footage for playback, export and thumbnail tests -------------------------------------
+
+@dataclasses.dataclass
+class Footage:
+    """One camera's real recording, stored at a running hub: a run of 4-s segments (2-s GOPs), a
+    camera outage, a second run. The edge and the camera are stopped once the hub holds every
+    segment, so the footage no longer changes; the hub, its broker and S3 keep running."""
+    hub: Hub
+    s3: SeaweedS3
+    broker: Mosquitto
+    camera: str                    # NODE.CAMERA
+    segments: list[dict[str, Any]]  # the hub's segment JSON, by start time
+    outage: tuple[int, int]         # (start_us, end_us) of the camera outage (no footage inside)
+
+    @property
+    def start_us(self) -> int:
+        return parse_iso_us(self.segments[0]["start"])
+
+    @property
+    def end_us(self) -> int:
+        return parse_iso_us(self.segments[-1]["end"])
+
+
+def parse_iso_us(text: str) -> int:
+    from shared.timeutil import iso_to_us
+    return iso_to_us(text)
+
+
+@pytest.fixture(scope="session")
+def footage(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
+    tmp = tmp_path_factory.mktemp("footage")
+    broker = Mosquitto.start(tmp / "mosquitto")
+    s3 = SeaweedS3.start(tmp / "s3")
+    cam = TestCam.start(tmp / "cams", [f"door=h264file:{media['h264']}"])
+    edge = Edge(tmp / "edge", [{"id": "door", "url": cam.url("door")}], {"segment_seconds": 4},
+                node_id="play", mqtt=edge_mqtt(broker))
+    hub = Hub(tmp / "hub", broker, s3, [edge], extra=FOOTAGE_HUB_EXTRA)
+    try:
+        hub.start()
+        edge.start()
+        edge.wait_segments("door", 3, timeout=40)
+        cam.kill()
+        outage_start = time.time_ns() // 1000
+        wait_for("the camera outage to be recorded", lambda: edge.get_json("/api/v1/cameras")["cameras"][0]
+                 .get("state") not in ("recording", None), timeout=30, every=0.25)
+        time.sleep(3)
+        cam.restart()
+        before = len(edge.segments("door"))
+        edge.wait_segments("door", before + 2, timeout=40)
+        edge.stop()                        # closes the open segment; the hub pulls the rest after restart
+        cam.stop()
+        edge.start()
+        rows = edge.segments("door")
+        first, last = rows[0].start_us, rows[-1].end_us
+        query = f"/api/v1/cameras/play.door/segments?start={first / 1e6}&end={last / 1e6 + 1}"
+        segments = wait_for("the hub to store every segment", lambda: (
+            lambda got: got if len(got) == len(rows) else None)(hub.api("GET", query)[1].get("segments", [])),
+            timeout=60)
+        edge.stop()
+        after = [s for s in segments if parse_iso_us(s["start"]) >= outage_start]
+        before_ = [s for s in segments if parse_iso_us(s["start"]) < outage_start]
+        assert before_ and after, "the footage needs segments on both sides of the outage"
+        outage = (parse_iso_us(before_[-1]["end"]), parse_iso_us(after[0]["start"]))
+        assert outage[1] - outage[0] > 2_000_000, f"the outage left no gap: {outage}"
+        yield Footage(hub, s3, broker, "play.door", segments, outage)
+    finally:
+        for stop in (hub.close, edge.close, cam.stop, s3.stop, broker.stop):
+            try:
+                stop()
+            except Exception:
+                pass
+
+
+# players in a browser test fetch from the hub from another origin
+FOOTAGE_HUB_EXTRA = "[api]\ncors_origins = [\"*\"]\n"
