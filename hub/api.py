@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hub import openapi, playback, records, timeline
+from hub import exports, openapi, playback, records, timeline
 from hub.catalog import HubCatalog
 from hub.config import ROLES, HubConfig, TokenEntry
 from hub.metrics import HubMetrics
@@ -147,7 +147,7 @@ def _parse_param(p: Param, raw: str) -> Any:
 class HubApi:
     def __init__(self, cfg: HubConfig, metrics: HubMetrics, catalog: HubCatalog, store: ObjectStore,
                  ready: Callable[[], list[str]], run_retention: Callable[[], Any],
-                 holds_changed: Callable[[], None]) -> None:
+                 holds_changed: Callable[[], None], exporter: exports.Exporter) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.catalog = catalog
@@ -155,6 +155,7 @@ class HubApi:
         self.ready = ready
         self.run_retention = run_retention
         self.holds_changed = holds_changed
+        self.exporter = exporter
         self.max_range_us = int(cfg.api.max_range_days * 86400e6)
         self.records = Records(catalog, self.max_range_us)
         self.local = threading.local()
@@ -381,7 +382,7 @@ class HubApi:
             (node, cam, start - cam_row["max_segment_us"], end, start, *after, limit + 1)).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        held = _holds_for(ctx.conn, node, cam, start, end)
+        held = records.holds_for(ctx.conn, node, cam, start, end)
         return {"camera": f"{node}.{cam}", "segments": [_segment_json(r, held) for r in rows],
                 "next_cursor": f"{rows[-1]['start_us']}.{rows[-1]['seq']}" if more else None}
 
@@ -395,7 +396,7 @@ class HubApi:
 
     def get_segment(self, ctx: Ctx) -> Any:
         row = self._segment_row(ctx)
-        held = _holds_for(ctx.conn, row["node"], row["camera"], row["start_us"], row["end_us"])
+        held = records.holds_for(ctx.conn, row["node"], row["camera"], row["start_us"], row["end_us"])
         out = _segment_json(row, held, fragments_as_count=False)
         out["fragments"] = [{"offset": o, "size": n, "start": us_to_iso(t), "duration_s": d / 1e6}
                             for o, n, t, d in _fragments(row["fragments"])]
@@ -479,8 +480,8 @@ class HubApi:
                          "segments": c.segments} for c in covered],
             "gaps": [{"start": us_to_iso(g.start_us), "end": us_to_iso(g.end_us), "reason": g.reason,
                       "detail": g.detail} for g in gaps],
-            "holds": [{"incident": i, "start": us_to_iso(a), "end": us_to_iso(b)}
-                      for i, a, b in _holds_for(conn, node, cam, start, end)],
+            "holds": [{"kind": kind, kind: int(ref) if kind == "incident" else ref, "start": us_to_iso(a),
+                       "end": us_to_iso(b)} for kind, ref, a, b in records.holds_for(conn, node, cam, start, end)],
         }
 
     def get_playlist(self, ctx: Ctx) -> Any:
@@ -489,13 +490,32 @@ class HubApi:
         if ctx.grant is not None and (ctx.grant.camera != f"{node}.{cam}" or start < ctx.grant.start_us
                                       or end > ctx.grant.end_us):
             raise ApiError(403, "token_scope", "the playback token is for another camera or a narrower range")
-        cam_row = self._camera_row(ctx.conn, node, cam)
-        files = [playback.PlaylistFile(f"{node}.{r[0]}", r[1], r[2], _fragments(r[3])) for r in ctx.conn.execute(
+        suffix = f"?token={ctx.params['token']}" if ctx.grant is not None else ""
+        return self._playlist(ctx.conn, node, cam, start, end, "../../segments/{}/media.mp4" + suffix)
+
+    def get_incident_playlist(self, ctx: Ctx) -> Any:
+        incident = self._incident(ctx.conn, ctx.params["id"])
+        links = incident["cameras"]
+        if ctx.params["camera"]:
+            want = ".".join(ctx.params["camera"])
+            links = [c for c in links if c["camera"] == want]
+            if not links:
+                raise ApiError(404, "unknown_camera", f"incident {ctx.params['id']} does not cover camera {want}")
+        elif len({c["camera"] for c in links}) > 1:
+            raise ApiError(400, "missing_parameter", "camera is required: the incident covers "
+                                                     + ", ".join(sorted({c["camera"] for c in links})))
+        node, cam = parse_camera(links[0]["camera"])
+        start = min(parse_time(c["start"], "start") for c in links)
+        end = max(parse_time(c["end"], "end") for c in links)
+        return self._playlist(ctx.conn, node, cam, start, end, "../../segments/{}/media.mp4")
+
+    def _playlist(self, conn: sqlite3.Connection, node: str, cam: str, start: int, end: int, uri: str) -> Response:
+        cam_row = self._camera_row(conn, node, cam)
+        files = [playback.PlaylistFile(f"{node}.{r[0]}", r[1], r[2], _fragments(r[3])) for r in conn.execute(
             "SELECT seq, run_id, init_bytes, fragments FROM segments WHERE node = ? AND camera = ? AND start_us >= ? "
             "AND start_us < ? AND end_us > ? AND deleting = 0 ORDER BY start_us, seq",
             (node, cam, start - cam_row["max_segment_us"], end, start))]
-        suffix = f"?token={ctx.params['token']}" if ctx.grant is not None else ""
-        text = playback.build_playlist(files, start, end, lambda sid: f"../../segments/{sid}/media.mp4{suffix}")
+        text = playback.build_playlist(files, start, end, uri.format)
         return Response(text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-store"})
 
     def create_playback_token(self, ctx: Ctx) -> Any:
@@ -639,6 +659,80 @@ class HubApi:
             raise ApiError(404, "unknown_annotation", f"there is no annotation {ctx.params['id']}")
         return {"deleted": ctx.params["id"]}
 
+    # -- exports ---------------------------------------------------------------------------------------
+    def create_export(self, ctx: Ctx) -> Any:
+        b = records.Body(ctx.body, ("cameras", "start", "end", "reason"))
+        raw = ctx.body.get("cameras")
+        limit = self.cfg.exports.max_cameras
+        if not isinstance(raw, list) or not raw or len(raw) > limit or not all(isinstance(c, str) for c in raw):
+            raise ApiError(400, "bad_field", f"cameras must be a list of 1 to {limit} NODE.CAMERA ids")
+        cameras = []
+        for text in raw:
+            node, cam = parse_camera(text)
+            self._camera_row(ctx.conn, node, cam)
+            if (node, cam) not in cameras:
+                cameras.append((node, cam))
+        start, end = b.time("start", required=True), b.time("end", required=True)
+        assert start is not None and end is not None
+        records.check_range(start, end, int(self.cfg.exports.max_hours * 3600e6), setting="exports.max_hours")
+        reason = b.text("reason", required=True, max_len=2000) or ""
+        if not reason.strip():
+            raise ApiError(400, "bad_field", "reason must say why the footage is exported")
+        export_id = self.exporter.submit(cameras, start, end, reason.strip(), ctx.actor)
+        return self._export(self.read_conn(), export_id)
+
+    def _export(self, conn: sqlite3.Connection, export_id: str) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM exports WHERE id = ?", (export_id,)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_export", f"there is no export {export_id[:40]!r}")
+        return _export_json(conn, row)
+
+    def list_exports(self, ctx: Ctx) -> Any:
+        p = ctx.params
+        sql, args = "SELECT * FROM exports", []
+        if p["status"]:
+            sql += f" WHERE status IN ({','.join('?' * len(p['status']))})"
+            args += p["status"]
+        rows = ctx.conn.execute(sql + " ORDER BY created_us DESC LIMIT ? OFFSET ?",
+                                (*args, p["limit"], p["offset"])).fetchall()
+        return {"exports": [_export_json(ctx.conn, r) for r in rows],
+                "next_offset": p["offset"] + len(rows) if len(rows) == p["limit"] else None}
+
+    def get_export(self, ctx: Ctx) -> Any:
+        return self._export(ctx.conn, ctx.params["id"])
+
+    def export_file(self, ctx: Ctx) -> Any:
+        job = self._export(ctx.conn, ctx.params["id"])
+        name = ctx.params["name"]
+        sizes = {f["name"]: f["bytes"] for f in job["files"]}
+        if job["status"] != "done" or (name not in sizes and name not in (exports.MANIFEST, exports.SIGNATURE)):
+            raise ApiError(404, "unknown_file", f"export {job['id']} has no file {name[:80]!r}"
+                           + ("" if job["status"] == "done" else f" (it is {job['status']})"))
+        key = exports.export_prefix(job["id"]) + name
+        ctype = "video/mp4" if name.endswith(".mp4") else \
+            "application/json" if name == exports.MANIFEST else "application/octet-stream"
+        if self.cfg.api.media == "redirect":
+            url = self.store.presign(key, name, ctype, self.cfg.exports.link_seconds, "attachment")
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+        try:
+            body = self.store.open_range(key)
+        except StoreError as exc:
+            log.error("cannot read an export file from object storage", extra={"key": key, "error": str(exc)})
+            raise ApiError(502, "store_unavailable", "object storage did not answer; retry") from None
+
+        def chunks() -> Any:
+            try:
+                while chunk := body.read(256 * 1024):
+                    yield chunk
+            finally:
+                body.close()
+        return StreamingResponse(chunks(), media_type=ctype,
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    def export_public_key(self, ctx: Ctx) -> Any:
+        return Response(self.exporter.signer.public_pem, media_type="application/x-pem-file",
+                        headers={"X-Vigil-Key-Id": self.exporter.signer.key_id})
+
     def retention_run(self, ctx: Ctx) -> Any:
         return self.run_retention().to_json()
 
@@ -648,6 +742,7 @@ class HubApi:
         aid = Param("id", "integer", where="path", required=True, minimum=1, doc="annotation id")
         sid = Param("id", "string", where="path", required=True, doc="segment id NODE.SEQ")
         tag_name = Param("name", "string", where="path", required=True, doc="tag name")
+        export_id = Param("id", "string", where="path", required=True, doc="export id")
         cam_q = Param("camera", "camera", doc="NODE.CAMERA")
         opt_range = (Param("start", "time", doc="with end: overlapping this range"),
                      Param("end", "time", doc="with start"))
@@ -728,6 +823,25 @@ class HubApi:
               role="operator", params=(aid,), body="AnnotationUpdate", response="Annotation", tag="incidents"),
             E("DELETE", f"{API}/annotations/{{id}}", self.delete_annotation, "Delete an annotation",
               role="operator", params=(aid,), response="Deleted", tag="incidents"),
+            E("GET", f"{API}/incidents/{{id}}/playlist.m3u8", self.get_incident_playlist,
+              "HLS playlist of the incident's range on one of its cameras", media="application/vnd.apple.mpegurl",
+              params=(iid, Param("camera", "camera", doc="NODE.CAMERA (needed when the incident covers several)")),
+              tag="playback"),
+            E("POST", f"{API}/exports", self.create_export,
+              "Export cameras' footage of a range as MP4 files with a signed manifest (a job)", role="operator",
+              body="ExportCreate", response="Export", status=202, tag="exports"),
+            E("GET", f"{API}/exports", self.list_exports, "Exports, newest first",
+              params=(Param("status", "csv", choices=exports.STATUSES, doc="comma-separated"), LIMIT, OFFSET),
+              response="ExportList", tag="exports"),
+            E("GET", f"{API}/exports/public-key", self.export_public_key,
+              "The Ed25519 public key that verifies export manifests (PEM)", media="application/x-pem-file",
+              tag="exports"),
+            E("GET", f"{API}/exports/{{id}}", self.get_export, "One export: status, progress, files",
+              params=(export_id,), response="Export", tag="exports"),
+            E("GET", f"{API}/exports/{{id}}/files/{{name}}", self.export_file,
+              "An export file: a redirect to a presigned download link, or the bytes (api.media)",
+              params=(export_id, Param("name", "string", where="path", required=True, doc="file name")),
+              media="application/octet-stream", tag="exports"),
             E("POST", f"{API}/retention/run", self.retention_run, "Run a hub retention pass now", role="admin",
               response="RetentionResult", tag="catalog"),
         ]
@@ -764,14 +878,7 @@ def _camera_json(r: sqlite3.Row) -> dict[str, Any]:
             "retention_expired_before": _iso(r["expired_before_us"] or None)}
 
 
-def _holds_for(conn: sqlite3.Connection, node: str, camera: str, start: int, end: int) -> list[tuple[int, int, int]]:
-    return [(r[0], r[1], r[2]) for r in conn.execute(
-        "SELECT i.id, l.start_us, l.end_us FROM incident_links l JOIN incidents i ON i.id = l.incident_id "
-        f"WHERE l.node = ? AND l.camera = ? AND l.start_us < ? AND l.end_us > ? AND {records.HOLDING} "
-        "ORDER BY l.start_us", (node, camera, end, start))]
-
-
-def _segment_json(r: sqlite3.Row, held: list[tuple[int, int, int]], fragments_as_count: bool = True
+def _segment_json(r: sqlite3.Row, held: list[tuple[str, str, int, int]], fragments_as_count: bool = True
                   ) -> dict[str, Any]:
     sid = f"{r['node']}.{r['seq']}"
     out = {"id": sid, "node": r["node"], "seq": r["seq"], "camera": f"{r['node']}.{r['camera']}",
@@ -779,11 +886,27 @@ def _segment_json(r: sqlite3.Row, held: list[tuple[int, int, int]], fragments_as
            "duration_s": (r["end_us"] - r["start_us"]) / 1e6, "run": r["run_id"], "bytes": r["bytes"],
            "sha256": r["sha256"], "video_codec": r["video_codec"], "audio_codec": r["audio_codec"],
            "recovered": bool(r["recovered"]), "stored": us_to_iso(r["stored_us"]),
-           "held_by": sorted({i for i, a, b in held if a < r["end_us"] and b > r["start_us"]}),
+           "held_by": sorted({int(ref) for kind, ref, a, b in held
+                              if kind == "incident" and a < r["end_us"] and b > r["start_us"]}),
+           "held_by_exports": sorted({ref for kind, ref, a, b in held
+                                      if kind == "export" and a < r["end_us"] and b > r["start_us"]}),
            "media_url": f"{API}/segments/{sid}/media.mp4"}
     if fragments_as_count:
         out["fragments"] = r["fragments"]
     return out
+
+
+def _export_json(conn: sqlite3.Connection, r: sqlite3.Row) -> dict[str, Any]:
+    cams = [f"{c[0]}.{c[1]}" for c in conn.execute(
+        "SELECT node, camera FROM export_cameras WHERE export_id = ? ORDER BY position", (r["id"],))]
+    result = json.loads(r["result"]) if r["result"] else {}
+    base = f"{API}/exports/{r['id']}/files/"
+    files = [{**f, "url": base + f["name"]} for f in result.get("files", [])] if r["status"] == "done" else []
+    return {"id": r["id"], "status": r["status"], "progress": r["progress"], "error": r["error"], "cameras": cams,
+            "start": us_to_iso(r["start_us"]), "end": us_to_iso(r["end_us"]), "reason": r["reason"],
+            "requester": r["requester"], "created": us_to_iso(r["created_us"]), "updated": us_to_iso(r["updated_us"]),
+            "expires": us_to_iso(r["expires_us"]), "source_bytes": result.get("source_bytes"),
+            "manifest_url": base + exports.MANIFEST if r["status"] == "done" else None, "files": files}
 
 
 def _iso(us: int | None) -> str | None:

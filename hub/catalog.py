@@ -212,6 +212,45 @@ CREATE VIRTUAL TABLE incident_fts USING fts5 (
 """
 
 
+SCHEMA_V3 = """
+-- Evidence exports (hub/exports.py): a job per request, kept after it is done until it expires.
+CREATE TABLE exports (
+    id TEXT PRIMARY KEY,             -- 20261129T043000Z-1a2b3c4d; objects under exports/<id>/
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'expired')),
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL CHECK (end_us > start_us),
+    reason TEXT NOT NULL,
+    requester TEXT NOT NULL,         -- the token's name
+    created_us INTEGER NOT NULL,
+    updated_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL,     -- then its objects are deleted and its hold ends
+    progress REAL NOT NULL DEFAULT 0,
+    error TEXT,                      -- why it failed
+    result TEXT                      -- JSON: files, source bytes, manifest sha256 (when done)
+);
+CREATE INDEX exports_status ON exports (status, created_us);
+CREATE TABLE export_cameras (
+    export_id TEXT NOT NULL REFERENCES exports (id) ON DELETE CASCADE,
+    node TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (export_id, node, camera)
+);
+CREATE INDEX export_cameras_camera ON export_cameras (node, camera);
+
+-- Every evidence hold in force: incidents that are open, investigating or held, and exports
+-- until they expire. Hub retention, the API and the holds the edges get all read this view.
+CREATE VIEW holds_in_force AS
+    SELECT 'incident' AS kind, CAST(i.id AS TEXT) AS ref, l.node, l.camera, l.start_us, l.end_us
+      FROM incident_links l JOIN incidents i ON i.id = l.incident_id
+     WHERE i.status IN ('open', 'investigating') OR i.hold = 1
+    UNION ALL
+    SELECT 'export', e.id, c.node, c.camera, e.start_us, e.end_us
+      FROM export_cameras c JOIN exports e ON e.id = c.export_id
+     WHERE e.status IN ('queued', 'running', 'done');
+"""
+
+
 def _v0_to_v1(conn: sqlite3.Connection) -> None:
     sqlite.execute_script(conn, SCHEMA_V1)
 
@@ -220,7 +259,11 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     sqlite.execute_script(conn, SCHEMA_V2)
 
 
-MIGRATIONS = [_v0_to_v1, _v1_to_v2]
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    sqlite.execute_script(conn, SCHEMA_V3)
+
+
+MIGRATIONS = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
 
 
 @dataclasses.dataclass(frozen=True)

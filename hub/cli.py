@@ -1,4 +1,5 @@
-"""`vigil-hub --config hub.toml [--check-config]`, `vigil-hub --hash-token` (reads a token on stdin)."""
+"""`vigil-hub --config hub.toml [--check-config]`, `vigil-hub --hash-token` (reads a token on stdin),
+`vigil-hub verify-export DIR_OR_ID [--public-key PEM | --config hub.toml]`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from shared.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify-export"]:
+        return verify_export(argv[1:])
     parser = argparse.ArgumentParser(prog="vigil-hub", description="Pull edge segments into S3 and serve them.")
     parser.add_argument("--config", "-c", type=Path, help="path to hub.toml")
     parser.add_argument("--hash-token", action="store_true",
@@ -59,3 +63,79 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def verify_export(argv: list[str]) -> int:
+    """Check an export's signed manifest and every file it lists; exit 0 only if all match."""
+    import tempfile
+
+    from hub.exports import MANIFEST, ManifestSigner, export_prefix, verify_dir
+    from hub.store import ObjectStore, StoreError
+
+    parser = argparse.ArgumentParser(
+        prog="vigil-hub verify-export",
+        description="Verify an export: the manifest's Ed25519 signature, then the size and sha256 of every file it "
+                    "lists. DIR: a downloaded export folder (manifest.json, manifest.json.sig, the MP4s). ID: the "
+                    "export in object storage (needs --config), whose source segments are checked too.")
+    parser.add_argument("target", help="export folder or export id")
+    parser.add_argument("--public-key", type=Path, help="the hub's export public key (PEM, from "
+                                                        "GET /api/v1/exports/public-key)")
+    parser.add_argument("--config", "-c", type=Path, help="hub.toml: its signing key and object storage")
+    args = parser.parse_args(argv)
+    config = None
+    if args.config:
+        try:
+            config = load_hub_config(args.config)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"config error: {problem}", file=sys.stderr)
+            return 2
+    try:
+        if args.public_key:
+            public_pem = args.public_key.read_bytes()
+        elif config is not None:
+            public_pem = ManifestSigner.load(config.exports.signing_key_file, config.hub.data_dir).public_pem
+        else:
+            parser.error("give --public-key PEM (or --config hub.toml for the hub's own key)")
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the public key: {exc}", file=sys.stderr)
+        return 2
+    folder = Path(args.target)
+    problems: list[str] = []
+    try:
+        if folder.is_dir():
+            problems, manifest = verify_dir(folder, public_pem)
+        else:
+            if config is None:
+                print(f"error: {args.target} is not a folder; to verify an export by id give --config hub.toml",
+                      file=sys.stderr)
+                return 2
+            store = ObjectStore(config.s3)
+            prefix = export_prefix(args.target)
+            keys = store.keys(prefix)
+            if prefix + MANIFEST not in keys:
+                print(f"error: no export {args.target!r} in bucket {config.s3.bucket} (nothing under {prefix})",
+                      file=sys.stderr)
+                return 2
+            with tempfile.TemporaryDirectory(prefix="vigil-verify-") as tmp:
+                for key in keys:
+                    store.download(key, Path(tmp) / key[len(prefix):])
+                problems, manifest = verify_dir(Path(tmp), public_pem)
+            for src in (manifest or {}).get("sources", []):
+                stored = store.existing_sha256(src["key"])
+                if stored is None:
+                    problems.append(f"source {src['key']}: no longer in object storage")
+                elif stored != src["sha256"]:
+                    problems.append(f"source {src['key']}: stored sha256 {stored} differs from the manifest's "
+                                    f"{src['sha256']}")
+    except (OSError, ValueError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if problems:
+        for problem in problems:
+            print(f"FAIL {problem}")
+        return 1
+    assert manifest is not None
+    print(f"OK export {manifest.get('id')}: signature by {manifest.get('signing_key')} verified; "
+          f"{len(manifest.get('outputs', []))} files match; {len(manifest.get('sources', []))} sources listed")
+    return 0

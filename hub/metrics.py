@@ -57,6 +57,9 @@ class HubMetrics:
                                          "Every segment of the node up to this seq is stored", ["node"], registry=r)
         self.node_sync_errors = Counter("vigil_hub_node_sync_errors", "Sync passes that failed, by node",
                                         ["node"], registry=r)
+        self.exports = Counter("vigil_hub_exports", "Export jobs finished, by result", ["result"], registry=r)
+        for result in ("done", "failed"):
+            self.exports.labels(result)
         self.http_seconds = Histogram(
             "vigil_hub_http_request_seconds", "API requests by method, route template and status class",
             ["method", "route", "status"],

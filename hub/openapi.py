@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.exports import STATUSES as EXPORT_STATUSES
 from hub.records import ANNOTATION_KINDS, SEVERITIES, STATUSES
 from hub.timeline import REASONS
 
@@ -17,6 +18,7 @@ NULL_TIME = {**TIME, "nullable": True}
 NULL_INT = {"type": "integer", "nullable": True}
 CAMERA_ID = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,62}\.[a-z0-9][a-z0-9-]{0,62}$",
              "example": "site-a.door-1"}
+HOLD_KIND = {"type": "string", "enum": ["incident", "export"]}
 TAGS = {"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": r"^[\w][\w .:-]{0,39}$"}}
 
 
@@ -60,6 +62,7 @@ SEGMENT_FIELDS = {
     "bytes": {"type": "integer"}, "sha256": {"type": "string"}, "video_codec": {"type": "string"},
     "audio_codec": NULL_STR, "recovered": {"type": "boolean"}, "stored": TIME, "fragments": {"type": "integer"},
     "held_by": {"type": "array", "items": {"type": "integer"}, "description": "incidents holding it"},
+    "held_by_exports": {"type": "array", "items": {"type": "string"}, "description": "exports holding it"},
     "media_url": {"type": "string"}}
 SEGMENT = _obj(SEGMENT_FIELDS)
 FRAGMENT = _obj({"offset": {"type": "integer"}, "size": {"type": "integer"}, "start": TIME,
@@ -98,9 +101,12 @@ SCHEMAS: dict[str, Any] = {
         "gaps": {"type": "array", "items": _obj({"start": TIME, "end": TIME,
                                                  "reason": {"type": "string", "enum": list(REASONS)},
                                                  "detail": {"type": "string"}})},
-        "holds": {"type": "array", "items": _obj({"incident": {"type": "integer"}, "start": TIME, "end": TIME})}}),
-    "Hold": _obj({"incident": {"type": "integer"}, "title": {"type": "string"}, "status": {"type": "string"},
-                  "hold": {"type": "boolean"}, "camera": CAMERA_ID, "start": TIME, "end": TIME}),
+        "holds": {"type": "array", "items": _obj({"kind": HOLD_KIND, "incident": {"type": "integer"},
+                                                  "export": {"type": "string"}, "start": TIME, "end": TIME})}}),
+    "Hold": _obj({"kind": HOLD_KIND, "incident": {"type": "integer"}, "export": {"type": "string"},
+                  "title": {"type": "string", "description": "the incident's title or the export's reason"},
+                  "status": {"type": "string"}, "hold": {"type": "boolean"}, "expires": TIME, "camera": CAMERA_ID,
+                  "start": TIME, "end": TIME}),
     "HoldList": _list("holds", "Hold"),
     "IncidentCreate": _obj(INCIDENT_FIELDS, ["title", "cameras"], additional=False),
     "IncidentUpdate": _obj(INCIDENT_FIELDS, additional=False),
@@ -141,8 +147,24 @@ SCHEMAS: dict[str, Any] = {
                                                  "default": 3600}}, ["camera", "start", "end"], additional=False),
     "PlaybackToken": _obj({"token": {"type": "string"}, "camera": CAMERA_ID, "start": TIME, "end": TIME,
                            "expires": TIME, "playlist_url": {"type": "string"}}),
+    "ExportCreate": _obj({"cameras": {"type": "array", "minItems": 1, "maxItems": 256, "items": CAMERA_ID},
+                          "start": TIME_IN, "end": TIME_IN, "reason": {"type": "string", "minLength": 1,
+                                                                       "maxLength": 2000}},
+                         ["cameras", "start", "end", "reason"], additional=False),
+    "Export": _obj({
+        "id": {"type": "string"}, "status": {"type": "string", "enum": list(EXPORT_STATUSES)},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1}, "error": NULL_STR,
+        "cameras": {"type": "array", "items": CAMERA_ID}, "start": TIME, "end": TIME, "reason": {"type": "string"},
+        "requester": {"type": "string"}, "created": TIME, "updated": TIME, "expires": TIME,
+        "source_bytes": NULL_INT, "manifest_url": NULL_STR,
+        "files": {"type": "array", "items": _obj({
+            "name": {"type": "string"}, "camera": CAMERA_ID, "bytes": {"type": "integer"},
+            "sha256": {"type": "string"}, "duration_s": {"type": "number"}, "start": TIME, "end": TIME,
+            "url": {"type": "string", "description": "hub URL: a presigned download link (or the bytes)"}})}}),
+    "ExportList": _list("exports", "Export", {"next_offset": NULL_INT}),
     "RetentionResult": _obj({"deleted_segments": {"type": "integer"}, "deleted_bytes": {"type": "integer"},
-                             "held_segments": {"type": "integer"}, "error": NULL_STR}),
+                             "held_segments": {"type": "integer"}, "expired_exports": {"type": "integer"},
+                             "error": NULL_STR}),
 }
 
 _PARAM_SCHEMAS = {
@@ -188,7 +210,7 @@ def document(endpoints: list[Any], version: str) -> dict[str, Any]:
         elif ep.media != "application/json":
             ok["content"] = {ep.media: {"schema": {"type": "string", "format": "binary"}}}
         responses: dict[str, Any] = {str(ep.status): ok}
-        if ep.media == "video/mp4":
+        if ep.media in ("video/mp4", "application/octet-stream"):
             responses["206"] = {"description": "the requested byte range (proxy mode)"}
             responses["307"] = {"description": "redirect to a short-lived presigned URL (redirect mode)"}
             responses["416"] = {"description": "range not satisfiable"}

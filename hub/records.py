@@ -31,10 +31,9 @@ COLOUR_PATTERN = re.compile(r"^#[0-9a-f]{6}$")
 MAX_LINKS = 50
 MAX_TAGS = 32
 HOLDING = "(i.status IN ('open', 'investigating') OR i.hold = 1)"
-# a segment row `s` is held when an incident holding it overlaps it
-HOLDING_SQL = ("EXISTS (SELECT 1 FROM incident_links l JOIN incidents i ON i.id = l.incident_id "
-               "WHERE l.node = s.node AND l.camera = s.camera AND l.start_us < s.end_us AND l.end_us > s.start_us "
-               f"AND {HOLDING})")
+# a segment row `s` is held when a hold in force (an incident or an export) overlaps it
+HOLDING_SQL = ("EXISTS (SELECT 1 FROM holds_in_force h WHERE h.node = s.node AND h.camera = s.camera "
+               "AND h.start_us < s.end_us AND h.end_us > s.start_us)")
 
 
 class ApiError(Exception):
@@ -78,13 +77,14 @@ def parse_camera(ref: str, name: str = "camera") -> tuple[str, str]:
     return node, camera
 
 
-def check_range(start_us: int, end_us: int, max_us: int, what: str = "range") -> None:
+def check_range(start_us: int, end_us: int, max_us: int, what: str = "range",
+                setting: str = "api.max_range_days") -> None:
     if end_us <= start_us:
         raise ApiError(400, "bad_range", f"{what}: end must be after start")
     if end_us - start_us > max_us:
         raise ApiError(400, "range_too_long",
-                       f"{what}: {(end_us - start_us) / 86400e6:.2f} days exceeds the maximum of "
-                       f"{max_us / 86400e6:g} days (api.max_range_days)")
+                       f"{what}: {(end_us - start_us) / 3600e6:.2f} hours exceeds the maximum of "
+                       f"{max_us / 3600e6:g} hours ({setting})")
 
 
 class Body:
@@ -589,20 +589,36 @@ def list_incidents(conn: sqlite3.Connection, *, status: list[str], severity: lis
 
 
 def holds(conn: sqlite3.Connection, node: str | None = None) -> list[dict[str, Any]]:
-    sql = ("SELECT i.id, i.title, i.status, i.hold, l.node, l.camera, l.start_us, l.end_us FROM incident_links l "
-           f"JOIN incidents i ON i.id = l.incident_id WHERE {HOLDING}" + (" AND l.node = ?" if node else "")
-           + " ORDER BY l.node, l.camera, l.start_us")
-    return [{"incident": r[0], "title": r[1], "status": r[2], "hold": bool(r[3]), "camera": f"{r[4]}.{r[5]}",
-             "start": us_to_iso(r[6]), "end": us_to_iso(r[7])}
-            for r in conn.execute(sql, (node,) if node else ())]
+    """Every hold in force (incidents and exports), by camera and start."""
+    sql = ("SELECT h.kind, h.ref, h.node, h.camera, h.start_us, h.end_us, i.title, i.status, i.hold, e.reason, "
+           "e.expires_us FROM holds_in_force h LEFT JOIN incidents i ON h.kind = 'incident' AND i.id = h.ref "
+           "LEFT JOIN exports e ON h.kind = 'export' AND e.id = h.ref"
+           + (" WHERE h.node = ?" if node else "") + " ORDER BY h.node, h.camera, h.start_us, h.kind, h.ref")
+    out = []
+    for r in conn.execute(sql, (node,) if node else ()):
+        item: dict[str, Any] = {"kind": r[0], "camera": f"{r[2]}.{r[3]}", "start": us_to_iso(r[4]),
+                                "end": us_to_iso(r[5])}
+        if r[0] == "incident":
+            item.update(incident=int(r[1]), title=r[6], status=r[7], hold=bool(r[8]))
+        else:
+            item.update(export=r[1], title=r[9], expires=us_to_iso(r[10]))
+        out.append(item)
+    return out
+
+
+def holds_for(conn: sqlite3.Connection, node: str, camera: str, start_us: int, end_us: int
+              ) -> list[tuple[str, str, int, int]]:
+    """(kind, ref, start_us, end_us) of the holds on a camera overlapping a range."""
+    return [(r[0], r[1], r[2], r[3]) for r in conn.execute(
+        "SELECT kind, ref, start_us, end_us FROM holds_in_force WHERE node = ? AND camera = ? AND start_us < ? "
+        "AND end_us > ? ORDER BY start_us", (node, camera, end_us, start_us))]
 
 
 def node_holds(conn: sqlite3.Connection) -> dict[str, list[tuple[str, int, int]]]:
     """node -> merged (camera, start_us, end_us) ranges held there."""
     out: dict[str, list[tuple[str, int, int]]] = {}
-    rows = conn.execute("SELECT l.node, l.camera, l.start_us, l.end_us FROM incident_links l "
-                        f"JOIN incidents i ON i.id = l.incident_id WHERE {HOLDING} "
-                        "ORDER BY l.node, l.camera, l.start_us").fetchall()
+    rows = conn.execute("SELECT node, camera, start_us, end_us FROM holds_in_force "
+                        "ORDER BY node, camera, start_us").fetchall()
     for node, camera, a, b in rows:
         ranges = out.setdefault(node, [])
         if ranges and ranges[-1][0] == camera and a <= ranges[-1][2]:

@@ -1,5 +1,6 @@
 """Hub retention: delete recordings older than `retention.recording_days` (per-camera overrides)
-from S3 and the catalog, except segments an incident holds.
+from S3 and the catalog, except segments a hold in force covers (an incident's or an export's).
+Each pass first expires exports past `exports.keep_days` (their files go, their hold ends).
 
 Crash-safe order, per batch: mark the rows `deleting` (one transaction), delete the objects,
 delete the rows. A crash between the steps leaves marked rows, which the next pass finishes
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
@@ -29,7 +31,8 @@ BATCH = 500
 class RetentionResult:
     deleted_segments: int = 0
     deleted_bytes: int = 0
-    held_segments: int = 0      # older than the cutoff but kept for an incident
+    held_segments: int = 0      # older than the cutoff but kept for an incident or an export
+    expired_exports: int = 0
     error: str | None = None
 
     def to_json(self) -> dict[str, object]:
@@ -38,8 +41,9 @@ class RetentionResult:
 
 class HubRetention:
     def __init__(self, cfg: HubConfig, catalog: HubCatalog, store: ObjectStore, metrics: HubMetrics,
-                 stop_event: threading.Event) -> None:
+                 stop_event: threading.Event, expire_exports: Callable[[], int] = lambda: 0) -> None:
         self.cfg = cfg
+        self.expire_exports = expire_exports
         self.catalog = catalog
         self.store = store
         self.metrics = metrics
@@ -58,6 +62,7 @@ class HubRetention:
         with self.pass_lock:
             result = RetentionResult()
             try:
+                result.expired_exports = self.expire_exports()   # first: their holds end now
                 self._finish_marked(result)
                 for node, camera in self._cameras():
                     cutoff = now_us() - int(self.cfg.retention_days(node, camera) * 86400e6)

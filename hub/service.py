@@ -18,6 +18,7 @@ from hub.api import HubApi
 from hub.bus import Bus
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
+from hub.exports import Exporter
 from hub.ingest import Ingestor
 from hub.metrics import CatalogRows, HubMetrics
 from hub.retention import HubRetention
@@ -41,6 +42,7 @@ class HubService:
         self.ingest: Ingestor | None = None
         self.bus: Bus | None = None
         self.retention: HubRetention | None = None
+        self.exporter: Exporter | None = None
         self.http: uvicorn.Server | None = None
 
     def start(self) -> None:
@@ -63,9 +65,15 @@ class HubService:
         self.metrics.registry.register(CatalogRows(self.catalog.path))
         self.ingest = Ingestor(cfg, self.catalog, store, self.metrics, self.stop_event)
         self.bus = Bus(cfg, self.ingest, self.metrics)
-        self.retention = HubRetention(cfg, self.catalog, store, self.metrics, self.stop_event)
+        try:
+            self.exporter = Exporter(cfg, self.catalog, store, self.metrics, self.stop_event, self.bus.publish_holds)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        self.retention = HubRetention(cfg, self.catalog, store, self.metrics, self.stop_event,
+                                      expire_exports=self.exporter.expire)
         self.ingest.start()
         self.bus.start()
+        self.exporter.start()
         self.retention.start()
         self._start_http(store)
         log.info("hub started", extra={"version": __version__, "listen": cfg.hub.listen, "broker": cfg.mqtt.url,
@@ -89,9 +97,11 @@ class HubService:
 
     def _start_http(self, store: ObjectStore) -> None:
         assert self.bus is not None and self.catalog is not None and self.retention is not None
+        assert self.exporter is not None
         host, _, port = self.cfg.hub.listen.rpartition(":")
         api = HubApi(self.cfg, self.metrics, self.catalog, store, ready=lambda: self._ready(store),
-                     run_retention=self.retention.run_pass, holds_changed=self.bus.publish_holds)
+                     run_retention=self.retention.run_pass, holds_changed=self.bus.publish_holds,
+                     exporter=self.exporter)
         server = start_http_server(api.app(), host, int(port))
         if server is None:
             raise StartupError(f"hub.listen: cannot serve on {self.cfg.hub.listen} (port in use?)")

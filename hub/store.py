@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import logging
 import threading
 import uuid
+from pathlib import Path
 from typing import IO, Any
 
 import boto3
@@ -119,7 +121,7 @@ class ObjectStore:
         return head.get("Metadata", {}).get("sha256", "")
 
     def put_verified(self, key: str, body: bytes | IO[bytes], size: int, sha256: str,
-                     metadata: dict[str, str]) -> PutResult:
+                     metadata: dict[str, str], content_type: str = "video/mp4") -> PutResult:
         """Store `body` (already verified against `sha256`) under `key` unless it is there.
 
         `bytes` go up in one request (conditional where the server supports it); a file of at
@@ -136,7 +138,7 @@ class ObjectStore:
                     return self._compare(existing, sha256)
             checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
             try:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="video/mp4",
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
                                        Metadata=meta, ChecksumSHA256=checksum,
                                        **({"IfNoneMatch": "*"} if self.conditional_puts else {}))
             except botocore.exceptions.ClientError as exc:
@@ -151,7 +153,7 @@ class ObjectStore:
             return self._compare(existing, sha256)
         try:
             self.client.upload_fileobj(body, self.bucket, key, Config=self.transfer,
-                                       ExtraArgs={"ContentType": "video/mp4", "Metadata": meta})
+                                       ExtraArgs={"ContentType": content_type, "Metadata": meta})
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
             raise StoreError(f"PUT {key}: {exc}") from None
         return PutResult(created=True)
@@ -169,12 +171,42 @@ class ObjectStore:
             if errors:
                 raise StoreError(f"DELETE {errors[0].get('Key')}: {errors[0].get('Code')} {errors[0].get('Message')}")
 
-    def presign(self, key: str, filename: str) -> str:
+    def presign(self, key: str, filename: str, content_type: str = "video/mp4", seconds: int | None = None,
+                disposition: str = "inline") -> str:
         """A GET URL for `key` signed for the endpoint clients reach (s3.public_endpoint_url)."""
         return self.public_client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": "video/mp4",
-                                  "ResponseContentDisposition": f'inline; filename="{filename}"'},
-            ExpiresIn=self.cfg.presign_seconds)
+            "get_object", Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": content_type,
+                                  "ResponseContentDisposition": f'{disposition}; filename="{filename}"'},
+            ExpiresIn=seconds or self.cfg.presign_seconds)
+
+    def download(self, key: str, path: Path) -> tuple[int, str]:
+        """Copy an object to a local file: (bytes, sha256 of what arrived)."""
+        h = hashlib.sha256()
+        size = 0
+        body = self.open_range(key)
+        try:
+            with open(path, "wb") as out:
+                while chunk := body.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except botocore.exceptions.BotoCoreError as exc:   # the connection broke mid-body
+            raise StoreError(f"GET {key}: {exc}") from None
+        finally:
+            body.close()
+        return size, h.hexdigest()
+
+    def keys(self, prefix: str) -> list[str]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+            raise StoreError(f"LIST {prefix}: {exc}") from None
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.keys(prefix)
+        self.delete(keys)
+        return len(keys)
 
     def open_range(self, key: str, first: int | None = None, last: int | None = None) -> Any:
         """The object's body stream, whole or bytes first..last (inclusive)."""
