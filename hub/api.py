@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import av
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -518,6 +519,52 @@ class HubApi:
         text = playback.build_playlist(files, start, end, uri.format)
         return Response(text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-store"})
 
+    def get_thumbnail(self, ctx: Ctx) -> Any:
+        node, cam = ctx.params["camera"]
+        at = ctx.params["at"]
+        if ctx.grant is not None and not ctx.grant.covers(f"{node}.{cam}", at, at + 1):
+            raise ApiError(403, "token_scope", "the playback token does not cover this camera and instant")
+        cam_row = self._camera_row(ctx.conn, node, cam)
+        cols = "seq, start_us, end_us, object_key, init_bytes, fragments"
+        row = ctx.conn.execute(
+            f"SELECT {cols} FROM segments WHERE node = ? AND camera = ? AND start_us <= ? AND start_us >= ? "
+            "AND end_us > ? AND deleting = 0 ORDER BY start_us DESC LIMIT 1",
+            (node, cam, at, at - cam_row["max_segment_us"], at)).fetchone()
+        if row is None:   # in a gap: the nearer of the segments either side
+            before = ctx.conn.execute(f"SELECT {cols} FROM segments WHERE node = ? AND camera = ? AND start_us <= ? "
+                                      "AND deleting = 0 ORDER BY start_us DESC LIMIT 1", (node, cam, at)).fetchone()
+            after = ctx.conn.execute(f"SELECT {cols} FROM segments WHERE node = ? AND camera = ? AND start_us > ? "
+                                     "AND deleting = 0 ORDER BY start_us LIMIT 1", (node, cam, at)).fetchone()
+            if before is None and after is None:
+                raise ApiError(404, "no_footage", f"the hub holds no footage of {node}.{cam}")
+            row = before if after is None or (before is not None and at - before["end_us"] <= after["start_us"] - at) \
+                else after
+        key = playback.thumbnail_key(row["object_key"])
+        try:
+            jpeg = self.store.get_small(key)
+            if jpeg is None:
+                offset, size = _fragments(row["fragments"])[0][:2]
+                body = self.store.open_range(row["object_key"], 0, offset + size - 1)
+                try:
+                    head = body.read()
+                finally:
+                    body.close()
+                try:
+                    jpeg = playback.make_thumbnail(head)
+                except (ValueError, av.FFmpegError) as exc:
+                    log.error("cannot make a thumbnail", extra={"key": row["object_key"], "error": str(exc)})
+                    raise ApiError(422, "undecodable", f"segment {node}.{row['seq']}'s first frame cannot be "
+                                                       "decoded") from None
+                self.store.put_verified(key, jpeg, len(jpeg), hashlib.sha256(jpeg).hexdigest(),
+                                        {"segment": f"{node}.{row['seq']}"}, content_type="image/jpeg")
+                self.metrics.thumbnails_made.inc()
+        except StoreError as exc:
+            log.error("thumbnail: object storage failed", extra={"key": key, "error": str(exc)})
+            raise ApiError(502, "store_unavailable", "object storage did not answer; retry") from None
+        return Response(jpeg, media_type="image/jpeg", headers={
+            "Cache-Control": "private, max-age=86400", "X-Vigil-Segment": f"{node}.{row['seq']}",
+            "X-Vigil-Frame-Time": us_to_iso(row["start_us"])})
+
     def create_playback_token(self, ctx: Ctx) -> Any:
         b = records.Body(ctx.body, ("camera", "start", "end", "ttl_seconds"))
         camera = b.text("camera", required=True) or ""
@@ -779,6 +826,10 @@ class HubApi:
               "HLS playlist (fMP4, byte ranges) of a camera's range; VOD when past, EVENT when it reaches now",
               params=(CAMERA_PATH, *RANGE, TOKEN), media="application/vnd.apple.mpegurl", token_ok=True,
               tag="playback"),
+            E("GET", f"{API}/cameras/{{camera}}/thumbnail", self.get_thumbnail,
+              "JPEG of the first keyframe of the segment holding `at` (or the nearest segment)",
+              params=(CAMERA_PATH, Param("at", "time", required=True, doc="ISO 8601 (with a zone) or epoch seconds"),
+                      TOKEN), media="image/jpeg", token_ok=True, tag="playback"),
             E("POST", f"{API}/playback-tokens", self.create_playback_token,
               "A signed, expiring, read-only token for one camera and range (for players that cannot send "
               "headers)", body="PlaybackTokenCreate", response="PlaybackToken", status=201, tag="playback"),

@@ -60,6 +60,8 @@ class HubMetrics:
         self.exports = Counter("vigil_hub_exports", "Export jobs finished, by result", ["result"], registry=r)
         for result in ("done", "failed"):
             self.exports.labels(result)
+        self.thumbnails_made = Counter("vigil_hub_thumbnails_made", "Thumbnails decoded and cached in S3",
+                                       registry=r)
         self.http_seconds = Histogram(
             "vigil_hub_http_request_seconds", "API requests by method, route template and status class",
             ["method", "route", "status"],

@@ -177,7 +177,8 @@ _PARAM_SCHEMAS = {
 }
 _ERRORS = {400: "bad request (parameter, body or range)", 401: "no valid bearer token", 403: "role too low",
            404: "unknown id or route", 409: "already exists", 413: "body too large",
-           422: "refers to something unknown", 503: "catalog busy"}
+           422: "refers to something unknown (or cannot be decoded)", 502: "object storage did not answer",
+           503: "catalog busy"}
 
 
 def _param(p: Any) -> dict[str, Any]:
@@ -210,6 +211,9 @@ def document(endpoints: list[Any], version: str) -> dict[str, Any]:
         elif ep.media != "application/json":
             ok["content"] = {ep.media: {"schema": {"type": "string", "format": "binary"}}}
         responses: dict[str, Any] = {str(ep.status): ok}
+        if ep.media == "image/jpeg":
+            responses["422"] = {"description": _ERRORS[422]}
+            responses["502"] = {"description": _ERRORS[502]}
         if ep.media in ("video/mp4", "application/octet-stream"):
             responses["206"] = {"description": "the requested byte range (proxy mode)"}
             responses["307"] = {"description": "redirect to a short-lived presigned URL (redirect mode)"}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
 from hub.metrics import HubMetrics
+from hub.playback import thumbnail_key
 from hub.records import HOLDING_SQL
 from hub.store import ObjectStore, StoreError
 from shared.timeutil import now_us
@@ -109,7 +110,7 @@ class HubRetention:
             ).fetchone()[0]
 
     def _delete(self, rows: list, result: RetentionResult) -> None:
-        self.store.delete([r[1] for r in rows])
+        self.store.delete([k for r in rows for k in (r[1], thumbnail_key(r[1]))])
         with self.catalog.transaction() as conn:
             conn.executemany("DELETE FROM segments WHERE id = ?", [(r[0],) for r in rows])
             ends: dict[tuple[str, str], int] = {}

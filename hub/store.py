@@ -196,6 +196,17 @@ class ObjectStore:
             body.close()
         return size, h.hexdigest()
 
+    def get_small(self, key: str) -> bytes | None:
+        """A small object's bytes, or None if there is no such object."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StoreError(f"GET {key}: {exc}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StoreError(f"GET {key}: {exc}") from None
+
     def keys(self, prefix: str) -> list[str]:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)

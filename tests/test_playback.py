@@ -3,6 +3,7 @@ recorded a GStreamer test camera with an outage in the middle; a real hub stored
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import av
-from conftest import FRAME_US, HUB_TOKENS, VENV_BIN, Footage, decode_errors, parse_iso_us, wait_for
+from conftest import FRAME_US, HUB_TOKENS, VENV_BIN, Footage, decode_errors, metric_value, parse_iso_us, wait_for
 
 from shared.timeutil import us_to_iso
 
@@ -227,3 +228,33 @@ def test_incident_playlist_is_the_cameras_playlist_for_its_range(footage: Footag
     assert status == 200 and text == same and b"#EXT-X-DISCONTINUITY" in text
     assert hub.api("GET", f"{API}/incidents/{inc['id']}/playlist.m3u8?camera=play.other")[0] == 404
     hub.api("PATCH", f"{API}/incidents/{inc['id']}", {"status": "closed"}, role="operator")
+
+
+def test_thumbnail_is_the_first_keyframe_of_the_segment_at_an_instant(footage: Footage) -> None:
+    hub = footage.hub
+    seg = footage.segments[2]
+    at = parse_iso_us(seg["start"]) + 1_500_000
+    status, headers, jpeg = hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={at / 1e6}",
+                                        role="viewer")
+    headers = {k.lower(): v for k, v in headers.items()}
+    assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:3] == b"\xff\xd8\xff"
+    assert headers["x-vigil-segment"] == seg["id"] and headers["x-vigil-frame-time"] == seg["start"]
+    with av.open(io.BytesIO(jpeg)) as c:
+        frame = next(c.decode(video=0))
+        assert (frame.width, frame.height) == (320, 180)      # the 640x360 camera, scaled
+    # cached in S3: the second answer is the same bytes, made once
+    made = metric_value(hub.metrics(), "vigil_hub_thumbnails_made_total")
+    assert hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={at / 1e6}", role="viewer")[2] == jpeg
+    assert metric_value(hub.metrics(), "vigil_hub_thumbnails_made_total") == made
+    # in the outage: the nearer segment's; before any footage: the first one's
+    gap_mid = (footage.outage[0] + footage.outage[1]) // 2
+    status, headers, _ = hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={(gap_mid + 1e6) / 1e6}",
+                                     role="viewer")
+    after_gap = next(s for s in footage.segments if parse_iso_us(s["start"]) >= footage.outage[1])
+    assert status == 200 and {k.lower(): v for k, v in headers.items()}["x-vigil-segment"] == after_gap["id"]
+    status, headers, _ = hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at=2020-01-01T00:00:00Z",
+                                     role="viewer")
+    assert status == 200 and {k.lower(): v for k, v in headers.items()}["x-vigil-segment"] == footage.segments[0]["id"]
+    assert hub.api("GET", f"{API}/cameras/play.nope/thumbnail?at={at / 1e6}")[0] == 404
+    assert hub.api("GET", f"{API}/cameras/{footage.camera}/thumbnail?at=yesterday")[0] == 400
+    assert hub.api("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={at / 1e6}", role=None)[0] == 401
