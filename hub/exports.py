@@ -316,6 +316,10 @@ class ExportError(Exception):
     """Why an export failed, in words an operator can act on."""
 
 
+class Interrupted(Exception):
+    """The hub is stopping: the job stays `running` and is queued again at the next start."""
+
+
 # -- the job runner --------------------------------------------------------------------------------
 class Exporter:
     def __init__(self, cfg: HubConfig, catalog: HubCatalog, store: ObjectStore, metrics: HubMetrics,
@@ -366,7 +370,13 @@ class Exporter:
                 self.wake.wait(5.0)
                 self.wake.clear()
                 continue
-            self.run_one(row[0])
+            try:
+                self.run_one(row[0])
+            except Exception as exc:   # a bug, not the footage: fail this job, keep serving the others
+                log.exception("export crashed", extra={"export": row[0]})
+                self._update(row[0], status="failed", error=f"internal error ({exc.__class__.__name__}); "
+                                                              "see the hub log")
+                self.metrics.exports.labels("failed").inc()
 
     def _update(self, export_id: str, **values: Any) -> None:
         values["updated_us"] = now_us()
@@ -385,6 +395,9 @@ class Exporter:
         work.mkdir(parents=True)
         try:
             result = self._build(job, cams, work)
+        except Interrupted:
+            log.info("export interrupted by a stop; it starts again at the next start", extra={"export": export_id})
+            return
         except (ExportError, StoreError, av.FFmpegError, OSError) as exc:
             reason = str(exc) or exc.__class__.__name__
             log.error("export failed", extra={"export": export_id, "error": reason})
@@ -424,7 +437,7 @@ class Exporter:
             cam_dir.mkdir()
             for r in rows[(node, camera)]:
                 if self.stop_event.is_set():
-                    raise ExportError("the hub is stopping")
+                    raise Interrupted
                 path = cam_dir / f"{r['seq']}.mp4"
                 size, digest = self.store.download(r["object_key"], path)
                 if digest != r["sha256"] or size != r["bytes"]:
