@@ -429,12 +429,15 @@ class HubApi:
             status = 206
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         headers["Content-Length"] = str(last - first + 1)
+        return self._stream(row["object_key"], (first, last) if status == 206 else None, status, headers)
+
+    def _stream(self, key: str, byte_range: tuple[int, int] | None, status: int, headers: dict[str, str]
+                ) -> StreamingResponse:
+        """An object's bytes (or a range of them) from S3 through the hub."""
         try:
-            body = self.store.open_range(row["object_key"], first, last) if status == 206 else \
-                self.store.open_range(row["object_key"])
+            body = self.store.open_range(key, *byte_range) if byte_range else self.store.open_range(key)
         except StoreError as exc:
-            log.error("cannot read a segment from object storage", extra={"key": row["object_key"],
-                                                                          "error": str(exc)})
+            log.error("cannot read an object from object storage", extra={"key": key, "error": str(exc)})
             raise ApiError(502, "store_unavailable", "object storage did not answer; retry") from None
 
         def chunks() -> Any:
@@ -761,20 +764,8 @@ class HubApi:
         if self.cfg.api.media == "redirect":
             url = self.store.presign(key, name, ctype, self.cfg.exports.link_seconds, "attachment")
             return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-        try:
-            body = self.store.open_range(key)
-        except StoreError as exc:
-            log.error("cannot read an export file from object storage", extra={"key": key, "error": str(exc)})
-            raise ApiError(502, "store_unavailable", "object storage did not answer; retry") from None
-
-        def chunks() -> Any:
-            try:
-                while chunk := body.read(256 * 1024):
-                    yield chunk
-            finally:
-                body.close()
-        return StreamingResponse(chunks(), media_type=ctype,
-                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return self._stream(key, None, 200, {"Content-Type": ctype,
+                                             "Content-Disposition": f'attachment; filename="{name}"'})
 
     def export_public_key(self, ctx: Ctx) -> Any:
         return Response(self.exporter.signer.public_pem, media_type="application/x-pem-file",

@@ -10,10 +10,20 @@ import secrets
 import sys
 from pathlib import Path
 
-from hub.config import ConfigError, load_hub_config
+from hub.config import ConfigError, HubConfig, load_hub_config
 from hub.service import HubService, StartupError
 from shared import __version__
 from shared.logs import setup_logging
+
+
+def _load_config(path: Path) -> HubConfig | None:
+    """The config, or None after printing one line per problem on stderr."""
+    try:
+        return load_hub_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.config is None:
         parser.error("--config is required")
-    try:
-        config = load_hub_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+    config = _load_config(args.config)
+    if config is None:
         return 2
     if args.check_config:
         print(f"config ok: {len(config.nodes)} nodes listed, accept_new_nodes={config.ingest.accept_new_nodes}, "
@@ -84,11 +91,8 @@ def verify_export(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = None
     if args.config:
-        try:
-            config = load_hub_config(args.config)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(f"config error: {problem}", file=sys.stderr)
+        config = _load_config(args.config)
+        if config is None:
             return 2
     try:
         if args.public_key:

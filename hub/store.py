@@ -113,7 +113,7 @@ class ObjectStore:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(exc):
                 return None
             raise StoreError(f"HEAD {key}: {exc}") from None
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
@@ -201,7 +201,7 @@ class ObjectStore:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(exc):
                 return None
             raise StoreError(f"GET {key}: {exc}") from None
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
@@ -232,6 +232,10 @@ class ObjectStore:
         if existing == sha256:
             return PutResult(created=False)
         return PutResult(created=False, conflict_sha256=existing or "(none)")
+
+
+def _missing(exc: botocore.exceptions.ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def _status(exc: botocore.exceptions.ClientError) -> int:
