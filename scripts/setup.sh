@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything Vigil needs on a Debian 12 machine, idempotently (run as root):
-# Debian packages (GStreamer RTSP server for test cameras, ffmpeg for checks), a virtualenv in
-# .venv, and the vigil package with its test extras. Re-running does only what is missing.
+# Debian packages (GStreamer RTSP server for test cameras, ffmpeg for checks, Chromium and its
+# driver for the browser player test), a virtualenv in .venv, the vigil package with its test
+# extras, and the player test's pinned hls.js from the npm registry (tests/player/node_modules).
+# Re-running does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +12,10 @@ APT_PACKAGES=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  chromium chromium-driver
 )
+# npm installs hls.js for tests/test_player_browser.py; Debian's nodejs + npm unless some npm is there
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -34,4 +39,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -e ".[test]"
   echo "$want" > "$stamp"
+fi
+
+# hls.js at the exact version pinned in tests/player/package.json (and its lock file), for the
+# browser player test; `npm ci` only when the installed copy is missing or another version
+player=tests/player
+pinned="$(sed -n 's/.*"hls\.js": *"\([^"]*\)".*/\1/p' "$player/package.json" | head -n1)"
+installed="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$player/node_modules/hls.js/package.json" 2>/dev/null \
+  | head -n1 || true)"
+if [ "$installed" != "$pinned" ]; then
+  echo "setup: installing hls.js $pinned into $player/node_modules"
+  npm ci --prefix "$player" --no-audit --no-fund --loglevel=error >/dev/null
 fi
