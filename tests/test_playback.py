@@ -258,3 +258,10 @@ def test_thumbnail_is_the_first_keyframe_of_the_segment_at_an_instant(footage: F
     assert hub.api("GET", f"{API}/cameras/play.nope/thumbnail?at={at / 1e6}")[0] == 404
     assert hub.api("GET", f"{API}/cameras/{footage.camera}/thumbnail?at=yesterday")[0] == 400
     assert hub.api("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={at / 1e6}", role=None)[0] == 401
+    # a playback token opens thumbnails of its camera and range only
+    status, grant = hub.api("POST", f"{API}/playback-tokens", {
+        "camera": footage.camera, "start": footage.start_us / 1e6, "end": footage.end_us / 1e6}, role="viewer")
+    assert status == 201
+    for when, expected in ((at, 200), (footage.end_us + 60_000_000, 403)):
+        path = f"{API}/cameras/{footage.camera}/thumbnail?at={when / 1e6}&token={grant['token']}"
+        assert hub.request("GET", path, role=None)[0] == expected, when
