@@ -18,11 +18,13 @@ unexpected exception is logged and answered 500 `internal` without details.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import hmac
 import json
 import logging
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +52,7 @@ from shared.timeutil import now_us, us_to_iso
 log = logging.getLogger(__name__)
 API = "/api/v1"
 PAGE_MAX = 1000
+GZIP_PLAYLIST_BYTES = 64 * 1024
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -495,7 +498,8 @@ class HubApi:
                                       or end > ctx.grant.end_us):
             raise ApiError(403, "token_scope", "the playback token is for another camera or a narrower range")
         suffix = f"?token={ctx.params['token']}" if ctx.grant is not None else ""
-        return self._playlist(ctx.conn, node, cam, start, end, "../../segments/{}/media.mp4" + suffix)
+        return self._playlist(ctx.conn, node, cam, start, end, "../../segments/{}/media.mp4" + suffix,
+                              ctx.headers.get("accept-encoding", ""))
 
     def get_incident_playlist(self, ctx: Ctx) -> Any:
         incident = self._incident(ctx.conn, ctx.params["id"])
@@ -511,16 +515,22 @@ class HubApi:
         node, cam = parse_camera(links[0]["camera"])
         start = min(parse_time(c["start"], "start") for c in links)
         end = max(parse_time(c["end"], "end") for c in links)
-        return self._playlist(ctx.conn, node, cam, start, end, "../../segments/{}/media.mp4")
+        return self._playlist(ctx.conn, node, cam, start, end, "../../segments/{}/media.mp4",
+                              ctx.headers.get("accept-encoding", ""))
 
-    def _playlist(self, conn: sqlite3.Connection, node: str, cam: str, start: int, end: int, uri: str) -> Response:
+    def _playlist(self, conn: sqlite3.Connection, node: str, cam: str, start: int, end: int, uri: str,
+                  accept_encoding: str) -> Response:
         cam_row = self._camera_row(conn, node, cam)
         files = [playback.PlaylistFile(f"{node}.{r[0]}", r[1], r[2], _fragments(r[3])) for r in conn.execute(
             "SELECT seq, run_id, init_bytes, fragments FROM segments WHERE node = ? AND camera = ? AND start_us >= ? "
             "AND start_us < ? AND end_us > ? AND deleting = 0 ORDER BY start_us, seq",
             (node, cam, start - cam_row["max_segment_us"], end, start))]
-        text = playback.build_playlist(files, start, end, uri.format)
-        return Response(text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-store"})
+        body = playback.build_playlist(files, start, end, uri.format).encode()
+        headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+        if len(body) > GZIP_PLAYLIST_BYTES and "gzip" in accept_encoding:
+            body = gzip.compress(body, compresslevel=1)   # a 24-h playlist: 3.7 MB -> 0.5 MB in ~11 ms
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type="application/vnd.apple.mpegurl", headers=headers)
 
     def get_thumbnail(self, ctx: Ctx) -> Any:
         node, cam = ctx.params["camera"]
@@ -957,8 +967,7 @@ def _iso(us: int | None) -> str | None:
 
 def _fragments(blob: bytes) -> list[tuple[int, ...]]:
     """The catalog's fragment index (little-endian int64 [n, 4]) as (offset, size, start_us, duration_us)."""
-    flat = memoryview(blob).cast("q")
-    return [tuple(flat[i:i + 4]) for i in range(0, len(flat), 4)]
+    return list(struct.iter_unpack("<4q", blob))
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:

@@ -26,6 +26,7 @@ and edge retention like an open incident (`holds_in_force` in the catalog).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -33,6 +34,7 @@ import logging
 import os
 import secrets
 import shutil
+import struct
 import threading
 from collections.abc import Callable
 from fractions import Fraction
@@ -168,11 +170,10 @@ def file_sha256(path: Path) -> tuple[int, str]:
 # -- remux -----------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One stored segment file, downloaded and checked."""
+    """One stored segment file of a camera in the range."""
     key: str
     sha256: str
     bytes: int
-    path: Path
     node: str
     seq: int
     run_id: int
@@ -229,9 +230,17 @@ def _stream_signature(stream: Any) -> tuple[Any, ...]:
     return (cc.name, cc.width, cc.height, bytes(cc.extradata or b""))
 
 
-def remux(sources: list[Source], start_us: int, end_us: int, out_dir: Path, base_name: str, title: str,
-          progress: Callable[[int], None]) -> list[Output]:
-    """Copy the packets of `sources` (one camera, time order) inside the range into MP4 files."""
+# the inputs are fMP4 files whose moov describes every stream: no probing (FFmpeg would decode
+# frames to guess the frame rate, ~25 ms per 10-s 1080p file, most of a remux's time)
+OPEN_OPTIONS = {"fpsprobesize": "0", "analyzeduration": "0"}
+
+
+def remux(sources: list[Source], fetch: Callable[[Source], Path], start_us: int, end_us: int, out_dir: Path,
+          base_name: str, title: str, progress: Callable[[int], None]) -> list[Output]:
+    """Copy the packets of `sources` (one camera, time order) inside the range into MP4 files.
+
+    `fetch(source)` gives a checked local copy of a source, which is deleted once read: one
+    source at a time is on disk, not the whole range."""
     parts: list[_Part] = []
     prev: Source | None = None
     offset_s = Fraction(0)
@@ -241,7 +250,8 @@ def remux(sources: list[Source], start_us: int, end_us: int, out_dir: Path, base
             cut_us = start_us
             if src.start_us <= start_us:   # the keyframe at or before start opens the fragment holding it
                 cut_us = max([t for t in src.fragment_starts if t <= start_us] or [src.start_us])
-            with av.open(str(src.path)) as inp:
+            path = fetch(src)
+            with av.open(str(path), options=OPEN_OPTIONS) as inp:
                 if not inp.streams.video:
                     raise ExportError(f"{src.key}: no video stream")
                 vin = inp.streams.video[0]
@@ -301,14 +311,17 @@ def remux(sources: list[Source], start_us: int, end_us: int, out_dir: Path, base
                     part.out.first_us = part.out.first_us or piece.wall_start_us
                     part.out.last_us = piece.wall_end_us
                     prev = src
+            path.unlink(missing_ok=True)
             progress(src.bytes)
         return [p.close() for p in parts]
-    except BaseException:
+    except BaseException as exc:
         for p in parts:
             try:
                 p.container.close()
             except Exception:
                 pass
+        if isinstance(exc, av.FFmpegError):
+            raise ExportError(f"{src.key}: cannot be remuxed ({exc})") from None
         raise
 
 
@@ -318,6 +331,37 @@ class ExportError(Exception):
 
 class Interrupted(Exception):
     """The hub is stopping: the job stays `running` and is queued again at the next start."""
+
+
+class Prefetcher:
+    """`fetch(source)` in the order given, downloading the next source while one is remuxed (at
+    most `ahead` files wait on disk)."""
+
+    def __init__(self, sources: list[Source], download: Callable[[Source], Path], ahead: int = 2) -> None:
+        self.queue = list(sources)
+        self.download = download
+        self.ahead = ahead
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-fetch")
+        self.pending: dict[str, concurrent.futures.Future[Path]] = {}
+
+    def __enter__(self) -> Callable[[Source], Path]:
+        return self.fetch
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self.pending.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+    def fetch(self, src: Source) -> Path:
+        while self.queue and len(self.pending) < self.ahead:
+            nxt = self.queue.pop(0)
+            self.pending[nxt.key] = self.pool.submit(self.download, nxt)
+        future = self.pending.pop(src.key, None) or self.pool.submit(self.download, src)
+        path = future.result()
+        if self.queue:
+            nxt = self.queue.pop(0)
+            self.pending[nxt.key] = self.pool.submit(self.download, nxt)
+        return path
 
 
 # -- the job runner --------------------------------------------------------------------------------
@@ -425,47 +469,49 @@ class Exporter:
             raise ExportError("no stored footage of these cameras in the range")
         done = 0
 
-        def progress(n: int) -> None:
+        def progress(n: int) -> None:   # three passes over the bytes: download, remux, upload
             nonlocal done
             done += n
-            self._update(export_id, progress=round(0.95 * done / total, 4))
+            self._update(export_id, progress=round(min(0.99, done / (3 * total)), 4))
+
+        def download(src: Source) -> Path:
+            if self.stop_event.is_set():
+                raise Interrupted
+            path = work / f"{src.node}.{src.seq}.mp4"
+            size, digest = self.store.download(src.key, path)
+            if digest != src.sha256 or size != src.bytes:
+                raise ExportError(f"{src.key}: the stored object ({size} bytes, sha256 {digest}) is not what the "
+                                  f"catalog recorded ({src.bytes} bytes, {src.sha256})")
+            progress(size)
+            return path
 
         manifest_cams, outputs, sources_json = [], [], []
         for node, camera in cams:
-            sources = []
-            cam_dir = work / f"{node}.{camera}"
-            cam_dir.mkdir()
-            for r in rows[(node, camera)]:
-                if self.stop_event.is_set():
-                    raise Interrupted
-                path = cam_dir / f"{r['seq']}.mp4"
-                size, digest = self.store.download(r["object_key"], path)
-                if digest != r["sha256"] or size != r["bytes"]:
-                    raise ExportError(f"{r['object_key']}: the stored object ({size} bytes, sha256 {digest}) "
-                                      f"is not what the catalog recorded ({r['bytes']} bytes, {r['sha256']})")
-                frags = memoryview(r["fragments"]).cast("q")
-                sources.append(Source(r["object_key"], r["sha256"], r["bytes"], path, r["node"], r["seq"],
-                                      r["run_id"], r["start_us"], r["end_us"], tuple(frags[2::4])))
-                sources_json.append({"camera": f"{node}.{camera}", "key": r["object_key"], "sha256": r["sha256"],
-                                     "bytes": r["bytes"], "start": us_to_iso(r["start_us"]),
-                                     "end": us_to_iso(r["end_us"])})
-            cam_outputs = remux(sources, start_us, end_us, work, f"{node}.{camera}",
-                                f"{node}.{camera} {us_to_iso(start_us)} - {us_to_iso(end_us)}", progress) \
-                if sources else []
-            for src in sources:
-                src.path.unlink(missing_ok=True)
+            sources = [Source(r["object_key"], r["sha256"], r["bytes"], r["node"], r["seq"], r["run_id"],
+                              r["start_us"], r["end_us"], tuple(t for _o, _n, t, _d in
+                                                                 struct.iter_unpack("<4q", r["fragments"])))
+                       for r in rows[(node, camera)]]
+            sources_json += [{"camera": f"{node}.{camera}", "key": src.key, "sha256": src.sha256, "bytes": src.bytes,
+                              "start": us_to_iso(src.start_us), "end": us_to_iso(src.end_us)} for src in sources]
+            with Prefetcher(sources, download) as fetch:
+                cam_outputs = remux(sources, fetch, start_us, end_us, work, f"{node}.{camera}",
+                                    f"{node}.{camera} {us_to_iso(start_us)} - {us_to_iso(end_us)}", progress) \
+                    if sources else []
+            cam_bytes = sum(src.bytes for src in sources)
+            out_bytes = sum(out.path.stat().st_size for out in cam_outputs) or 1
             names = []
             for out in cam_outputs:
                 size, digest = file_sha256(out.path)
                 with open(out.path, "rb") as body:
                     self.store.put_verified(prefix + out.path.name, body, size, digest,
                                             {"export": export_id}, content_type="video/mp4")
+                progress(cam_bytes * size // out_bytes)
                 outputs.append({"name": out.path.name, "camera": f"{node}.{camera}", "bytes": size, "sha256": digest,
                                 "duration_s": round(out.duration_s, 3), "start": us_to_iso(out.first_us),
                                 "end": us_to_iso(out.last_us), "pieces": [p.to_json() for p in out.pieces]})
                 names.append(out.path.name)
-            manifest_cams.append({"camera": f"{node}.{camera}", "files": names,
-                                  "footage": bool(names)})
+                out.path.unlink()
+            manifest_cams.append({"camera": f"{node}.{camera}", "files": names, "footage": bool(names)})
         manifest = {
             "vigil_export": MANIFEST_VERSION, "id": export_id, "cameras": manifest_cams,
             "start": us_to_iso(start_us), "end": us_to_iso(end_us), "reason": job["reason"],

@@ -80,12 +80,9 @@ def build_playlist(files: list[PlaylistFile], start_us: int, end_us: int, media_
         uri = media_uri(f.segment_id)
         entries.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(first_start)}")
         entries.append(f'#EXT-X-MAP:URI="{uri}",BYTERANGE="{f.init_bytes}@0"')
-        for offset, size, _frag_start, duration in frags:
-            seconds = duration / 1e6
-            longest = max(longest, seconds)
-            entries.append(f"#EXTINF:{seconds:.3f},")
-            entries.append(f"#EXT-X-BYTERANGE:{size}@{offset}")
-            entries.append(uri)
+        longest = max(longest, max(fr[3] for fr in frags) / 1e6)
+        entries += [f"#EXTINF:{duration / 1e6:.3f},\n#EXT-X-BYTERANGE:{size}@{offset}\n{uri}"
+                    for offset, size, _frag_start, duration in frags]
         last = frags[-1]
         prev_end, prev_run = last[2] + last[3], f.run
     finished = end_us <= now
