@@ -4,9 +4,13 @@ The thread owns everything about its camera and nothing else: it never touches S
 fsyncs and never waits for another camera. Finished segments and gaps go to the catalog writer
 through a queue (`edge/writer.py`).
 
-Time (see docs/design/time.md):
-* A *run* is an uninterrupted stretch of the stream with one MP4 muxer. Timestamps are rebased
-  once per run so the first video keyframe is at 0, and stay continuous across its files.
+Time (see docs/design/segments.md, "Time"):
+* A *run* is an uninterrupted stretch of the stream with one MP4 muxer. Timestamps are shifted
+  once per run so the first video keyframe is muxed at the run's anchor time since the Unix epoch
+  (never before the previous run's end), and stay continuous across its files: they only grow from
+  one run to the next, which players that read the runs as one stream need (FFmpeg's HLS reader
+  dropped the first GOP after every run change when each run started at 0). `frag_discont` makes
+  the muxer write that start into each fragment's `tfdt` rather than into an edit list.
 * Wall-clock time of a packet = run anchor (arrival time of the run's first keyframe, UTC,
   refined to the earliest implied arrival) + (dts - first dts). A keyframe stamped more than
   `recording.max_drift_seconds` in the future, or a whole segment whose most punctual keyframe
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_CODECS = {"h264", "hevc"}
 AUDIO_CODECS = {"aac", "opus"}  # what MP4 carries and browsers play; anything else is dropped
-MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof+skip_trailer"
+MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof+skip_trailer+frag_discont"
 TIMESTAMP_JUMP_S = 5.0
 AVIO_BUFFER = 256 * 1024  # fewer, larger writes into the SegmentSink: less Python per byte
 HEALTHY_SESSION_S = 10.0  # a session that recorded this long reconnects at once, without backoff
@@ -145,9 +149,9 @@ class RunClock:
 class Run:
     """One muxer writing one uninterrupted stretch of the stream into segment files."""
 
-    def __init__(self, *, camera: str, run_id: int, anchor_us: int, floor_us: int, first_key: av.Packet,
-                 video: av.video.stream.VideoStream, audio: Any, data_dir: Path, rec: RecordingConfig,
-                 on_closed: Any, on_lost: Any, on_write_error: Any) -> None:
+    def __init__(self, *, camera: str, run_id: int, anchor_us: int, floor_us: int, mux_start_us: int,
+                 first_key: av.Packet, video: av.video.stream.VideoStream, audio: Any, data_dir: Path,
+                 rec: RecordingConfig, on_closed: Any, on_lost: Any, on_write_error: Any) -> None:
         self.clock = RunClock(anchor_us=anchor_us, floor_us=floor_us, rec=rec)
         self.sink = SegmentSink(
             camera=camera, run_id=run_id, data_dir=data_dir, video_codec=video.codec_context.name,
@@ -158,11 +162,17 @@ class Run:
         self.streams: dict[int, Any] = {video.index: self.out.add_stream_from_template(video)}
         if audio is not None:
             self.streams[audio.index] = self.out.add_stream_from_template(audio)
-        # one offset in seconds, converted per stream, keeps audio and video in sync
-        offset = first_key.dts * video.time_base
-        self.base = {video.index: first_key.dts}
+        # The first keyframe is muxed at `mux_start_us` (µs since the Unix epoch) converted to the
+        # stream's time base (~1.6e14 ticks at 90 kHz today, far below 2^53). One shift in seconds,
+        # converted per stream, keeps audio and video in sync; `first` is each stream's input dts of
+        # the run's first keyframe (earlier audio is dropped).
+        first_s = first_key.dts * video.time_base
+        self.first = {video.index: first_key.dts}
+        self.shift = {video.index: round(Fraction(mux_start_us, 1_000_000) / video.time_base) - first_key.dts}
         if audio is not None:
-            self.base[audio.index] = round(offset / audio.time_base)
+            self.first[audio.index] = round(first_s / audio.time_base)
+            self.shift[audio.index] = round(self.shift[video.index] * video.time_base / audio.time_base)
+        self.mux_start_us = mux_start_us
         tb: Fraction = video.time_base
         self.video_index = video.index
         self.us_num, self.us_den = tb.numerator * 1_000_000, tb.denominator
@@ -176,8 +186,13 @@ class Run:
         """Wall-clock end of the last video frame muxed."""
         return self.sink.anchor_us + self.last_video + self.frame_us
 
+    @property
+    def mux_end_us(self) -> int:
+        """Muxed time (µs since the Unix epoch) of the end of the last video frame muxed."""
+        return self.mux_start_us + self.last_video + self.frame_us
+
     def media_us(self, dts: int) -> int:
-        return (dts - self.base[self.video_index]) * self.us_num // self.us_den
+        return (dts - self.first[self.video_index]) * self.us_num // self.us_den
 
     def wall_us(self, dts: int) -> int:
         return self.sink.anchor_us + self.media_us(dts)
@@ -198,11 +213,11 @@ class Run:
             if media > self.last_video:
                 self.frame_us = media - self.last_video
                 self.last_video = media
-        base = self.base[index]
-        pkt.dts -= base
-        pkt.pts -= base
-        if pkt.dts < 0:  # audio from before the run's first keyframe
+        if pkt.dts < self.first[index]:  # audio from before the run's first keyframe
             return None
+        shift = self.shift[index]
+        pkt.dts += shift
+        pkt.pts += shift
         pkt.stream = self.streams[index]
         self.out.mux_one(pkt)
         self.packets += 1
@@ -239,6 +254,7 @@ class CameraRecorder(threading.Thread):
         self._lock = threading.Lock()  # held while muxing; taken by force_close() at shutdown
         self._closed = False
         self._run: Run | None = None
+        self._mux_end_us = 0  # muxed end of the previous run: the next one is muxed after it
         self._gap_from = resume_gap_from_us
         self._gap_reason = "edge_restart"
         self._gap_detail = "edge was not recording"
@@ -467,9 +483,13 @@ class CameraRecorder(threading.Thread):
     def _start_run(self, key: av.Packet, anchor_us: int, floor_us: int | None = None) -> Run:
         run_id = self.next_run_id()
         floor = floor_us if floor_us is not None else self._gap_from or 0
-        self._run = Run(camera=self.cam.id, run_id=run_id, anchor_us=max(anchor_us, floor), floor_us=floor,
-                        first_key=key, video=key.stream, audio=self._audio, data_dir=self.data_dir,
-                        rec=self.rec, on_closed=self._segment_closed, on_lost=self._footage_lost,
+        anchor = max(anchor_us, floor)
+        # The previous run's muxed end can be later than this anchor: its anchor was refined to an
+        # earlier time after its muxed start was fixed, or this run re-anchors after clock drift.
+        self._run = Run(camera=self.cam.id, run_id=run_id, anchor_us=anchor, floor_us=floor,
+                        mux_start_us=max(anchor, self._mux_end_us), first_key=key, video=key.stream,
+                        audio=self._audio, data_dir=self.data_dir, rec=self.rec, on_closed=self._segment_closed,
+                        on_lost=self._footage_lost,
                         on_write_error=lambda: self.writer.request_retention(emergency=True))
         # the gap before this run is written when its first segment is, with the refined start
         self._run_gap = (self._gap_from, self._gap_reason, self._gap_detail) if self._gap_from else None
@@ -482,6 +502,7 @@ class CameraRecorder(threading.Thread):
         if run is None:
             return
         run.close()
+        self._mux_end_us = run.mux_end_us
         if self._run_gap is not None:  # the run saved nothing: the earlier gap goes on
             self._gap_from, self._gap_reason, self._gap_detail = self._run_gap
             self._run_gap = None

@@ -6,7 +6,7 @@ the catalog holds each fragment's byte range and wall-clock time, so a playlist 
 catalog rows alone: one `EXT-X-MAP` (the file's init section, as a byte range) per file and one
 `EXT-X-BYTERANGE` entry per fragment, all pointing at the hub's `media.mp4` URI of the file
 (never at a presigned URL, which would expire inside a long playlist). `EXT-X-PROGRAM-DATE-TIME`
-opens every file; `EXT-X-DISCONTINUITY` marks a gap or a new run (timestamps restart), never
+opens every file; `EXT-X-DISCONTINUITY` marks a gap or a new run (a new muxer), never
 `EXT-X-GAP`, which hls.js skips over. The first entry is the fragment holding `start`; a range
 that reaches into the future is an `EVENT` playlist without `ENDLIST`.
 

@@ -282,8 +282,16 @@ def test_flaky_camera_gaps_have_reasons_and_recording_resumes(session: Session) 
     rows = edge.segments("flaky")
     assert rows[-1].end_us > session.events["resumed"] * 1e6 + 10_000_000, "recording did not resume"
     assert len({r.run_id for r in rows}) == 3
-    for row in rows:
+    previous_end = 0.0
+    for i, row in enumerate(rows):
         check_row_matches_file(edge.data_dir, row)
+        # media time never goes back, also from one run to the next: a run is muxed from its anchor
+        # time since the Unix epoch (a little later than its refined wall-clock start)
+        _, first, last_end, _ = video_packets(edge.data_dir / row.path)
+        assert first >= previous_end - 1e-6, (row.path, first, previous_end)
+        if i == 0 or row.run_id != rows[i - 1].run_id:
+            assert -0.001 <= first - row.start_us / 1e6 < 3.0, (row.path, first, row.start_us)
+        previous_end = last_end
     reconnects = [m for m in session.api["metrics"].splitlines()
                   if m.startswith('vigil_edge_camera_reconnects_total{camera="flaky"}')]
     assert float(reconnects[0].split()[-1]) >= 2

@@ -388,11 +388,11 @@ def test_ffmpeg_plays_a_range_across_a_gap_through_the_hub(run: Run) -> None:
               if "Cannot reuse HTTP connection for different host" not in line]
     assert proc.returncode == 0 and not errors, "\n".join(errors[-20:])
     frames = int([line for line in proc.stdout.splitlines() if line.startswith("frame=")][-1].split("=")[1])
-    # what the playlist lists is decoded (15 fps test cameras), but for one known loss: a new run's
-    # timestamps restart at 0, and FFmpeg 5.1's HLS reader, which keeps one MP4 demuxer across
-    # segments ("DTS 0 < N out of order"), drops the first GOP (2 s) after each discontinuity
-    discontinuities = playlist.count("#EXT-X-DISCONTINUITY")
-    assert listed_s - 2.0 * discontinuities - 1.0 <= frames / 15 <= listed_s + 1.0, (frames, listed_s)
+    # every frame the playlist lists is decoded (15 fps test cameras), also after each discontinuity:
+    # FFmpeg 5.1's HLS reader keeps one MP4 demuxer across segments and dropped a new run's first GOP
+    # (2 s) while runs restarted their timestamps at 0 ("DTS 0 < N out of order"); runs now start at
+    # their anchor time since the Unix epoch (edge/camera.py), so timestamps only grow
+    assert abs(frames / 15 - listed_s) <= 0.5, (frames, listed_s, playlist.count("#EXT-X-DISCONTINUITY"))
     # and what it lists is the footage present: the range minus the outage, give or take a fragment at each end
     status, tl = run.hub.api("GET", f"/api/v1/cameras/e2.e/timeline?start={start / 1e6}&end={end / 1e6}",
                              role="viewer")
