@@ -35,6 +35,18 @@ HUB_TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0
 FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 
 
+# Modules that take minutes go first, so that with `-n 2` (scripts/test.sh) the other worker runs
+# the rest alongside them instead of one worker finishing alone at the end.
+SLOW_MODULES = ("test_sync.py", "test_recording.py", "test_durability.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)
+    items.sort(key=rank)   # stable: the order within a module is kept
+
+
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cache = Path(os.environ.get("VIGIL_TEST_MEDIA", tmp_path_factory.mktemp("media")))

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,17 +57,9 @@ _seq = itertools.count()
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that were free a moment ago (all bound at once, so no duplicates)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct TCP ports that were free a moment ago, never handed out before in this
+    process (see ``testcam_helper.free_port``)."""
+    return [free_port(host) for _ in range(n)]
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -48,15 +49,44 @@ _seq = itertools.count()
 _handed_out: set[int] = set()
 
 
+def _worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, workers); (0, 1) outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 1:
+        return int(worker[2:]), count
+    return 0, 1
+
+
+# With several test workers, each picks its ports in its own slice of this range (below Linux's
+# ephemeral ports, 32768-60999), so two workers never hand out the same just-freed port.
+WORKER_PORTS = (20000, 32000)
+
+
+def _candidate_port(host: str) -> int:
+    index, count = _worker_slot()
+    if count == 1:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            return s.getsockname()[1]
+    span = (WORKER_PORTS[1] - WORKER_PORTS[0]) // count
+    port = WORKER_PORTS[0] + index * span + random.randrange(span)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return 0
+    return port
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago and was never handed out before in this process
     (the kernel may offer a just-closed port again: two servers configured one after the other
-    would otherwise get the same one). Still racy against other processes."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
+    would otherwise get the same one), from this test worker's slice when tests run in parallel.
+    Still racy against other processes."""
+    for _ in range(200):
+        port = _candidate_port(host)
+        if port and port not in _handed_out:
             _handed_out.add(port)
             return port
     raise RuntimeError("no fresh free port found")
