@@ -300,7 +300,7 @@ def remux(sources: list[Source], fetch: Callable[[Source], Path], start_us: int,
                         pts = max(pts, dts)
                     part.last_dts["v" if is_video else "a"] = dts
                     if is_video:
-                        duration = pkt.duration or round(Fraction(1, 15) / tb)
+                        duration = pkt.duration or round(1 / Fraction(vin.guessed_rate or vin.average_rate or 15) / tb)
                         part.cursor_s = max(part.cursor_s, (dts + duration) * tb)
                         piece.wall_end_us = max(piece.wall_end_us, wall + int(duration * tb * 1_000_000))
                     pkt.dts, pkt.pts = dts, pts

@@ -109,7 +109,13 @@ demo: a local Vigil system is running (Ctrl-C stops everything)
              mosquitto_sub -h 127.0.0.1 -p {broker.port} -u test -P {broker.users['test']} -t 'vigil/#' -v
   S3:        {s3.endpoint_url}, bucket vigil, key {s3.access_key} / {s3.secret_key}
   catalogs:  {work / 'edge-data' / 'catalog.db'}, {work / 'hub-data' / 'hub.db'}
-  play one:  ffplay "$(ls -t $(find {work / 'edge-data' / 'segments'} -name '*.mp4') | head -1)"
+  play:      the last 5 minutes through the hub (HLS with a playback token):
+             ffplay "{hub_url}$(curl -s -H 'Authorization: Bearer {HUB_TOKEN}' {hub_url}/api/v1/playback-tokens \
+               -d '{{"camera": "demo-edge.front-door", "start": '$(date -d '-5 min' +%s)', "end": '$(date +%s)'}}' \
+               | python3 -c 'import json, sys; print(json.load(sys.stdin)["playlist_url"])')"
+  export:    curl -H 'Authorization: Bearer {HUB_TOKEN}' {hub_url}/api/v1/exports -d '{{"cameras": \
+               ["demo-edge.front-door"], "start": '$(date -d '-2 min' +%s)', "end": '$(date +%s)', "reason": "demo"}}'
+             then GET /api/v1/exports/ID for its files; check it: vigil-hub verify-export ID --config {hub_cfg}
 Segments reach the bucket every {args.segment_seconds} s.
 """, flush=True)
         last = 0.0
