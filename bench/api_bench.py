@@ -36,7 +36,6 @@ Every process it starts (vigil-hub) is stopped by its PID in a `finally`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import os
@@ -58,6 +57,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(1, str(REPO))
+from benchlib import code_fingerprint, percentile  # noqa: E402
 from conftest import HUB_TOKENS, Hub  # noqa: E402
 from testcam_helper import free_port  # noqa: E402
 
@@ -390,18 +390,6 @@ def current_schema(work: Path) -> list[tuple[str, str]]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def code_fingerprint() -> str:
-    """The commit plus a hash of hub/ and shared/ as they are on disk (the hub runs from the working tree)."""
-    h = hashlib.sha256()
-    for f in sorted([*(REPO / "hub").glob("*.py"), *(REPO / "shared").glob("*.py")]):
-        h.update(f.name.encode() + f.read_bytes())
-    try:
-        head = (REPO / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            head = (REPO / ".git" / head[5:]).read_text().strip()
-    except OSError:
-        head = "?"
-    return f"{head[:7]}+{h.hexdigest()[:10]}"
 
 
 def ensure_filled(db_dir: Path, p: dict[str, int], reuse: bool) -> dict[str, Any]:
@@ -451,12 +439,6 @@ def start_hub(db_dir: Path) -> Hub:
 
 # -- measuring --------------------------------------------------------------------------------------
 
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def make_requests(kind: str, n: int, rng: random.Random, cams: list[tuple[str, str]], span: dict[str, Any]

@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(1, str(REPO))
 sys.path.insert(2, str(REPO / "bench"))
 import record_bench  # noqa: E402 - the /proc readers, shared with the other benchmarks
+from benchlib import code_fingerprint, percentile  # noqa: E402
 from conftest import HUB_TOKENS, Edge, Hub, edge_mqtt  # noqa: E402
 from services_helper import Mosquitto, SeaweedS3  # noqa: E402
 from testcam_helper import TestCam, ensure_media  # noqa: E402
@@ -105,26 +106,8 @@ class BenchError(Exception):
 
 # -- small helpers ----------------------------------------------------------------------------------
 
-def code_fingerprint() -> str:
-    """The commit plus a hash of hub/ and shared/ as they are on disk (the hub runs from the working tree)."""
-    h = hashlib.sha256()
-    for f in sorted([*(REPO / "hub").glob("*.py"), *(REPO / "shared").glob("*.py")]):
-        h.update(f.name.encode() + f.read_bytes())
-    try:
-        head = (REPO / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            head = (REPO / ".git" / head[5:]).read_text().strip()
-    except OSError:
-        head = "?"
-    return f"{head[:7]}+{h.hexdigest()[:10]}"
 
 
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def summary(seconds: list[float]) -> dict[str, float]:

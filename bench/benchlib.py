@@ -1,0 +1,31 @@
+"""What the benchmarks share: percentiles and the fingerprint of the code they measured."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of `values`, interpolated between the two nearest ranks."""
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def code_fingerprint() -> str:
+    """The commit plus a hash of hub/ and shared/ as they are on disk (the hub runs from the working tree)."""
+    h = hashlib.sha256()
+    for f in sorted([*(REPO / "hub").glob("*.py"), *(REPO / "shared").glob("*.py")]):
+        h.update(f.name.encode() + f.read_bytes())
+    try:
+        head = (REPO / ".git" / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            head = (REPO / ".git" / head[5:]).read_text().strip()
+    except OSError:
+        head = "?"
+    return f"{head[:7]}+{h.hexdigest()[:10]}"
