@@ -247,6 +247,10 @@ class CameraRecorder(threading.Thread):
         self.next_run_id = next_run_id
         self.status = CameraStatus(cam.id, "connecting", now_us())
         self.last_packet_us: int | None = None
+        # liveness for the systemd watchdog (monotonic s): the last packet or connect attempt, and
+        # the end of a backoff wait this thread announced
+        self._beat = time.monotonic()
+        self._beat_until = 0.0
         # bench figures: the longest time one packet took to handle in this thread (segment cuts
         # included), and the longest silence between two packets while recording (a stall)
         self.max_packet_handling_s = 0.0
@@ -287,7 +291,19 @@ class CameraRecorder(threading.Thread):
                 if self.stop.wait(BACKOFF_MAX_S):
                     return
 
+    def progress_age_s(self) -> float:
+        """Seconds since this worker last showed it works: a packet, a connect attempt, or the end of
+        a backoff wait it announced. Grows only when the thread is stuck (the watchdog's question)."""
+        now = time.monotonic()
+        if now < self._beat_until:
+            return 0.0
+        age = now - max(self._beat, self._beat_until)
+        if self.last_packet_us is not None:
+            age = min(age, (now_us() - self.last_packet_us) / 1e6)
+        return max(0.0, age)
+
     def _sleep(self, seconds: float) -> None:
+        self._beat_until = time.monotonic() + seconds
         if self.stop.wait(seconds):
             raise _Stopped
 
@@ -321,6 +337,7 @@ class CameraRecorder(threading.Thread):
     def _session(self) -> None:
         if self.stop.is_set():
             raise _Stopped
+        self._beat = time.monotonic()
         self._set_status("connecting", video_codec=self.status.video_codec,
                          audio_codec=self.status.audio_codec)
         try:

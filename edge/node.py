@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 STOP_BUDGET_S = 4.0  # SIGTERM to every segment closed and committed
 
 
+STALL_MARGIN_S = 20.0
+
+
 class StartupError(Exception):
     pass
 
@@ -141,9 +144,27 @@ class EdgeNode:
             **stats,
         }
 
+    def health(self) -> tuple[bool, str]:
+        """For the systemd watchdog: healthy while the catalog writer runs and every camera worker
+        shows progress (packets, connect attempts, announced backoff waits) within its stall limit:
+        two camera timeouts (an open or a read may block that long) plus STALL_MARGIN_S."""
+        problems = []
+        if self.writer is None or not self.writer.is_alive():
+            problems.append("the catalog writer stopped")
+        for cid, rec in self.recorders.items():
+            limit = 2 * rec.cam.timeout_seconds + STALL_MARGIN_S
+            if not rec.is_alive():
+                problems.append(f"camera {cid}: its worker ended")
+            elif (age := rec.progress_age_s()) > limit:
+                problems.append(f"camera {cid}: no progress for {age:.0f} s")
+        states = [r.status.state for r in self.recorders.values()]
+        status = (f"{states.count('recording')} of {len(states)} cameras recording"
+                  + (f", {len(self.disabled)} disabled" if self.disabled else ""))
+        return (not problems, "; ".join(problems) if problems else status)
+
     # -- run and stop ------------------------------------------------------------------------------
     def run_forever(self) -> None:
-        run_until_signal(self.start, self.stop_event, self.shutdown)
+        run_until_signal(self.start, self.stop_event, self.shutdown, self.health)
 
     def shutdown(self) -> None:
         """Close every open segment and commit it, even when cameras hang (within STOP_BUDGET_S)."""

@@ -523,6 +523,12 @@ class Ingestor:
             if row.accepted and row.http_url:
                 self._start_sync(row.id, row.http_url)
 
+    def alive(self) -> bool:
+        """Every started lane's threads still run (each lane loops until the stop)."""
+        with self.lock:
+            syncs = list(self.syncs.values())
+        return all(t.is_alive() for sync in syncs for t in sync.threads)
+
     def stop(self, timeout: float) -> bool:
         """Stop every lane; False if some download was still running after `timeout`."""
         for sync in self.syncs.values():

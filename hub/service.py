@@ -107,8 +107,26 @@ class HubService:
             raise StartupError(f"hub.listen: cannot serve on {self.cfg.hub.listen} (port in use?)")
         self.http = server
 
+    def health(self) -> tuple[bool, str]:
+        """For the systemd watchdog: healthy while the HTTP server, the MQTT loop and the ingest,
+        export and retention threads run (a thread that died stops the pings; systemd restarts us)."""
+        problems = []
+        if self.http is None or self.http.should_exit or not self.http.started:
+            problems.append("the HTTP server is not serving")
+        if self.ingest is None or not self.ingest.alive():
+            problems.append("ingest stopped")
+        for name, thread in (("exports", self.exporter and self.exporter.thread),
+                             ("retention", self.retention and self.retention.thread)):
+            if not thread or not thread.is_alive():
+                problems.append(f"the {name} thread stopped")
+        if problems:
+            return False, "; ".join(problems)
+        connected = self.bus is not None and self.bus.connected
+        return True, (f"{len(self.ingest.syncs) if self.ingest else 0} nodes, broker "
+                      f"{'connected' if connected else 'not connected'}")
+
     def run_forever(self) -> None:
-        run_until_signal(self.start, self.stop_event, self.shutdown)
+        run_until_signal(self.start, self.stop_event, self.shutdown, self.health)
 
     def shutdown(self) -> None:
         t0 = time.monotonic()

@@ -203,8 +203,26 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
                     break
 
 
+def _apply_credentials(data: dict[str, Any], directory: str) -> None:
+    """systemd credentials (`LoadCredential=http.token:/etc/vigil/secrets/edge-http-token`): each
+    file named `SECTION.KEY` in `$CREDENTIALS_DIRECTORY` sets that key to the file's text, so
+    secrets stay out of the config file and the environment."""
+    try:
+        entries = sorted(Path(directory).iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        section, dot, key = entry.name.partition(".")
+        if not dot or not section or not key or "." in key or not entry.is_file():
+            continue
+        target = data.setdefault(section, {})
+        if isinstance(target, dict):
+            target[key] = entry.read_text().strip()
+
+
 def load(cls: type[T], path: Path, environ: Mapping[str, str] | None = None) -> T:
-    """Read `path` as TOML, apply environment overrides, and build `cls`; raise ConfigError."""
+    """Read `path` as TOML, apply systemd credentials and environment overrides, and build `cls`;
+    raise ConfigError."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -214,7 +232,10 @@ def load(cls: type[T], path: Path, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError([f"{path}: cannot read config ({exc.strerror})"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
-    return build(cls, data, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    if environ.get("CREDENTIALS_DIRECTORY"):
+        _apply_credentials(data, environ["CREDENTIALS_DIRECTORY"])
+    return build(cls, data, environ)
 
 
 def build(cls: type[T], data: dict[str, Any], environ: Mapping[str, str] | None = None) -> T:

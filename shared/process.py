@@ -12,6 +12,8 @@ from typing import Any
 
 import uvicorn
 
+from shared import systemd
+
 log = logging.getLogger(__name__)
 
 
@@ -26,13 +28,17 @@ def start_http_server(app: Any, host: str, port: int, timeout: float = 10.0) -> 
     return server if server.started else None
 
 
-def run_until_signal(start: Callable[[], None], stop_event: threading.Event, shutdown: Callable[[], None]) -> None:
-    """Install SIGTERM/SIGINT handlers that set `stop_event`, start, wait for it, shut down."""
+def run_until_signal(start: Callable[[], None], stop_event: threading.Event, shutdown: Callable[[], None],
+                     healthy: systemd.Health | None = None) -> None:
+    """Install SIGTERM/SIGINT handlers that set `stop_event`, start, tell systemd (READY=1 and the
+    watchdog, pinged while `healthy()`), wait for the stop, tell systemd (STOPPING=1), shut down."""
     def on_signal(signum: int, frame: Any) -> None:
         log.info("stop requested", extra={"signal": signal.Signals(signum).name})
         stop_event.set()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     start()
+    systemd.serve(stop_event, healthy or (lambda: (True, "running")))
     stop_event.wait()
+    systemd.notify("STOPPING=1", "STATUS=stopping")
     shutdown()
