@@ -122,7 +122,7 @@ class HubService:
         if problems:
             return False, "; ".join(problems)
         connected = self.bus is not None and self.bus.connected
-        return True, (f"{len(self.ingest.syncs) if self.ingest else 0} nodes, broker "
+        return True, (f"pulling from {len(self.ingest.syncs) if self.ingest else 0} nodes, broker "
                       f"{'connected' if connected else 'not connected'}")
 
     def run_forever(self) -> None:

@@ -176,3 +176,23 @@ def test_edge_health_fails_when_a_camera_worker_stalls_or_ends(tmp_path: Path) -
     finally:
         stop.set()
         rec.join(5)
+
+
+def test_hub_tells_systemd_ready_and_pings_while_healthy(broker, s3, hub_factory, tmp_path: Path) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    hub = hub_factory(broker, s3, extra_nodes=[{"id": "e1"}])
+    saved = dict(os.environ)
+    os.environ.update(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
+    try:
+        hub.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        wait_for("READY=1", lambda: notify.lines("READY=1"), timeout=20, every=0.1)
+        wait_for("three watchdog pings", lambda: len(notify.lines("WATCHDOG=1")) >= 3, timeout=10, every=0.1)
+        assert notify.lines("STATUS=")[-1][1] == "STATUS=pulling from 0 nodes, broker connected", notify.messages[-2:]
+        hub.stop()
+        assert notify.lines("STOPPING=1")
+    finally:
+        notify.close()
