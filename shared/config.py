@@ -217,7 +217,10 @@ def _apply_credentials(data: dict[str, Any], directory: str) -> None:
             continue
         target = data.setdefault(section, {})
         if isinstance(target, dict):
-            target[key] = entry.read_text().strip()
+            try:
+                target[key] = entry.read_text().strip()
+            except (OSError, UnicodeError) as exc:
+                raise ConfigError([f"credential {entry.name}: cannot read {entry} ({exc})"]) from None
 
 
 def load(cls: type[T], path: Path, environ: Mapping[str, str] | None = None) -> T:
