@@ -488,13 +488,19 @@ def parse_iso_us(text: str) -> int:
 @pytest.fixture(scope="session")
 def footage(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
     tmp = tmp_path_factory.mktemp("footage")
-    broker = Mosquitto.start(tmp / "mosquitto")
-    s3 = SeaweedS3.start(tmp / "s3")
-    cam = TestCam.start(tmp / "cams", [f"door=h264file:{media['h264']}"])
-    edge = Edge(tmp / "edge", [{"id": "door", "url": cam.url("door")}], {"segment_seconds": 4},
-                node_id="play", mqtt=edge_mqtt(broker))
-    hub = Hub(tmp / "hub", broker, s3, [edge], extra=FOOTAGE_HUB_EXTRA)
+    started: list[Any] = []      # stopped in reverse order, whatever fails
     try:
+        broker = Mosquitto.start(tmp / "mosquitto")
+        started.append(broker.stop)
+        s3 = SeaweedS3.start(tmp / "s3")
+        started.append(s3.stop)
+        cam = TestCam.start(tmp / "cams", [f"door=h264file:{media['h264']}"])
+        started.append(cam.stop)
+        edge = Edge(tmp / "edge", [{"id": "door", "url": cam.url("door")}], {"segment_seconds": 4},
+                    node_id="play", mqtt=edge_mqtt(broker))
+        started.append(edge.close)
+        hub = Hub(tmp / "hub", broker, s3, [edge], extra=FOOTAGE_HUB_EXTRA)
+        started.append(hub.close)
         hub.start()
         edge.start()
         edge.wait_segments("door", 3, timeout=40)
@@ -523,7 +529,7 @@ def footage(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         assert outage[1] - outage[0] > 2_000_000, f"the outage left no gap: {outage}"
         yield Footage(hub, s3, broker, "play.door", segments, outage)
     finally:
-        for stop in (hub.close, edge.close, cam.stop, s3.stop, broker.stop):
+        for stop in reversed(started):
             try:
                 stop()
             except Exception:

@@ -19,6 +19,7 @@ check what it left behind:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -121,10 +122,15 @@ def _inject_garbage(broker: Mosquitto) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
     tmp = tmp_path_factory.mktemp("sync")
-    cams = TestCam.start(tmp / "cams", [f"{c}=h264file:{media['h264']}" for c in "abcd"])
-    cam_e = TestCam.start(tmp / "cam-e", [f"e=h264file:{media['h264']}"])
-    broker = Mosquitto.start(tmp / "mosquitto")
-    s3 = SeaweedS3.start(tmp / "s3")
+    with contextlib.ExitStack() as started:   # what started is stopped if a later start fails
+        cams = TestCam.start(tmp / "cams", [f"{c}=h264file:{media['h264']}" for c in "abcd"])
+        started.callback(cams.stop)
+        cam_e = TestCam.start(tmp / "cam-e", [f"e=h264file:{media['h264']}"])
+        started.callback(cam_e.stop)
+        broker = Mosquitto.start(tmp / "mosquitto")
+        started.callback(broker.stop)
+        s3 = SeaweedS3.start(tmp / "s3")
+        started.pop_all()
     edges = {
         "e1": Edge(tmp / "e1", [{"id": c, "url": cams.url(c)} for c in "ab"], node_id="e1",
                    mqtt=edge_mqtt(broker), http={"max_upload_mbps": 6}),
