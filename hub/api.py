@@ -24,7 +24,6 @@ import hmac
 import json
 import logging
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from hub import exports, openapi, playback, records, timeline
-from hub.catalog import HubCatalog
+from hub.catalog import HubCatalog, decode_fragments
 from hub.config import ROLES, HubConfig, TokenEntry
 from hub.metrics import HubMetrics
 from hub.records import ApiError, Records, parse_camera, parse_time
@@ -403,7 +402,7 @@ class HubApi:
         held = records.holds_for(ctx.conn, row["node"], row["camera"], row["start_us"], row["end_us"])
         out = _segment_json(row, held, fragments_as_count=False)
         out["fragments"] = [{"offset": o, "size": n, "start": us_to_iso(t), "duration_s": d / 1e6}
-                            for o, n, t, d in _fragments(row["fragments"])]
+                            for o, n, t, d in decode_fragments(row["fragments"])]
         out["init_bytes"] = row["init_bytes"]
         out["object_key"] = row["object_key"]
         return out
@@ -521,7 +520,7 @@ class HubApi:
     def _playlist(self, conn: sqlite3.Connection, node: str, cam: str, start: int, end: int, uri: str,
                   accept_encoding: str) -> Response:
         cam_row = self._camera_row(conn, node, cam)
-        files = [playback.PlaylistFile(f"{node}.{r[0]}", r[1], r[2], _fragments(r[3])) for r in conn.execute(
+        files = [playback.PlaylistFile(f"{node}.{r[0]}", r[1], r[2], decode_fragments(r[3])) for r in conn.execute(
             "SELECT seq, run_id, init_bytes, fragments FROM segments WHERE node = ? AND camera = ? AND start_us >= ? "
             "AND start_us < ? AND end_us > ? AND deleting = 0 ORDER BY start_us, seq",
             (node, cam, start - cam_row["max_segment_us"], end, start))]
@@ -556,7 +555,7 @@ class HubApi:
         try:
             jpeg = self.store.get_small(key)
             if jpeg is None:
-                offset, size = _fragments(row["fragments"])[0][:2]
+                offset, size = decode_fragments(row["fragments"])[0][:2]
                 body = self.store.open_range(row["object_key"], 0, offset + size - 1)
                 try:
                     head = body.read()
@@ -964,10 +963,6 @@ def _export_json(conn: sqlite3.Connection, r: sqlite3.Row) -> dict[str, Any]:
 def _iso(us: int | None) -> str | None:
     return None if us is None else us_to_iso(us)
 
-
-def _fragments(blob: bytes) -> list[tuple[int, ...]]:
-    """The catalog's fragment index (little-endian int64 [n, 4]) as (offset, size, start_us, duration_us)."""
-    return list(struct.iter_unpack("<4q", blob))
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:

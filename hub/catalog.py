@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,6 +302,11 @@ class StoredSegment:
     fragments: bytes
     recovered: bool
     object_key: str
+
+
+def decode_fragments(blob: bytes) -> list[tuple[int, ...]]:
+    """A segment row's fragment index (little-endian int64 [n, 4]) as (offset, size, start_us, duration_us)."""
+    return list(struct.iter_unpack("<4q", blob))
 
 
 class HubCatalog:

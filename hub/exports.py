@@ -34,7 +34,6 @@ import logging
 import os
 import secrets
 import shutil
-import struct
 import threading
 from collections.abc import Callable
 from fractions import Fraction
@@ -46,7 +45,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from hub.catalog import HubCatalog
+from hub.catalog import HubCatalog, decode_fragments
 from hub.config import HubConfig
 from hub.metrics import HubMetrics
 from hub.store import ObjectStore, StoreError
@@ -488,8 +487,8 @@ class Exporter:
         manifest_cams, outputs, sources_json = [], [], []
         for node, camera in cams:
             sources = [Source(r["object_key"], r["sha256"], r["bytes"], r["node"], r["seq"], r["run_id"],
-                              r["start_us"], r["end_us"], tuple(t for _o, _n, t, _d in
-                                                                 struct.iter_unpack("<4q", r["fragments"])))
+                              r["start_us"], r["end_us"],
+                              tuple(frag[2] for frag in decode_fragments(r["fragments"])))
                        for r in rows[(node, camera)]]
             sources_json += [{"camera": f"{node}.{camera}", "key": src.key, "sha256": src.sha256, "bytes": src.bytes,
                               "start": us_to_iso(src.start_us), "end": us_to_iso(src.end_us)} for src in sources]
