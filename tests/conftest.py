@@ -26,6 +26,7 @@ from services_helper import Mosquitto, SeaweedS3
 from testcam_helper import TestCam, ensure_media, free_port
 
 from edge.catalog import Catalog, SegmentRow
+from shared.timeutil import iso_to_us
 
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "test-token-0123456789"
@@ -473,16 +474,11 @@ class Footage:
 
     @property
     def start_us(self) -> int:
-        return parse_iso_us(self.segments[0]["start"])
+        return iso_to_us(self.segments[0]["start"])
 
     @property
     def end_us(self) -> int:
-        return parse_iso_us(self.segments[-1]["end"])
-
-
-def parse_iso_us(text: str) -> int:
-    from shared.timeutil import iso_to_us
-    return iso_to_us(text)
+        return iso_to_us(self.segments[-1]["end"])
 
 
 @pytest.fixture(scope="session")
@@ -522,10 +518,10 @@ def footage(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
             lambda got: got if len(got) == len(rows) else None)(hub.api("GET", query)[1].get("segments", [])),
             timeout=60)
         edge.stop()
-        after = [s for s in segments if parse_iso_us(s["start"]) >= outage_start]
-        before_ = [s for s in segments if parse_iso_us(s["start"]) < outage_start]
+        after = [s for s in segments if iso_to_us(s["start"]) >= outage_start]
+        before_ = [s for s in segments if iso_to_us(s["start"]) < outage_start]
         assert before_ and after, "the footage needs segments on both sides of the outage"
-        outage = (parse_iso_us(before_[-1]["end"]), parse_iso_us(after[0]["start"]))
+        outage = (iso_to_us(before_[-1]["end"]), iso_to_us(after[0]["start"]))
         assert outage[1] - outage[0] > 2_000_000, f"the outage left no gap: {outage}"
         yield Footage(hub, s3, broker, "play.door", segments, outage)
     finally:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import av
-from conftest import FRAME_US, HUB_TOKENS, VENV_BIN, Footage, decode_errors, metric_value, parse_iso_us, wait_for
+from conftest import FRAME_US, HUB_TOKENS, VENV_BIN, Footage, decode_errors, metric_value, wait_for
 
-from shared.timeutil import us_to_iso
+from shared.timeutil import iso_to_us, us_to_iso
 
 API = "/api/v1"
 
@@ -64,7 +64,7 @@ def _top_level_boxes(path: Path) -> list[str]:
 
 def _footage_seconds(footage: Footage, from_us: int, to_us: int) -> float:
     """Seconds of recorded footage inside [from_us, to_us)."""
-    return sum(max(0, min(to_us, parse_iso_us(s["end"])) - max(from_us, parse_iso_us(s["start"])))
+    return sum(max(0, min(to_us, iso_to_us(s["end"])) - max(from_us, iso_to_us(s["start"])))
                for s in footage.segments) / 1e6
 
 
@@ -72,7 +72,7 @@ def test_export_of_a_range_with_a_gap_is_playable_signed_and_held(footage: Foota
     hub = footage.hub
     segs = footage.segments
     # 3 minutes from the middle of a GOP in the second segment: the export starts at the keyframe before it
-    start = parse_iso_us(segs[1]["start"]) + 1_000_000
+    start = iso_to_us(segs[1]["start"]) + 1_000_000
     end = start + 180_000_000
     body = {"cameras": [footage.camera], "start": us_to_iso(start), "end": us_to_iso(end),
             "reason": "Case 2026-114: tailgating at the door"}
@@ -113,15 +113,15 @@ def test_export_of_a_range_with_a_gap_is_playable_signed_and_held(footage: Foota
     assert manifest["cameras"] == [{"camera": "play.door", "files": ["play.door.mp4"], "footage": True}]
     by_key = {s["key"]: s for s in manifest["sources"]}
     stored = {hub.api("GET", f"{API}/segments/{s['id']}")[1]["object_key"]: s["sha256"] for s in segs
-              if parse_iso_us(s["end"]) > start}
+              if iso_to_us(s["end"]) > start}
     assert {k: v["sha256"] for k, v in by_key.items()} == stored
     out = manifest["outputs"][0]
     assert out["bytes"] == mp4.stat().st_size and out["sha256"] == job["files"][0]["sha256"]
     pieces = out["pieces"]
     assert len(pieces) == 2, pieces       # before and after the outage
-    assert parse_iso_us(pieces[0]["end"]) <= footage.outage[0] + 1000
-    assert parse_iso_us(pieces[1]["start"]) >= footage.outage[1] - 1000
-    assert parse_iso_us(pieces[0]["start"]) == cut
+    assert iso_to_us(pieces[0]["end"]) <= footage.outage[0] + 1000
+    assert iso_to_us(pieces[1]["start"]) >= footage.outage[1] - 1000
+    assert iso_to_us(pieces[0]["start"]) == cut
 
     # verify: offline with openssl and the public key, and with vigil-hub (folder and id)
     status, headers, pem = hub.request("GET", f"{API}/exports/public-key", role="viewer")
@@ -150,7 +150,7 @@ def test_export_of_a_range_with_a_gap_is_playable_signed_and_held(footage: Foota
     assert bad.returncode == 1 and "FAIL manifest.json: the signature does not match" in bad.stdout, bad.stdout
 
     # held like an incident's footage: segment detail and timeline say so
-    seg = next(s for s in segs if parse_iso_us(s["start"]) >= start)
+    seg = next(s for s in segs if iso_to_us(s["start"]) >= start)
     assert job["id"] in hub.api("GET", f"{API}/segments/{seg['id']}")[1]["held_by_exports"]
     status, tl = hub.api("GET", f"{API}/cameras/{footage.camera}/timeline?start={start / 1e6}&end={end / 1e6}")
     assert {"kind": "export", "export": job["id"], "start": us_to_iso(start), "end": us_to_iso(end)} in tl["holds"]
@@ -233,7 +233,7 @@ def test_incident_playlist_is_the_cameras_playlist_for_its_range(footage: Footag
 def test_thumbnail_is_the_first_keyframe_of_the_segment_at_an_instant(footage: Footage) -> None:
     hub = footage.hub
     seg = footage.segments[2]
-    at = parse_iso_us(seg["start"]) + 1_500_000
+    at = iso_to_us(seg["start"]) + 1_500_000
     status, headers, jpeg = hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={at / 1e6}",
                                         role="viewer")
     headers = {k.lower(): v for k, v in headers.items()}
@@ -250,7 +250,7 @@ def test_thumbnail_is_the_first_keyframe_of_the_segment_at_an_instant(footage: F
     gap_mid = (footage.outage[0] + footage.outage[1]) // 2
     status, headers, _ = hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={(gap_mid + 1e6) / 1e6}",
                                      role="viewer")
-    after_gap = next(s for s in footage.segments if parse_iso_us(s["start"]) >= footage.outage[1])
+    after_gap = next(s for s in footage.segments if iso_to_us(s["start"]) >= footage.outage[1])
     assert status == 200 and {k.lower(): v for k, v in headers.items()}["x-vigil-segment"] == after_gap["id"]
     status, headers, _ = hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at=2020-01-01T00:00:00Z",
                                      role="viewer")

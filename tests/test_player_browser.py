@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Footage, parse_iso_us
+from conftest import Footage
 from testcam_helper import free_port
 
-from shared.timeutil import us_to_iso
+from shared.timeutil import iso_to_us, us_to_iso
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -238,7 +238,7 @@ def playlist_entries(url: str) -> list[dict[str, Any]]:
     duration = 0.0
     for line in text.splitlines():
         if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
-            pdt_us = parse_iso_us(line.split(":", 1)[1])
+            pdt_us = iso_to_us(line.split(":", 1)[1])
         elif line.startswith("#EXT-X-DISCONTINUITY"):
             cc += 1
         elif line.startswith("#EXTINF:"):
@@ -299,12 +299,12 @@ def test_hlsjs_plays_the_whole_range_across_files_and_the_gap(page: Page, footag
     backwards = [(a, b) for a, b in itertools.pairwise(walls_us) if b <= a]
     page.check(not backwards, f"the clock went backwards between frames: {backwards[:5]}")
     tolerance_us = 1_000_000 // FPS
-    inside = [w for w in walls_us if any(parse_iso_us(s["start"]) - tolerance_us <= w <= parse_iso_us(s["end"])
+    inside = [w for w in walls_us if any(iso_to_us(s["start"]) - tolerance_us <= w <= iso_to_us(s["end"])
                                          for s in segments)]
     page.check(len(inside) == len(walls_us), f"{len(walls_us) - len(inside)} frames shown outside the footage")
     per_file = {s["id"]: 0 for s in segments}
     for w in walls_us:  # each frame to the last file starting at or before it
-        per_file[[s["id"] for s in segments if parse_iso_us(s["start"]) - tolerance_us <= w][-1]] += 1
+        per_file[[s["id"] for s in segments if iso_to_us(s["start"]) - tolerance_us <= w][-1]] += 1
     unseen = [s["id"] for s in segments if s["duration_s"] >= 1.0 and not per_file[s["id"]]]
     page.check(not unseen, f"no frame of {unseen} was presented; frames per file: {per_file}")
     jumps = [(a, b) for a, b in itertools.pairwise(walls_us) if b - a > 1_500_000]
@@ -330,10 +330,10 @@ def _seek_targets(footage: Footage) -> tuple[int, int]:
     """A mid-GOP instant in a 4-s file of run 1 (its second fragment) and one in a 4-s file of run 2."""
     outage_start, outage_end = footage.outage
     full = [s for s in footage.segments if s["duration_s"] >= 2 * GOP_S - 0.01]
-    run1 = [s for s in full if parse_iso_us(s["end"]) <= outage_start]
-    run2 = [s for s in full if parse_iso_us(s["start"]) >= outage_end]
+    run1 = [s for s in full if iso_to_us(s["end"]) <= outage_start]
+    run2 = [s for s in full if iso_to_us(s["start"]) >= outage_end]
     assert run1 and run2, f"the footage needs a full file on both sides of the outage: {footage.segments}"
-    return parse_iso_us(run1[-1]["start"]) + 3_100_000, parse_iso_us(run2[0]["start"]) + 3_100_000
+    return iso_to_us(run1[-1]["start"]) + 3_100_000, iso_to_us(run2[0]["start"]) + 3_100_000
 
 
 def test_hlsjs_seeks_by_wall_clock_within_one_gop(page: Page, footage: Footage) -> None:
@@ -341,7 +341,7 @@ def test_hlsjs_seeks_by_wall_clock_within_one_gop(page: Page, footage: Footage) 
     run 2 shows a frame within one GOP of it, and playback goes on from there."""
     target1, target2 = _seek_targets(footage)
     first_full = next(s for s in footage.segments if s["duration_s"] >= 2 * GOP_S - 0.01)
-    start_us = parse_iso_us(first_full["start"]) + 2_500_000   # inside the file's second fragment
+    start_us = iso_to_us(first_full["start"]) + 2_500_000   # inside the file's second fragment
     url = playback_url(footage, start_us, footage.end_us)
     entries = playlist_entries(url)
     assert entries[0]["wall_us"] <= start_us < entries[0]["wall_us"] + entries[0]["duration"] * 1e6, (
