@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,3 +31,14 @@ def code_fingerprint() -> str:
     except OSError:
         head = "?"
     return f"{head[:7]}+{h.hexdigest()[:10]}"
+
+
+def stop_services(*services: Any) -> None:
+    """Stop each started service (camera server, broker, S3: anything with `stop()`), saying on
+    stderr what would not stop instead of leaving the others running."""
+    for svc in services:
+        if svc is not None:
+            try:
+                svc.stop()
+            except Exception as exc:
+                print(f"warning: stopping {svc!r}: {exc!r}", file=sys.stderr)

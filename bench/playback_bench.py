@@ -62,14 +62,13 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(1, str(REPO))
 sys.path.insert(2, str(REPO / "bench"))
 import record_bench  # noqa: E402 - the /proc readers, shared with the other benchmarks
-from benchlib import code_fingerprint, percentile  # noqa: E402
+from benchlib import code_fingerprint, percentile, stop_services  # noqa: E402
 from conftest import HUB_TOKENS, Edge, Hub, edge_mqtt  # noqa: E402
 from services_helper import Mosquitto, SeaweedS3  # noqa: E402
 from testcam_helper import TestCam, ensure_media  # noqa: E402
 
 from hub import playback  # noqa: E402
-from hub.api import _fragments  # noqa: E402 - the route's own decoder of the fragment index
-from hub.catalog import HubCatalog, StoredSegment  # noqa: E402
+from hub.catalog import HubCatalog, StoredSegment, decode_fragments  # noqa: E402 - the routes' own decoder
 from hub.config import S3Config  # noqa: E402
 from hub.store import ObjectStore, recording_key  # noqa: E402
 from shared.timeutil import us_to_iso  # noqa: E402
@@ -300,12 +299,7 @@ class Rig:
             except Exception as exc:  # ignored SIGTERM: stop() SIGKILLed it
                 print(f"warning: stopping {what.__class__.__name__}: {exc}", file=sys.stderr)
             what.close()
-        for svc in (self.cam, self.broker, self.s3):
-            if svc is not None:
-                try:
-                    svc.stop()
-                except Exception as exc:
-                    print(f"warning: stopping {svc!r}: {exc!r}", file=sys.stderr)
+        stop_services(self.cam, self.broker, self.s3)
 
 
 def hub_rows(data_dir: Path, node: str) -> list[tuple[int, str, int, int, int, str]]:
@@ -435,7 +429,7 @@ def in_process_playlists(data_dir: Path, windows: list[tuple[int, int]]) -> dict
         sql_t, build_t, enc_t = [], [], []
         for start, end in windows:
             t = time.perf_counter()
-            files = [playback.PlaylistFile(f"{NODE}.{r[0]}", r[1], r[2], _fragments(r[3])) for r in conn.execute(
+            files = [playback.PlaylistFile(f"{NODE}.{r[0]}", r[1], r[2], decode_fragments(r[3])) for r in conn.execute(
                 PLAYLIST_SQL, (NODE, CAMERA, start - max_seg, end, start))]
             t1 = time.perf_counter()
             text = playback.build_playlist(files, start, end, lambda sid: f"../../segments/{sid}/media.mp4")
@@ -659,7 +653,7 @@ def export_breakdown(s3: SeaweedS3, rows: list[sqlite3.Row], footage: dict[str, 
                 if (size, digest) != (r["bytes"], r["sha256"]):
                     raise BenchError(f"{r['object_key']}: downloaded {size} bytes, sha256 {digest}")
                 local[r["seq"]] = path
-                starts = tuple(t for _o, _n, t, _d in struct.iter_unpack("<4q", r["fragments"]))
+                starts = tuple(t for _o, _n, t, _d in decode_fragments(r["fragments"]))
                 sources.append(hub_exports.Source(r["object_key"], r["sha256"], r["bytes"], r["node"], r["seq"],
                                                   r["run_id"], r["start_us"], r["end_us"], starts))
             t1 = time.perf_counter()

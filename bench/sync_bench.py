@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(1, str(REPO))
 import record_bench  # noqa: E402 - the /proc readers, shared with the recorder benchmark
+from benchlib import stop_services  # noqa: E402
 from conftest import Edge, Hub, edge_mqtt  # noqa: E402
 from services_helper import Mosquitto, SeaweedS3  # noqa: E402
 from testcam_helper import TestCam, ensure_media  # noqa: E402
@@ -278,12 +279,7 @@ class Rig:
             except Exception as exc:
                 print(f"warning: stopping {what}: {exc!r}", file=sys.stderr)
             what.close()  # SIGKILL if still running (no-op otherwise)
-        for svc in (self.cam, self.broker, self.s3):
-            if svc is not None:
-                try:
-                    svc.stop()
-                except Exception as exc:
-                    print(f"warning: stopping {svc!r}: {exc!r}", file=sys.stderr)
+        stop_services(self.cam, self.broker, self.s3)
 
 
 def warm_up(rig: Rig, timeout: float) -> float:
