@@ -18,6 +18,10 @@ from shared.mqtt import HoldRange, SegmentEvent, encode
 from shared.timeutil import now_us, us_to_iso
 
 CATALOG_NAME = "catalog.db"
+# after a restore from a Litestream replica, seqs and gap revisions jump by these (see
+# Catalog.continue_after_restore): far more than a replica's lag can hide, far below int64
+RESTORE_SEQ_MARGIN = 10_000
+RESTORE_REV_MARGIN = 1_000_000
 
 GAP_REASONS = (
     "camera_unreachable",  # refused, timed out, stopped sending
@@ -195,6 +199,21 @@ class Catalog:
                 self.conn.execute("INSERT INTO outbox (seq, payload, created_us) VALUES (?, ?, ?)",
                                   (seq, encode(event).decode(), created))
         return seq
+
+    def continue_after_restore(self, hub_through_seq: int) -> tuple[int, int]:
+        """After a restore from a replica that may lag the lost machine by its last seconds: make
+        the next seq follow every seq the old machine may have handed out (the hub's synced cursor,
+        plus RESTORE_SEQ_MARGIN for doorbells the hub heard of but had not pulled), and move every
+        gap's `rev` past anything the hub copied (it copies them again, idempotently, and then
+        the new ones). Returns (restored newest seq, next seq - 1)."""
+        restored = self.max_seq()
+        floor = max(restored, hub_through_seq) + RESTORE_SEQ_MARGIN
+        with self.conn:
+            self.conn.execute("BEGIN")
+            if self.conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'segments'", (floor,)).rowcount == 0:
+                self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('segments', ?)", (floor,))
+            self.conn.execute("UPDATE gaps SET rev = rev + ?", (RESTORE_REV_MARGIN,))
+        return restored, floor
 
     def delete_outbox(self, ids: list[int]) -> None:
         with self.conn:

@@ -10,7 +10,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.config import ConfigError, between, check_http_url, check_id, check_listen, field, load
+from shared.config import ConfigError, between, check_abs_path, check_http_url, check_id, check_listen, field, load
+from shared.litestream import LitestreamConfig, Replication
 from shared.logs import redact
 from shared.mqtt import MqttConfig
 
@@ -86,6 +87,10 @@ class HttpConfig:
     advertise_url: str = field("", check=check_http_url,
                                doc="where the hub reaches this node, published in its MQTT status "
                                    "(empty: http://<listen host, or this machine's name for 0.0.0.0>:<port>)")
+    cert_file: str = field("", check=check_abs_path,
+                           doc="TLS certificate chain (PEM) of the segment server; with key_file the edge serves "
+                               "HTTPS, and the default advertised URL is https://")
+    key_file: str = field("", check=check_abs_path, doc="TLS private key (PEM) for cert_file")
     max_upload_mbps: float = field(0.0, check=between(0, 100_000),
                                    doc="cap on the bandwidth of segment downloads, in Mbit/s, shared by all "
                                        "of them, to protect a thin WAN (0 = unlimited)")
@@ -105,7 +110,11 @@ class HttpConfig:
         host = self.host.strip("[]")
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.cert_file and self.key_file)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,18 +126,36 @@ class EdgeConfig:
     mqtt: MqttConfig | None = field(None, doc="[mqtt] table: without it the node records and serves its "
                                               "segments but publishes nothing (the hub still finds them "
                                               "by polling)")
+    litestream: LitestreamConfig | None = field(None, doc="[litestream] table: replicate the catalog to S3 "
+                                                          "(`vigil-edge replicate`, `vigil-edge restore`)")
 
     def __post_init__(self) -> None:
         if not self.cameras:
             raise ValueError("cameras: at least one [[cameras]] entry is required")
         seen: dict[str, int] = {}
         problems = []
+        if bool(self.http.cert_file) != bool(self.http.key_file):
+            problems.append("http: cert_file and key_file go together (both set: HTTPS; both empty: HTTP)")
+        ls = self.litestream
+        if ls is not None and ls.enabled:
+            problems += [f"litestream.{key}: missing (required for the catalog's replica)"
+                         for key in ("endpoint_url", "bucket", "access_key", "secret_key") if not getattr(ls, key)]
         for i, cam in enumerate(self.cameras):
             if cam.id in seen:
                 problems.append(f"cameras[{i}].id: duplicate camera id {cam.id!r} (also cameras[{seen[cam.id]}])")
             seen.setdefault(cam.id, i)
         if problems:
             raise ConfigError(problems)
+
+    def replication(self) -> Replication | None:
+        """The catalog's Litestream replica, or None without an enabled [litestream] table."""
+        ls = self.litestream
+        if ls is None or not ls.enabled:
+            return None
+        return Replication(db_path=self.node.data_dir / "catalog.db", endpoint_url=ls.endpoint_url,
+                           bucket=ls.bucket, path=ls.path or f"litestream/{self.node.id}", region=ls.region,
+                           access_key=ls.access_key, secret_key=ls.secret_key, sync_seconds=ls.sync_seconds,
+                           metrics_listen=ls.metrics_listen, binary=ls.binary)
 
 
 def load_edge_config(path: Path) -> EdgeConfig:

@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import ssl
 import threading
 import time
 from typing import Any
@@ -29,7 +30,7 @@ from edge.metrics import EdgeMetrics
 from edge.retention import disk_usage
 from edge.uplink import MqttLink
 from edge.writer import CatalogWriter, recover_stray_files
-from shared import __version__
+from shared import __version__, litestream
 from shared.process import run_until_signal, start_http_server
 from shared.timeutil import now_us, us_to_iso
 
@@ -67,6 +68,9 @@ class EdgeNode:
             probe.unlink()
         except OSError as exc:
             raise StartupError(f"node.data_dir: cannot write to {data_dir} ({exc.strerror})") from None
+        rep = cfg.replication()
+        if rep is not None and (problem := litestream.unchecked_problem(rep)):
+            raise StartupError(problem)
         self.catalog = Catalog(data_dir)
         self.writer = CatalogWriter(self.catalog, cfg.recording, self.metrics, doorbells=cfg.mqtt is not None,
                                     on_segment=self._segment_committed)
@@ -108,7 +112,15 @@ class EdgeNode:
         app = create_app(data_dir=cfg.node.data_dir, token=cfg.http.token, metrics=self.metrics,
                          camera_status=self.camera_status, node_id=cfg.node.id,
                          max_upload_mbps=cfg.http.max_upload_mbps)
-        server = start_http_server(app, cfg.http.host, cfg.http.port)
+        if cfg.http.tls:  # a clear error now rather than a server thread dying on it
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cfg.http.cert_file,
+                                                                                     cfg.http.key_file)
+            except OSError as exc:
+                raise StartupError(f"http.cert_file/key_file: cannot use {cfg.http.cert_file} with "
+                                   f"{cfg.http.key_file} ({exc.strerror or exc})") from None
+        server = start_http_server(app, cfg.http.host, cfg.http.port, cert_file=cfg.http.cert_file,
+                                   key_file=cfg.http.key_file)
         if server is None:
             raise StartupError(f"http.listen: cannot serve on {cfg.http.listen} (port in use or address not local)")
         self.http = server

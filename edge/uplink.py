@@ -35,6 +35,7 @@ from edge.metrics import EdgeMetrics
 from edge.retention import disk_usage
 from edge.writer import CatalogWriter
 from shared import __version__
+from shared.litestream import ReplicaMonitor
 from shared.mqtt import (
     CameraStatusMessage,
     ConnectProblems,
@@ -66,6 +67,8 @@ class MqttLink(threading.Thread):
         self.data_dir = config.node.data_dir
         self.http_url = config.http.public_url
         self.camera_ids = [c.id for c in config.cameras]
+        rep = config.replication()
+        self.replica = ReplicaMonitor(rep.metrics_listen) if rep else None   # lag in the node status
         self.writer = writer
         self.metrics = metrics
         self.camera_status = camera_status
@@ -224,7 +227,8 @@ class MqttLink(threading.Thread):
         return NodeStatus("online", self.session, version=__version__, http_url=self.http_url,
                           cameras=tuple(self.camera_ids), disk_free_bytes=usage.free_bytes,
                           disk_total_bytes=usage.total_bytes, backlog_segments=segments,
-                          backlog_bytes=size, ts=us_to_iso(now_us()))
+                          backlog_bytes=size, ts=us_to_iso(now_us()),
+                          replica=self.replica.sample() if self.replica else None)
 
     def _publish_camera_changes(self) -> None:
         for status in self.camera_status():

@@ -1,4 +1,6 @@
-"""`vigil-hub --config hub.toml [--check-config]`, `vigil-hub --hash-token` (reads a token on stdin),
+"""`vigil-hub --config hub.toml [--check-config] [run | restore | replicate]` (restore: hub.db from its
+Litestream replica if it is missing; replicate: become Litestream for hub.db),
+`vigil-hub --hash-token` (reads a token on stdin),
 `vigil-hub verify-export DIR_OR_ID [--public-key PEM | --config hub.toml]`."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from hub.config import ConfigError, HubConfig, load_hub_config
 from hub.service import HubService, StartupError
-from shared import __version__
+from shared import __version__, litestream
 from shared.logs import setup_logging
 
 
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                              "[[tokens]]")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"vigil-hub {__version__}")
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "restore", "replicate"),
+                        help="run: serve (default); restore: bring hub.db back from its Litestream replica if it "
+                             "is missing; replicate: run Litestream for hub.db")
     args = parser.parse_args(argv)
     if args.hash_token:
         token = sys.stdin.readline().strip()
@@ -57,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config ok: {len(config.nodes)} nodes listed, accept_new_nodes={config.ingest.accept_new_nodes}, "
               f"bucket {config.s3.bucket} at {config.s3.endpoint_url}")
         return 0
+    if args.command in ("restore", "replicate"):
+        return litestream_command(config, args.command)
     setup_logging(config.hub.log_level, node="hub")
     service = HubService(config)
     try:
@@ -65,6 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("hub").error("cannot start", extra={"error": str(exc)})
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def litestream_command(config: HubConfig, command: str) -> int:
+    rep = config.replication()
+    if rep is None:
+        print(f"{command}: no enabled [litestream] table in the config; nothing to do",
+              file=sys.stderr if command == "replicate" else sys.stdout)
+        return 2 if command == "replicate" else 0
+    try:
+        if command == "replicate":
+            litestream.replicate(rep)
+        result = litestream.restore(rep)
+    except (OSError, litestream.LitestreamError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"restore: {result.detail}")
     return 0
 
 

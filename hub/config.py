@@ -9,7 +9,8 @@ import dataclasses
 import re
 from pathlib import Path
 
-from shared.config import ConfigError, between, check_http_url, check_id, check_listen, field, load
+from shared.config import ConfigError, between, check_abs_path, check_http_url, check_id, check_listen, field, load
+from shared.litestream import LitestreamConfig, Replication
 from shared.mqtt import MqttConfig
 
 __all__ = ["ConfigError", "HubConfig", "load_hub_config"]
@@ -48,6 +49,9 @@ class S3Config:
 class EdgeAccess:
     token: str = field(secret=True, check=lambda v: None if len(v) >= 16 else "must be at least 16 characters",
                        doc="bearer token presented to edges when pulling (their http.token)")
+    ca_file: str = field("", check=check_abs_path,
+                         doc="CA bundle (PEM) that signed the edges' HTTPS certificates (empty: the system's "
+                             "trust store)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,17 +141,13 @@ class ApiConfig:
             "empty: none")
 
 
-def _check_key_file(value: str) -> str | None:
-    return None if not value or value.startswith("/") else "must be an absolute path (or empty)"
-
-
 @dataclasses.dataclass(frozen=True)
 class ExportsConfig:
     keep_days: float = field(30.0, check=between(0.01, 36500),
                              doc="exports (and the evidence hold on their footage) expire after this many days")
     max_hours: float = field(24.0, check=between(0.01, 744), doc="longest range one export may cover")
     max_cameras: int = field(16, check=between(1, 256), doc="most cameras in one export")
-    signing_key_file: str = field("", check=_check_key_file,
+    signing_key_file: str = field("", check=check_abs_path,
                                   doc="Ed25519 private key (PEM) that signs export manifests (empty: one made and "
                                       "kept in hub.data_dir/export-signing.pem); give auditors its public key "
                                       "(GET /api/v1/exports/public-key)")
@@ -174,6 +174,20 @@ class HubConfig:
     api: ApiConfig = field(ApiConfig())
     exports: ExportsConfig = field(ExportsConfig())
     tokens: list[TokenEntry] = field([], doc="[[tokens]] tables: API bearer tokens (name, sha256, role)")
+    litestream: LitestreamConfig | None = field(None, doc="[litestream] table: replicate hub.db to S3 "
+                                                          "(`vigil-hub replicate`, `vigil-hub restore`); "
+                                                          "empty keys default to [s3]'s")
+
+    def replication(self) -> Replication | None:
+        """hub.db's Litestream replica (defaults from [s3]), or None without an enabled [litestream]."""
+        ls = self.litestream
+        if ls is None or not ls.enabled:
+            return None
+        return Replication(db_path=self.hub.data_dir / "hub.db", endpoint_url=ls.endpoint_url or self.s3.endpoint_url,
+                           bucket=ls.bucket or self.s3.bucket, path=ls.path or "litestream/hub", region=ls.region,
+                           access_key=ls.access_key or self.s3.access_key,
+                           secret_key=ls.secret_key or self.s3.secret_key, sync_seconds=ls.sync_seconds,
+                           metrics_listen=ls.metrics_listen, binary=ls.binary)
 
     def retention_days(self, node: str, camera: str) -> float:
         for override in self.retention.cameras:

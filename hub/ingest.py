@@ -139,7 +139,7 @@ class EdgeClient:
             resp = self.pool.request("GET", self.base_url + path, headers=self.headers, timeout=self.timeout,
                                      retries=False)
         except urllib3.exceptions.HTTPError as exc:
-            raise PullError("unreachable", f"edge at {self.base_url} is unreachable: {exc}") from None
+            raise _unreachable(self.base_url, exc) from None
         _check_status(resp.status, path, self.base_url)
         try:
             return resp.json()
@@ -170,7 +170,7 @@ class EdgeClient:
             resp = self.pool.request("GET", self.base_url + path, headers=self.headers, timeout=self.timeout,
                                      retries=False, preload_content=False)
         except urllib3.exceptions.HTTPError as exc:
-            raise PullError("unreachable", f"edge at {self.base_url} is unreachable: {exc}") from None
+            raise _unreachable(self.base_url, exc) from None
         try:
             _check_status(resp.status, path, self.base_url)
             digest = hashlib.sha256()
@@ -186,6 +186,14 @@ class EdgeClient:
             raise PullError("unreachable", f"download of seq {seq} from {self.base_url} broke off: {exc}") from None
         finally:
             resp.release_conn()
+
+
+def _unreachable(base_url: str, exc: Exception) -> PullError:
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, urllib3.exceptions.SSLError) or isinstance(reason, urllib3.exceptions.SSLError):
+        return PullError("unreachable", f"edge at {base_url}: TLS handshake failed ({reason or exc}); "
+                                        "check edge.ca_file and the edge's http.cert_file")
+    return PullError("unreachable", f"edge at {base_url} is unreachable: {exc}")
 
 
 def _check_status(status: int, path: str, base_url: str) -> None:
@@ -510,7 +518,9 @@ class Ingestor:
         n = cfg.ingest.pull_concurrency
         self.catchup_slots = threading.BoundedSemaphore(n)
         self.live_slots = threading.BoundedSemaphore(n)
-        self.http = urllib3.PoolManager(num_pools=64, maxsize=cfg.ingest.pull_concurrency_per_node + 2)
+        # https:// edges are verified against edge.ca_file (a private CA) or the system's trust store
+        self.http = urllib3.PoolManager(num_pools=64, maxsize=cfg.ingest.pull_concurrency_per_node + 2,
+                                        cert_reqs="CERT_REQUIRED", ca_certs=cfg.edge.ca_file or None)
         self.publish_synced: Callable[[str, int, tuple[int, ...]], bool] = lambda node, seq, q: False
         self.syncs: dict[str, NodeSync] = {}
         self.lock = threading.Lock()

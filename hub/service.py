@@ -23,7 +23,7 @@ from hub.ingest import Ingestor
 from hub.metrics import CatalogRows, HubMetrics
 from hub.retention import HubRetention
 from hub.store import ObjectStore, StoreError
-from shared import __version__
+from shared import __version__, litestream
 from shared.process import run_until_signal, start_http_server
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ class HubService:
             probe.unlink()
         except OSError as exc:
             raise StartupError(f"hub.data_dir: cannot write to {data_dir} ({exc.strerror})") from None
+        rep = cfg.replication()
+        if rep is not None and (problem := litestream.unchecked_problem(rep)):
+            raise StartupError(problem)
         self.catalog = HubCatalog(data_dir)
         store = ObjectStore(cfg.s3, max_pool=2 * cfg.ingest.pull_concurrency + 4)
         try:

@@ -59,6 +59,11 @@ def check_http_url(url: str) -> str | None:
     return None
 
 
+def check_abs_path(value: str) -> str | None:
+    """An absolute file path, or empty (meaning: not used)."""
+    return None if not value or value.startswith("/") else f"{value!r} must be an absolute path (or empty)"
+
+
 def between(lo: float, hi: float) -> Callable[[float], str | None]:
     """A check that a number lies in [lo, hi]."""
     def check(value: float) -> str | None:
@@ -215,12 +220,15 @@ def _apply_credentials(data: dict[str, Any], directory: str) -> None:
         section, dot, key = entry.name.partition(".")
         if not dot or not section or not key or "." in key or not entry.is_file():
             continue
+        try:
+            value = entry.read_text().strip()
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError([f"credential {entry.name}: cannot read {entry} ({exc})"]) from None
+        if not value:
+            continue  # an empty credential file means "not set" (units name every file they may use)
         target = data.setdefault(section, {})
         if isinstance(target, dict):
-            try:
-                target[key] = entry.read_text().strip()
-            except (OSError, UnicodeError) as exc:
-                raise ConfigError([f"credential {entry.name}: cannot read {entry} ({exc})"]) from None
+            target[key] = value
 
 
 def load(cls: type[T], path: Path, environ: Mapping[str, str] | None = None) -> T:

@@ -21,6 +21,7 @@ import json
 import logging
 import ssl
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,6 +132,49 @@ def _describe(exc: BaseException | None) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
+def read_retained(cfg: MqttConfig, topics: list[str], client_id: str, timeout: float = 10.0) -> dict[str, bytes]:
+    """The retained messages of `topics` (no wildcards), as far as they arrive within `timeout`.
+    Raises ConnectionError with the reason when the broker cannot be reached or refuses us."""
+    got: dict[str, bytes] = {}
+    subscribed = threading.Event()
+    done = threading.Event()
+    failure: list[str] = []
+    client = make_client(cfg, client_id)
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            failure.append(f"the broker refused the connection: {reason_code}")
+            done.set()
+            return
+        client.subscribe([(t, 1) for t in topics])
+
+    def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        subscribed.set()
+
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:
+            got[msg.topic] = msg.payload
+            if len(got) == len(topics):
+                done.set()
+
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    client.on_connect_fail = lambda client, userdata: (failure.append(_describe(sys.exc_info()[1])), done.set())
+    try:
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds)
+        client.loop_start()
+        done.wait(timeout)
+        if not done.is_set() and subscribed.is_set():
+            done.wait(0.5)   # retained messages follow the SUBACK at once; none came: there are none
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if failure and not got:
+        raise ConnectionError(failure[0])
+    if not subscribed.is_set() and not got:
+        raise ConnectionError(f"no answer from the broker at {cfg.url} within {timeout:g} s")
+    return got
+
+
 def connect_properties(session_expiry_seconds: int) -> Properties:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = session_expiry_seconds
@@ -196,6 +240,7 @@ class NodeStatus:
     backlog_segments: int | None = None
     backlog_bytes: int | None = None
     ts: str | None = None
+    replica: ReplicaStatus | None = None   # the catalog's Litestream replica, when configured
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"v": VERSION, "state": self.state, "session": self.session}
@@ -203,7 +248,21 @@ class NodeStatus:
             d.update(version=self.version, http_url=self.http_url, cameras=list(self.cameras),
                      disk={"free_bytes": self.disk_free_bytes, "total_bytes": self.disk_total_bytes},
                      backlog={"segments": self.backlog_segments, "bytes": self.backlog_bytes}, ts=self.ts)
+            if self.replica is not None:
+                d["litestream"] = self.replica.to_json()
         return d
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaStatus:
+    """How the catalog's Litestream replication is doing (read from Litestream's metrics)."""
+    ok: bool
+    lag_seconds: float | None = None    # age of the oldest change not yet known to be in the replica
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        lag = None if self.lag_seconds is None else round(self.lag_seconds, 1)
+        return {"ok": self.ok, "lag_seconds": lag, "error": self.error}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +363,16 @@ def _iso_to_us(d: dict[str, Any], key: str) -> int:
     return (dt - _EPOCH) // timedelta(microseconds=1)
 
 
+def _replica(d: dict[str, Any]) -> ReplicaStatus | None:
+    ls = _get(d, "litestream", dict, required=False)
+    if ls is None:
+        return None
+    lag = _get(ls, "lag_seconds", (int, float), required=False)
+    error = _get(ls, "error", str, required=False)
+    return ReplicaStatus(ok=_get(ls, "ok", bool), lag_seconds=None if lag is None else float(lag),
+                         error=None if error is None else error[:500])
+
+
 def _hold(item: Any) -> HoldRange:
     if not isinstance(item, dict):
         raise MessageError("bad_field", "each hold must be an object")
@@ -346,7 +415,8 @@ def decode(kind: str, payload: bytes) -> Message:
             disk_free_bytes=_get(disk, "free_bytes", int, required=False),
             disk_total_bytes=_get(disk, "total_bytes", int, required=False),
             backlog_segments=_get(backlog, "segments", int, required=False),
-            backlog_bytes=_get(backlog, "bytes", int, required=False), ts=_get(d, "ts", str, required=False))
+            backlog_bytes=_get(backlog, "bytes", int, required=False), ts=_get(d, "ts", str, required=False),
+            replica=_replica(d))
     if kind == "camera_status":
         return CameraStatusMessage(
             state=_get(d, "state", str, choices=CAMERA_STATES), since=_get(d, "since", str),

@@ -17,10 +17,13 @@ from shared import systemd
 log = logging.getLogger(__name__)
 
 
-def start_http_server(app: Any, host: str, port: int, timeout: float = 10.0) -> uvicorn.Server | None:
-    """Serve `app` with uvicorn on a daemon thread; the server once it listens, None if it could not."""
+def start_http_server(app: Any, host: str, port: int, timeout: float = 10.0, cert_file: str = "",
+                      key_file: str = "") -> uvicorn.Server | None:
+    """Serve `app` with uvicorn on a daemon thread (HTTPS with `cert_file` + `key_file`); the
+    server once it listens, None if it could not."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off",
-                                           access_log=False))
+                                           access_log=False, ssl_certfile=cert_file or None,
+                                           ssl_keyfile=key_file or None))
     threading.Thread(target=server.run, name="http", daemon=True).start()
     deadline = time.monotonic() + timeout
     while not server.started and time.monotonic() < deadline and not server.should_exit:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -74,13 +75,16 @@ class Edge:
 
     def __init__(self, workdir: Path, cameras: list[dict[str, Any]], recording: dict[str, Any] | None = None,
                  data_dir: Path | None = None, node_id: str = "test-edge", mqtt: dict[str, Any] | None = None,
-                 http: dict[str, Any] | None = None) -> None:
+                 http: dict[str, Any] | None = None, extra: str = "", tls_ca: Path | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.node_id = node_id
         self.data_dir = data_dir or workdir / "data"
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.scheme = "https" if http and http.get("cert_file") else "http"
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
+        # the test's own requests to an HTTPS edge trust the CA that signed its certificate
+        self.ssl_context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
         self.config = workdir / "edge.toml"
         lines = ["[node]", f'id = "{node_id}"', f'data_dir = "{self.data_dir}"', "", "[recording]"]
         for key, value in {"segment_seconds": 10, **(recording or {})}.items():
@@ -93,7 +97,7 @@ class Edge:
             lines.append("[[cameras]]")
             lines += [f"{k} = {json.dumps(v)}" for k, v in cam.items()]
             lines.append("")
-        self.config.write_text("\n".join(lines))
+        self.config.write_text("\n".join(lines) + "\n" + extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
@@ -135,10 +139,10 @@ class Edge:
         self.proc.wait()
 
     def get(self, path: str, token: bool = True, headers: dict[str, str] | None = None) -> Any:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
+        req = urllib.request.Request(f"{self.url}{path}", headers=headers or {})
         if token:
             req.add_header("Authorization", f"Bearer {TOKEN}")
-        return urllib.request.urlopen(req, timeout=10)
+        return urllib.request.urlopen(req, timeout=10, context=self.ssl_context)
 
     def get_json(self, path: str) -> Any:
         with self.get(path) as resp:

@@ -21,6 +21,8 @@ from shared import systemd
 
 UNITS = sorted((Path(__file__).resolve().parent.parent / "systemd").glob("*.service"))
 MAX_EXPOSURE = 2.5
+CREDENTIALS = {"edge": ("http.token", "mqtt.password", "litestream.secret_key"),
+               "hub": ("s3.secret_key", "mqtt.password", "edge.token", "api.token_key", "litestream.secret_key")}
 # runs a command with the kernel's "memory deny write execute" rule (PR_SET_MDWE, Linux 6.3+):
 # what MemoryDenyWriteExecute=yes in the units enforces with seccomp
 MDWE_EXEC = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
@@ -29,9 +31,11 @@ MDWE_EXEC = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); 
 
 @pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
 def test_unit_verifies_clean_and_is_hardened(unit: Path, tmp_path: Path) -> None:
-    # the unit as installed, but for where the venv is (verify checks that ExecStart exists)
+    # the units as installed, side by side (they name each other), but for where the venv is
+    # (verify checks that ExecStart exists)
+    for other in UNITS:
+        (tmp_path / other.name).write_text(other.read_text().replace("/opt/vigil/venv/bin/", f"{VENV_BIN}/"))
     staged = tmp_path / unit.name
-    staged.write_text(unit.read_text().replace("/opt/vigil/venv/bin/", f"{VENV_BIN}/"))
     verify = subprocess.run(["systemd-analyze", "verify", "--man=no", "--generators=no", str(staged)],
                             capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr   # unknown keys only warn
@@ -41,10 +45,32 @@ def test_unit_verifies_clean_and_is_hardened(unit: Path, tmp_path: Path) -> None
     exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
     assert security.returncode == 0 and exposure and float(exposure[1]) <= MAX_EXPOSURE, security.stdout[-3000:]
     text = unit.read_text()
-    for needed in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "User=vigil", "StateDirectory=",
-                   "LoadCredential=", "MemoryDenyWriteExecute=yes", "SystemCallFilter=@system-service",
-                   "CapabilityBoundingSet=\n"):
-        assert needed in text, f"{unit.name} lacks {needed.strip()}"
+    app = "edge" if "vigil-edge" in unit.name else "hub"
+    needed = ["User=vigil", f"StateDirectory=vigil-{app}\n", f"ReadWritePaths=/var/lib/vigil-{app}\n",
+              "MemoryDenyWriteExecute=yes", "SystemCallFilter=@system-service", "CapabilityBoundingSet=\n",
+              "ProtectSystem=strict", "PrivateUsers=yes"]
+    # every unit of an app loads the same secrets: each of them reads the whole config
+    needed += [f"LoadCredential={c}:/etc/vigil/credentials/{app}/{c}\n" for c in CREDENTIALS[app]]
+    if unit.name.endswith("-restore.service"):
+        needed += ["Type=oneshot", "RemainAfterExit=yes",
+                   f"Before=vigil-{app}.service vigil-{app}-litestream.service",
+                   f"--config /etc/vigil/{app}.toml restore\n"]
+    elif unit.name.endswith("-litestream.service"):
+        needed += ["Restart=on-failure", f"Requires=vigil-{app}-restore.service", "RuntimeDirectory=",
+                   f"After=network-online.target vigil-{app}-restore.service",
+                   f"--config /etc/vigil/{app}.toml replicate\n"]
+    else:
+        needed += ["Type=notify", "WatchdogSec=", "Restart=on-failure",
+                   f"Wants=network-online.target vigil-{app}-restore.service\n",
+                   f"After=network-online.target time-sync.target vigil-{app}-restore.service\n"]
+    for item in needed:
+        assert item in text, f"{unit.name} lacks {item.strip()}"
+    assert text.count("LoadCredential=") == len(CREDENTIALS[app]), f"{unit.name}: not just {CREDENTIALS[app]}"
+
+
+def test_every_unit_is_checked() -> None:
+    assert {u.name for u in UNITS} == {f"vigil-{app}{kind}.service" for app in ("edge", "hub")
+                                       for kind in ("", "-restore", "-litestream")}
 
 
 class NotifySocket:
