@@ -1,4 +1,5 @@
-"""MQTT over TLS (`mqtts://`) with a private CA in `mqtt.ca_file`, and a wrong CA refused without a crash.
+"""MQTT over TLS (`mqtts://`) with a private CA in `mqtt.ca_file`, and a wrong CA refused without a crash;
+HTTPS between hub and edges (`http.cert_file`/`key_file`, `edge.ca_file`).
 
 Real Mosquitto (TLS-only listener, throwaway CA made with openssl), SeaweedFS, GStreamer cameras
 and vigil processes; short runs (4-s segments).
@@ -9,13 +10,14 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import edge_mqtt, metric_value, wait_for
-from services_helper import Mosquitto, make_ca
+from services_helper import Mosquitto, make_ca, make_server_cert
 
 
 def _hub_segment_count(hub: Any, node: str) -> int:
@@ -135,4 +137,39 @@ def test_edge_with_a_wrong_ca_records_and_logs_the_refused_broker(media: dict[st
     assert len(refused_lines()) == 1, "the same TLS failure is logged once, not at every retry"
     assert not [line for line in edge.log_lines() if line["level"] == "critical"]
     assert metric_value(_edge_metrics(edge), "vigil_edge_mqtt_connected") == 0.0
+    edge.stop()
+
+
+def test_hub_pulls_from_an_https_edge_with_a_private_ca(media: dict[str, Path], testcams, edge_factory, hub_factory,
+                                                        broker: Mosquitto, s3, tmp_path: Path, monkeypatch) -> None:
+    ca = make_ca(tmp_path / "pki", "edge-ca", "/CN=Vigil edges test CA")
+    cert, key = make_server_cert(tmp_path / "pki", ca, "edge")
+    cams = testcams([f"a=h264file:{media['h264']}"])
+    edge = edge_factory([{"id": "a", "url": cams.url("a")}], {"segment_seconds": 4}, node_id="tls-http",
+                        mqtt=edge_mqtt(broker), http={"cert_file": str(cert), "key_file": str(key)},
+                        tls_ca=ca).start()
+    assert edge.url.startswith("https://")
+    # the segment server speaks only TLS, and advertises https://
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{edge.port}/healthz", timeout=5).read()
+    def advertised() -> str | None:
+        for _topic, payload, _retained in broker.subscribe_collect("vigil/tls-http/status", 0.5):
+            return json.loads(payload).get("http_url")
+        return None
+    assert wait_for("the edge's status", advertised, 20) == edge.url
+
+    # a hub without the CA refuses the edge's certificate, says so, and stores nothing
+    untrusting = hub_factory(broker, s3, [edge], name="untrusting").start()
+
+    def tls_complaint() -> list[dict[str, Any]]:
+        return [line for line in untrusting.log_lines() if "TLS handshake failed" in json.dumps(line)
+                and "edge.ca_file" in json.dumps(line)]
+    wait_for("the hub to log the untrusted edge certificate", tls_complaint, 30)
+    assert _hub_segment_count(untrusting, "tls-http") == 0
+    untrusting.stop()
+
+    monkeypatch.setenv("VIGIL_EDGE__CA_FILE", str(ca))
+    hub = hub_factory(broker, s3, [edge], name="trusting").start()
+    wait_for("2 segments pulled over HTTPS", lambda: _hub_segment_count(hub, "tls-http") >= 2, 40)
+    hub.stop()
     edge.stop()
