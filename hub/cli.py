@@ -1,5 +1,6 @@
-"""`vigil-hub --config hub.toml [--check-config] [run | restore | replicate]` (restore: hub.db from its
-Litestream replica if it is missing; replicate: become Litestream for hub.db),
+"""`vigil-hub --config hub.toml [--check-config] [run | restore | replicate | nodes [--watch S] [--json]]`
+(restore: hub.db from its Litestream replica if it is missing; replicate: become Litestream for
+hub.db; nodes: the fleet as seen over MQTT),
 `vigil-hub --hash-token` (reads a token on stdin),
 `vigil-hub verify-export DIR_OR_ID [--public-key PEM | --config hub.toml]`."""
 
@@ -39,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                              "[[tokens]]")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"vigil-hub {__version__}")
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "restore", "replicate"),
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "restore", "replicate", "nodes"),
                         help="run: serve (default); restore: bring hub.db back from its Litestream replica if it "
-                             "is missing; replicate: run Litestream for hub.db")
+                             "is missing; replicate: run Litestream for hub.db; nodes: print the fleet as seen "
+                             "over MQTT")
+    parser.add_argument("--watch", type=float, metavar="SECONDS", help="nodes: refresh every SECONDS")
+    parser.add_argument("--json", action="store_true", help="nodes: one JSON document per refresh")
     args = parser.parse_args(argv)
     if args.hash_token:
         token = sys.stdin.readline().strip()
@@ -64,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("restore", "replicate"):
         return litestream_command(config, args.command)
+    if args.command == "nodes":
+        from hub import fleet
+        if args.watch is not None and args.watch < 1:
+            parser.error("--watch must be at least 1 second")
+        try:
+            return fleet.main(config, args.watch, args.json)
+        except KeyboardInterrupt:
+            return 0
     setup_logging(config.hub.log_level, node="hub")
     service = HubService(config)
     try:

@@ -22,6 +22,7 @@ import logging
 import ssl
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,9 +133,13 @@ def _describe(exc: BaseException | None) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
-def read_retained(cfg: MqttConfig, topics: list[str], client_id: str, timeout: float = 10.0) -> dict[str, bytes]:
-    """The retained messages of `topics` (no wildcards), as far as they arrive within `timeout`.
-    Raises ConnectionError with the reason when the broker cannot be reached or refuses us."""
+def read_retained(cfg: MqttConfig, topic_filters: list[str], client_id: str, timeout: float = 10.0,
+                  settle: float = 1.0) -> dict[str, bytes]:
+    """The retained messages under `topic_filters` (wildcards allowed): everything that arrives
+    within `settle` seconds of the SUBACK (the broker sends retained messages right after it), or
+    sooner once every filter without wildcards has its message. Raises ConnectionError with the
+    reason when the broker cannot be reached within `timeout` or refuses us."""
+    exact = {t for t in topic_filters if "+" not in t and "#" not in t}
     got: dict[str, bytes] = {}
     subscribed = threading.Event()
     done = threading.Event()
@@ -146,33 +151,43 @@ def read_retained(cfg: MqttConfig, topics: list[str], client_id: str, timeout: f
             failure.append(f"the broker refused the connection: {reason_code}")
             done.set()
             return
-        client.subscribe([(t, 1) for t in topics])
+        client.subscribe([(t, 1) for t in topic_filters])
 
     def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            failure.append(f"the broker refused the subscription: {', '.join(refused)}")
+            done.set()
         subscribed.set()
 
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.retain:
             got[msg.topic] = msg.payload
-            if len(got) == len(topics):
+            if exact and len(topic_filters) == len(exact) and exact <= got.keys():
                 done.set()
 
+    def on_connect_fail(client: mqtt.Client, userdata: Any) -> None:
+        failure.append(_describe(sys.exc_info()[1]))
+        done.set()
+
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-    client.on_connect_fail = lambda client, userdata: (failure.append(_describe(sys.exc_info()[1])), done.set())
+    client.on_connect_fail = on_connect_fail
     try:
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds)
         client.loop_start()
-        done.wait(timeout)
-        if not done.is_set() and subscribed.is_set():
-            done.wait(0.5)   # retained messages follow the SUBACK at once; none came: there are none
+        deadline = time.monotonic() + timeout
+        while not subscribed.is_set() and not done.is_set() and time.monotonic() < deadline:
+            subscribed.wait(0.05)
+        if subscribed.is_set():
+            done.wait(settle)
     finally:
         client.disconnect()
         client.loop_stop()
-    if failure and not got:
+    if failure:
         raise ConnectionError(failure[0])
-    if not subscribed.is_set() and not got:
+    if not subscribed.is_set():
         raise ConnectionError(f"no answer from the broker at {cfg.url} within {timeout:g} s")
-    return got
+    return dict(got)
 
 
 def connect_properties(session_expiry_seconds: int) -> Properties:
@@ -337,7 +352,11 @@ def _get(d: dict[str, Any], key: str, kind: type | tuple[type, ...], required: b
             raise MessageError("bad_field", f"missing {key!r}")
         return None
     value = d[key]
-    if isinstance(value, bool) or not isinstance(value, kind):  # no field is a boolean
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise MessageError("bad_field", f"{key!r} is not true or false")
+        return value
+    if isinstance(value, bool) or not isinstance(value, kind):  # a boolean is no number
         raise MessageError("bad_field", f"{key!r} has the wrong type")
     if isinstance(value, int) and not isinstance(value, bool) and value < 0:
         raise MessageError("bad_field", f"{key!r} is negative")

@@ -134,6 +134,7 @@ def test_replaced_edge_gets_its_catalog_back_and_continues_its_seqs(media, testc
             return None
         status = wait_for("a node status with the replica's health", replica_status, timeout=40, every=2)
         assert status["error"] is None
+        assert _metric(hub.metrics(), "vigil_hub_mqtt_invalid_messages_total") == 0, "the hub refused a status"
 
         # the box dies: the recorder at once, Litestream a moment later (what a replica can lag by
         # is covered by the seq margin, checked below)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from shared.mqtt import (
     HoldsMessage,
     MessageError,
     NodeStatus,
+    ReplicaStatus,
     SegmentEvent,
     SyncedCursor,
     Topics,
@@ -50,6 +52,10 @@ def test_messages_encode_and_decode_to_the_same_value() -> None:
                         disk_free_bytes=5, disk_total_bytes=10, backlog_segments=3, backlog_bytes=300,
                         ts="2026-11-22T00:00:00.000000Z")
     assert decode("status", encode(status)) == status
+    replicated = dataclasses.replace(status, replica=ReplicaStatus(False, 42.5, "3 replication errors"))
+    assert json.loads(encode(replicated))["litestream"] == {"ok": False, "lag_seconds": 42.5,
+                                                            "error": "3 replication errors"}
+    assert decode("status", encode(replicated)) == replicated
     will = NodeStatus("offline", 8)
     assert json.loads(encode(will)) == {"v": 1, "state": "offline", "session": 8}
     assert decode("status", encode(will)) == will
@@ -77,6 +83,10 @@ def test_messages_encode_and_decode_to_the_same_value() -> None:
     ("status", json.dumps({"v": 1, "state": "online", "session": 1, "cameras": ["a"],
                            "http_url": "ftp://x"}).encode(), "bad_field"),
     ("status", json.dumps({"v": 1, "state": "sleeping", "session": 1}).encode(), "bad_field"),
+    ("status", json.dumps({"v": 1, "state": "online", "session": 1, "cameras": ["a"], "http_url": "http://x",
+                           "litestream": {"ok": 1}}).encode(), "bad_field"),
+    ("status", json.dumps({"v": 1, "state": "online", "session": 1, "cameras": ["a"], "http_url": "http://x",
+                           "litestream": {"ok": True, "lag_seconds": "soon"}}).encode(), "bad_field"),
     ("camera_status", json.dumps({"v": 1, "state": "recording"}).encode(), "bad_field"),
     ("synced", json.dumps({"v": 1, "through_seq": "7"}).encode(), "bad_field"),
     ("synced", json.dumps({"v": 1, "through_seq": 5, "quarantined": [6]}).encode(), "bad_field"),
