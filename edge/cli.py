@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check_config:
         enabled = sum(c.enabled for c in config.cameras)
+        rep = config.replication()
         print(f"config ok: node {config.node.id}, {len(config.cameras)} cameras ({enabled} enabled), "
-              f"data in {config.node.data_dir}")
+              f"data in {config.node.data_dir}, serving {config.http.public_url}"
+              + (f", catalog replica s3://{rep.bucket}/{rep.path}" if rep else ""))
         return 0
     if args.command == "restore":
         return restore_catalog(config)

@@ -68,7 +68,9 @@ class MqttLink(threading.Thread):
         self.http_url = config.http.public_url
         self.camera_ids = [c.id for c in config.cameras]
         rep = config.replication()
-        self.replica = ReplicaMonitor(rep.metrics_listen) if rep else None   # lag in the node status
+        # the replica's health and lag in the node status
+        self.replica = (ReplicaMonitor(rep.metrics_listen, stall_after_s=max(60.0, 10 * rep.sync_seconds))
+                        if rep else None)
         self.writer = writer
         self.metrics = metrics
         self.camera_status = camera_status

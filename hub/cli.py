@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return 2
     if args.check_config:
+        rep = config.replication()
         print(f"config ok: {len(config.nodes)} nodes listed, accept_new_nodes={config.ingest.accept_new_nodes}, "
-              f"bucket {config.s3.bucket} at {config.s3.endpoint_url}")
+              f"bucket {config.s3.bucket} at {config.s3.endpoint_url}"
+              + (f", catalog replica s3://{rep.bucket}/{rep.path}" if rep else ""))
         return 0
     if args.command in ("restore", "replicate"):
         return litestream_command(config, args.command)

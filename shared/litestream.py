@@ -244,11 +244,15 @@ class ReplicaMonitor:
     since a sample last found the replica caught up: no new sync or replica-operation errors, and
     either no new transaction (`litestream_txid`) or a new upload (`litestream_replica_operation_total`
     PUT) since the previous sample. While the store is unreachable, or Litestream silently stops
-    uploading, the lag grows from the last good sample; its resolution is the sampling interval."""
+    uploading, the lag grows from the last good sample; its resolution is the sampling interval.
+    Litestream 0.5.17 counts no error when the store vanishes mid-run (it just stops uploading),
+    so a lag beyond `stall_after_s` is itself reported as not ok."""
 
-    def __init__(self, metrics_listen: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, metrics_listen: str, clock: Callable[[], float] = time.monotonic,
+                 stall_after_s: float = 60.0) -> None:
         self.metrics_listen = metrics_listen
         self.clock = clock
+        self.stall_after_s = stall_after_s
         self.previous: tuple[float, float, float] | None = None   # txid, puts, errors
         self.caught_up_at = clock()
 
@@ -276,4 +280,8 @@ class ReplicaMonitor:
                                  "litestream unit's log)")
         if txid == previous[0] or puts > previous[1]:
             self.caught_up_at = now
-        return ReplicaStatus(True, now - self.caught_up_at, None)
+        lag = now - self.caught_up_at
+        if lag > self.stall_after_s:
+            return ReplicaStatus(False, lag, f"nothing uploaded for {lag:.0f} s while the catalog changed (object "
+                                             "store unreachable?)")
+        return ReplicaStatus(True, lag, None)

@@ -230,6 +230,10 @@ def test_replica_monitor_lag_from_litestream_counters() -> None:
     failing = mon.observe(m(15, 6, errors=3), 60.0)            # the store refuses
     assert not failing.ok and failing.lag_seconds == 30 and "3 replication errors" in failing.error
     assert mon.observe(m(15, 7, errors=3), 75.0).lag_seconds == 0   # caught up again
+    # a store that vanishes mid-run: Litestream counts no error, it only stops uploading
+    assert mon.observe(m(16, 7, errors=3), 90.0).ok
+    gone = mon.observe(m(20, 7, errors=3), 150.0)
+    assert not gone.ok and gone.lag_seconds == 75 and "nothing uploaded for 75 s" in gone.error
     down = mon.sample()                                        # Litestream not answering
     assert not down.ok and "not answering" in down.error
 
