@@ -2,7 +2,8 @@
 # Install everything Vigil needs on a Debian 12 machine, idempotently (run as root):
 # Debian packages (GStreamer RTSP server for test cameras, ffmpeg for checks, Chromium and its
 # driver for the browser player test), a virtualenv in .venv, the vigil package with its test
-# extras, and the player test's pinned hls.js from the npm registry (tests/player/node_modules).
+# extras, the player test's pinned hls.js from the npm registry (tests/player/node_modules), and
+# ansible-core + ansible-lint in .venv-ansible for the provisioning roles (ansible/).
 # Re-running does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,4 +51,21 @@ installed="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$player/node_modules/
 if [ "$installed" != "$pinned" ]; then
   echo "setup: installing hls.js $pinned into $player/node_modules"
   npm ci --prefix "$player" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# Ansible in its own virtualenv (.venv-ansible), for the provisioning roles in ansible/ and
+# tests/test_ansible.py: ansible-core 2.19 (the newest series for a Python 3.11 controller) and
+# ansible-lint, at these pins; reinstalled only when the venv is missing or the pins change
+ANSIBLE_PINS=(ansible-core==2.19.14 ansible-lint==26.10.1)
+if [ ! -x .venv-ansible/bin/python ]; then
+  echo "setup: creating .venv-ansible"
+  "$PYTHON" -m venv .venv-ansible
+fi
+stamp=.venv-ansible/.vigil-installed
+want="${ANSIBLE_PINS[*]}"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing ${ANSIBLE_PINS[*]} into .venv-ansible"
+  .venv-ansible/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv-ansible/bin/pip install -q "${ANSIBLE_PINS[@]}"
+  echo "$want" > "$stamp"
 fi

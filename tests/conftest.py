@@ -39,7 +39,7 @@ FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 
 # Modules that take minutes go first, so that with `-n 2` (scripts/test.sh) the other worker runs
 # the rest alongside them instead of one worker finishing alone at the end.
-SLOW_MODULES = ("test_sync.py", "test_recording.py", "test_durability.py")
+SLOW_MODULES = ("test_sync.py", "test_recording.py", "test_durability.py", "test_ansible.py", "test_litestream.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
