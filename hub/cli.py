@@ -95,9 +95,13 @@ def litestream_command(config: HubConfig, command: str) -> int:
         print(f"{command}: no enabled [litestream] table in the config; nothing to do",
               file=sys.stderr if command == "replicate" else sys.stdout)
         return 2 if command == "replicate" else 0
+    if command == "replicate":
+        try:
+            litestream.replicate(rep)   # becomes Litestream: returns only by raising
+        except (OSError, litestream.LitestreamError) as exc:
+            print(f"error: cannot start Litestream: {exc}", file=sys.stderr)
+        return 1
     try:
-        if command == "replicate":
-            litestream.replicate(rep)
         result = litestream.restore(rep)
     except (OSError, litestream.LitestreamError) as exc:
         print(f"error: {exc}", file=sys.stderr)
