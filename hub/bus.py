@@ -1,5 +1,6 @@
 """The hub's MQTT side: a persistent session subscribed to every node's topics, and the
-retained `synced` cursor it publishes back.
+retained `synced` cursor and hold sets it publishes back (and, with `[homeassistant]`, the
+discovery messages of `hub/homeassistant.py`).
 
 The session (fixed client id, MQTT 5 session expiry `ingest.session_expiry_seconds`) makes the
 broker queue doorbells while the hub is down. Callbacks run on paho's network thread and only
@@ -17,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from hub.config import HubConfig
+from hub.homeassistant import Discovery
 from hub.ingest import Ingestor
 from hub.metrics import HubMetrics
 from hub.records import node_holds
@@ -59,6 +61,8 @@ class Bus:
         self._invalid_logged = 0
         self._holds_lock = threading.Lock()
         self._holds_sent: dict[str, bytes] = {}  # node -> the retained hold set last published
+        ha = cfg.homeassistant
+        self.discovery = Discovery(self.topics, ha.discovery_prefix) if ha.enabled else None
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_seconds,
@@ -118,6 +122,8 @@ class Bus:
             sync.catchup_wake.set()  # publish cursors again, look for anything missed
         with self._holds_lock:
             self._holds_sent.clear()
+        if self.discovery is not None:
+            self.discovery.reset()   # announce again: the broker may have lost its retained copies
         threading.Thread(target=self.publish_holds, name="holds", daemon=True).start()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
@@ -127,6 +133,16 @@ class Bus:
                                                                 "reason": str(reason_code)})
         self.connected = False
         self.metrics.mqtt_connected.set(0)
+
+    def _announce(self, node: str, cameras: tuple[str, ...]) -> None:
+        """Home Assistant discovery for an accepted node and its cameras (once per connection)."""
+        assert self.discovery is not None
+        row = self.ingest.catalog.node(node)
+        if row is None or not row.accepted:
+            return
+        for topic, payload in self.discovery.pending(node, cameras):
+            if self.client.publish(topic, payload, qos=1, retain=True).rc != mqtt.MQTT_ERR_SUCCESS:
+                self.discovery.sent.discard(topic)   # try again with the next status
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -146,6 +162,8 @@ class Bus:
         try:
             if isinstance(message, NodeStatus):
                 self.ingest.node_status(node, message)
+                if self.discovery is not None and message.state == "online":
+                    self._announce(node, message.cameras)
             elif isinstance(message, CameraStatusMessage):
                 assert camera is not None
                 self.ingest.camera_status(node, camera, message)

@@ -155,6 +155,20 @@ class ExportsConfig:
                               doc="how long a presigned export download link is valid")
 
 
+def _check_discovery_prefix(value: str) -> str | None:
+    ok = value and not value.startswith("/") and not value.endswith("/") and not any(c in value for c in "+#")
+    return None if ok else f"{value!r} is not a topic prefix (no '+', '#', leading or trailing '/')"
+
+
+@dataclasses.dataclass(frozen=True)
+class HomeAssistantConfig:
+    enabled: bool = field(False, doc="publish Home Assistant MQTT discovery for every accepted node (online) and "
+                                     "camera (recording); the states are the nodes' own retained status topics")
+    discovery_prefix: str = field("homeassistant", check=_check_discovery_prefix,
+                                  doc="Home Assistant's discovery prefix (the broker's ACL must let the hub write "
+                                      "below it)")
+
+
 @dataclasses.dataclass(frozen=True)
 class NodeEntry:
     id: str = field(check=check_id, doc="edge node id")
@@ -174,6 +188,7 @@ class HubConfig:
     api: ApiConfig = field(ApiConfig())
     exports: ExportsConfig = field(ExportsConfig())
     tokens: list[TokenEntry] = field([], doc="[[tokens]] tables: API bearer tokens (name, sha256, role)")
+    homeassistant: HomeAssistantConfig = field(HomeAssistantConfig())
     litestream: LitestreamConfig | None = field(None, doc="[litestream] table: replicate hub.db to S3 "
                                                           "(`vigil-hub replicate`, `vigil-hub restore`); "
                                                           "empty keys default to [s3]'s")

@@ -141,6 +141,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
             "vigil_mosquitto_hub_password": MQTT_PASSWORDS["hub"],
             "vigil_mosquitto_monitor_username": "monitor",
             "vigil_mosquitto_monitor_password": MQTT_PASSWORDS["monitor"],
+            "vigil_mosquitto_homeassistant_prefix": "homeassistant",
         }}},
         "edge": {"hosts": {
             # n1 is provisioned; n2 only exists in the inventory (the broker and hub still know it)
@@ -175,6 +176,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
             "vigil_hub_edge_ca_src": str(ca),
             "vigil_hub_retention": {"recording_days": 60, "cameras": [{"camera": "n1.door-1", "days": 14}]},
             "vigil_hub_tokens": [{"name": "ops-desk", "role": "operator", "token": API_TOKEN}],
+            "vigil_hub_homeassistant": {"enabled": True},
         }}},
     }}}
     inventory_path = work / "hosts.yml"
@@ -441,6 +443,13 @@ def test_broker_acl_keeps_each_edge_to_its_own_topics(broker: Staged) -> None:
         assert sorted(hub.topics(everything)) == sorted(everything)   # nothing n1 wrote for n2
         assert sorted(monitor.topics(everything)) == sorted(everything)
         assert sorted(n1.topics({"vigil/n1/synced", "vigil/n1/holds"})) == ["vigil/n1/holds", "vigil/n1/synced"]
+        # Home Assistant discovery: the hub writes it, the monitor user (Home Assistant's) reads it
+        discovery = "homeassistant/binary_sensor/vigil-n1/online/config"
+        assert monitor.subscribe("homeassistant/#") < 0x80
+        assert hub.publish(discovery, b"{}") == 0
+        assert n1.publish("homeassistant/binary_sensor/vigil-n2/online/config") == NOT_AUTHORIZED
+        assert monitor.publish(discovery) == NOT_AUTHORIZED
+        assert monitor.topics({discovery}) == [discovery]
     finally:
         for peer in peers:
             peer.close()

@@ -7,7 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import TOKEN, VENV_BIN
+import jinja2
+from conftest import TOKEN, VENV_BIN, wait_for
 from services_helper import Mosquitto
 
 from shared.mqtt import CameraStatusMessage, NodeStatus, ReplicaStatus, encode
@@ -74,3 +75,34 @@ def test_nodes_with_a_wrong_password_says_why(broker: Mosquitto, tmp_path: Path)
     out = nodes(config)
     assert out.returncode == 1
     assert "cannot read the fleet from the broker" in out.stderr and "Not authorized" in out.stderr, out.stderr
+
+
+def test_home_assistant_discovery_for_accepted_nodes(broker: Mosquitto, s3, hub_factory) -> None:
+    hub = hub_factory(broker, s3, extra_nodes=[{"id": "north", "url": "http://127.0.0.1:9"}],
+                      extra="[homeassistant]\nenabled = true\n").start()
+    now = us_to_iso(now_us())
+    for node in ("north", "rogue"):   # rogue is not in [[nodes]]: never announced
+        broker.publish(f"vigil/{node}/status", encode(NodeStatus("online", 1, http_url="http://127.0.0.1:9",
+                                                                 cameras=("gate", "dock"), ts=now)), retain=True)
+
+    def announced() -> dict[str, dict] | None:
+        got = {t: json.loads(p) for t, p, _ in broker.subscribe_collect("homeassistant/#", 0.5, user="hub")}
+        return got if len(got) >= 3 else None
+    configs = wait_for("the discovery messages", announced, timeout=20)
+    assert set(configs) == {"homeassistant/binary_sensor/vigil-north/online/config",
+                            "homeassistant/binary_sensor/vigil-north/camera-gate/config",
+                            "homeassistant/binary_sensor/vigil-north/camera-dock/config"}
+    node = configs["homeassistant/binary_sensor/vigil-north/online/config"]
+    assert node["state_topic"] == "vigil/north/status" and node["device_class"] == "connectivity"
+    gate = configs["homeassistant/binary_sensor/vigil-north/camera-gate/config"]
+    assert gate["state_topic"] == "vigil/north/camera/gate/status"
+    assert gate["availability_topic"] == "vigil/north/status"
+    assert gate["device"]["identifiers"] == node["device"]["identifiers"] == ["vigil_north"]
+    # Home Assistant renders these templates with Jinja2 against the payloads the edges publish
+    env = jinja2.Environment()
+    render = lambda template, payload: env.from_string(template).render(value_json=json.loads(payload))  # noqa: E731
+    assert render(node["value_template"], encode(NodeStatus("offline", 2))) == "OFF"
+    assert render(gate["value_template"], encode(CameraStatusMessage("recording", now))) == "ON"
+    assert render(gate["value_template"], encode(CameraStatusMessage("failed", now, error="x"))) == "OFF"
+    assert render(gate["availability_template"], encode(NodeStatus("offline", 2))) == "offline"
+    hub.stop()
