@@ -159,7 +159,7 @@ def render(views: list[NodeView]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     states = [v.state for v in views]
-    summary = (f"{len(views)} nodes: {states.count('online')} online, {states.count('offline')} offline, "
+    summary = (f"{len(views)} node{'' if len(views) == 1 else 's'}: {states.count('online')} online, {states.count('offline')} offline, "
                f"{states.count('stale')} stale, {states.count('unknown')} unknown")
     problems = []
     for v in views:

@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         broker = Mosquitto.start(work / "mosquitto")
         started.append(broker)
         print("demo: starting the S3 server ...", flush=True)
-        s3 = SeaweedS3.start(work / "s3", bucket=None)
+        s3 = SeaweedS3.start(work / "s3", bucket="vigil")   # the catalogs' replicas need it before the hub runs
         started.append(s3)
-        edge_port, hub_port = free_port(), free_port()
+        edge_port, hub_port, edge_ls_port, hub_ls_port = free_port(), free_port(), free_port(), free_port()
         cameras = [("front-door", cams.url("front-door")), ("loading-bay", cams.url("loading-bay")),
                    ("lobby", cams.url("lobby")), ("car-park", cams.url("car-park", "viewer", "demo-pass"))]
         edge_cfg = work / "edge.toml"
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             "[recording]", f"segment_seconds = {args.segment_seconds}", "",
             "[http]", f'listen = "127.0.0.1:{edge_port}"', f'token = "{EDGE_TOKEN}"', "",
             "[mqtt]", f'url = "{broker.url}"', 'username = "edge"', f'password = "{broker.users["edge"]}"', "",
+            "[litestream]", f'endpoint_url = "{s3.endpoint_url}"', 'bucket = "vigil"',
+            f'access_key = "{s3.access_key}"', f'secret_key = "{s3.secret_key}"',
+            f'metrics_listen = "127.0.0.1:{edge_ls_port}"', "",
             *[f'[[cameras]]\nid = "{cid}"\nurl = "{url}"\n' for cid, url in cameras]]))
         hub_cfg = work / "hub.toml"
         hub_cfg.write_text("\n".join([
@@ -89,11 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             "[edge]", f'token = "{EDGE_TOKEN}"', "",
             "[[nodes]]", 'id = "demo-edge"', f'url = "http://127.0.0.1:{edge_port}"', "",
             "[[tokens]]", 'name = "demo-admin"', f'sha256 = "{hashlib.sha256(HUB_TOKEN.encode()).hexdigest()}"',
-            'role = "admin"', ""]))
+            'role = "admin"', "", "[litestream]", f'metrics_listen = "127.0.0.1:{hub_ls_port}"', ""]))
         for name, cfg in (("edge", edge_cfg), ("hub", hub_cfg)):
-            log = open(work / f"{name}.log", "ab")
-            procs.append(subprocess.Popen([str(VENV_BIN / f"vigil-{name}"), "--config", str(cfg)],
-                                          stdout=log, stderr=log))
+            # as the units do: restore (a no-op unless the catalog is gone), then the app and Litestream
+            restore = subprocess.run([str(VENV_BIN / f"vigil-{name}"), "--config", str(cfg), "restore"],
+                                     capture_output=True, text=True, timeout=600)
+            print(f"demo: {name} " + (restore.stdout.strip() or restore.stderr.strip()), flush=True)
+            if restore.returncode != 0:
+                return 1
+            for command, log_name in (([], f"{name}.log"), (["replicate"], f"{name}-litestream.log")):
+                log = open(work / log_name, "ab")
+                procs.append(subprocess.Popen([str(VENV_BIN / f"vigil-{name}"), "--config", str(cfg), *command],
+                                              stdout=log, stderr=log))
         hub_url = f"http://127.0.0.1:{hub_port}"
         cameras = '"cameras": ["demo-edge.front-door"]'
         print(f"""
@@ -109,7 +119,9 @@ demo: a local Vigil system is running (Ctrl-C stops everything)
   broker:    {broker.url} (user test / {broker.users['test']}):
              mosquitto_sub -h 127.0.0.1 -p {broker.port} -u test -P {broker.users['test']} -t 'vigil/#' -v
   S3:        {s3.endpoint_url}, bucket vigil, key {s3.access_key} / {s3.secret_key}
-  catalogs:  {work / 'edge-data' / 'catalog.db'}, {work / 'hub-data' / 'hub.db'}
+  catalogs:  {work / 'edge-data' / 'catalog.db'}, {work / 'hub-data' / 'hub.db'}, replicated by Litestream to
+             s3://vigil/litestream/demo-edge and s3://vigil/litestream/hub (logs *-litestream.log)
+  fleet:     vigil-hub --config {hub_cfg} nodes --watch 5
   play:      the last 5 minutes through the hub (HLS with a playback token):
              ffplay "{hub_url}$(curl -s -H 'Authorization: Bearer {HUB_TOKEN}' {hub_url}/api/v1/playback-tokens \\
                -d '{{"camera": "demo-edge.front-door", "start": '$(date -d '-5 min' +%s)', "end": '$(date +%s)'}}' \\
