@@ -159,8 +159,8 @@ def render(views: list[NodeView]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     states = [v.state for v in views]
-    summary = (f"{len(views)} node{'' if len(views) == 1 else 's'}: {states.count('online')} online, {states.count('offline')} offline, "
-               f"{states.count('stale')} stale, {states.count('unknown')} unknown")
+    summary = (f"{len(views)} node{'' if len(views) == 1 else 's'}: {states.count('online')} online, "
+               f"{states.count('offline')} offline, {states.count('stale')} stale, {states.count('unknown')} unknown")
     problems = []
     for v in views:
         if v.status and v.status.replica and v.status.replica.error:
