@@ -146,3 +146,44 @@ def test_readme_documents_every_config_key() -> None:
             documented = (key.replace("cameras.", "cameras[].").replace("nodes.", "nodes[].")
                           .replace("tokens.", "tokens[]."))
             assert f"| `{documented}` |" in text, f"README's {cls.__name__} reference lacks {documented}"
+
+
+def test_credentials_override_keys_and_an_empty_file_means_not_set(tmp_path: Path) -> None:
+    from shared.config import load
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "http.token").write_text("from-the-credential-0123\n")
+    (creds / "mqtt.password").write_text("")            # unused: written empty by the roles
+    (creds / "litestream.secret_key").write_text("")    # no [litestream]: must not create the table
+    path = tmp_path / "edge.toml"
+    path.write_text(GOOD)
+    config = load(EdgeConfig, path, {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.http.token == "from-the-credential-0123"
+    assert config.mqtt is None and config.litestream is None and config.replication() is None
+    # a non-empty secret for a table the file lacks is a half-configured table: named, not ignored
+    (creds / "litestream.secret_key").write_text("s3cr3t-value")
+    with pytest.raises(ConfigError) as info:
+        load(EdgeConfig, path, {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert "litestream.endpoint_url: missing (required for the catalog's replica)" in info.value.problems
+    assert "s3cr3t-value" not in str(info.value.problems)
+
+
+def test_litestream_and_https_keys(tmp_path: Path) -> None:
+    table = ('\n[litestream]\nendpoint_url = "http://minio:9000"\nbucket = "vigil"\naccess_key = "edge-1"\n'
+             'secret_key = "x"\n')
+    path = tmp_path / "edge.toml"
+    path.write_text(GOOD + table)
+    rep = load_edge_config(path).replication()
+    assert rep is not None and rep.path == "litestream/site42-edge1" and rep.db_path.name == "catalog.db"
+    assert rep.metrics_listen == "127.0.0.1:9091" and rep.sync_seconds == 1.0
+    assert problems_of(GOOD + table + 'path = "/abs/"\n', tmp_path) == [
+        "litestream.path: '/abs/' must be a relative object key prefix without leading or trailing '/'"]
+    assert problems_of(GOOD + table + "enabled = false\n", tmp_path) == []
+    https = GOOD.replace('[http]\n', '[http]\ncert_file = "/etc/vigil/tls/edge.crt"\n')
+    assert problems_of(https, tmp_path) == [
+        "http: cert_file and key_file go together (both set: HTTPS; both empty: HTTP)"]
+    both = https.replace('[http]\n', '[http]\nkey_file = "/etc/vigil/tls/edge.key"\n')
+    path.write_text(both)
+    assert load_edge_config(path).http.public_url.startswith("https://")
+    assert problems_of(both.replace('"/etc/vigil/tls/edge.key"', '"edge.key"'), tmp_path) == [
+        "http.key_file: 'edge.key' must be an absolute path (or empty)"]
