@@ -145,16 +145,18 @@ def test_replaced_edge_gets_its_catalog_back_and_continues_its_seqs(media, testc
         before_sequence = sqlite_sequence(db)
         hub_before = hub_rows(hub)
         pulls_before = hub.metrics()
-        assert len(before) >= 8 and set(hub_before) == set(before)
+        # the hub may have missed the segment(s) committed just before the kill: those died with the box
+        assert len(hub_before) >= 8 and set(hub_before) <= set(before) and len(before) - len(hub_before) <= 2
+        hub_through = max(hub_before)
         shutil.rmtree(edge.data_dir)
 
         # the restore path of the replacement box
         restored = run("vigil-edge", edge.config, "restore")
         assert restored.returncode == 0, restored.stdout + restored.stderr
-        assert "restored" in restored.stdout and f"the hub holds through seq {max(before)}" in restored.stdout, \
+        assert "restored" in restored.stdout and f"the hub holds through seq {hub_through}" in restored.stdout, \
             restored.stdout
         assert rows(db) == before, "the restored catalog differs from the one that died"
-        assert sqlite_sequence(db) == max(before_sequence, max(hub_before)) + RESTORE_SEQ_MARGIN
+        assert sqlite_sequence(db) == max(before_sequence, hub_through) + RESTORE_SEQ_MARGIN
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         min_rev = conn.execute("SELECT min(rev) FROM gaps").fetchone()[0]
         conn.close()
@@ -164,7 +166,7 @@ def test_replaced_edge_gets_its_catalog_back_and_continues_its_seqs(media, testc
         # it records again: new seqs follow every seq the hub holds, nothing old is pulled again
         replicator = Replicator(edge.config, tmp_path)
         edge.start()
-        floor = max(before_sequence, max(hub_before)) + RESTORE_SEQ_MARGIN
+        floor = max(before_sequence, hub_through) + RESTORE_SEQ_MARGIN
 
         def new_rows_at_hub() -> dict[int, tuple[Any, ...]] | None:
             held = hub_rows(hub)
@@ -182,7 +184,7 @@ def test_replaced_edge_gets_its_catalog_back_and_continues_its_seqs(media, testc
             "the hub stored segments again that it already held"
         # the edge took the hub's cursor (old seqs are synced, so retention may free them first)
         wait_for("the old segments marked synced on the restored box",
-                 lambda: _pending_through(db, max(before)) == 0, timeout=30)
+                 lambda: _pending_through(db, hub_through) == 0, timeout=30)
         edge.stop()
     finally:
         replicator.kill()
