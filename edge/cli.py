@@ -44,15 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "restore":
         return restore_catalog(config)
     if args.command == "replicate":
-        rep = config.replication()
-        if rep is None:
-            print("error: no enabled [litestream] table in the config: nothing to replicate", file=sys.stderr)
-            return 2
-        try:
-            litestream.replicate(rep)
-        except (OSError, litestream.LitestreamError) as exc:
-            print(f"error: cannot start Litestream: {exc}", file=sys.stderr)
-            return 1
+        return litestream.run_command(config.replication(), "replicate")[0]
     setup_logging(config.node.log_level, node=config.node.id)
     node = EdgeNode(config)
     try:
@@ -66,18 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def restore_catalog(config: EdgeConfig) -> int:
     """The restore path of a replaced box: catalog from the replica, then seqs past the hub's."""
-    rep = config.replication()
-    if rep is None:
-        print("restore: no enabled [litestream] table in the config; nothing to restore")
-        return 0
-    try:
-        result = litestream.restore(rep)
-    except (OSError, litestream.LitestreamError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"restore: {result.detail}")
-    if result.outcome != "restored":
-        return 0
+    status, result = litestream.run_command(config.replication(), "restore")
+    if result is None or result.outcome != "restored":
+        return status
     hub_through = 0
     if config.mqtt is None:
         print("restore: no [mqtt] table, so the hub's synced cursor is unknown; seqs continue from the replica's "

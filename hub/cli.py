@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f", catalog replica s3://{rep.bucket}/{rep.path}" if rep else ""))
         return 0
     if args.command in ("restore", "replicate"):
-        return litestream_command(config, args.command)
+        return litestream.run_command(config.replication(), args.command)[0]
     if args.command == "nodes":
         from hub import fleet
         if args.watch is not None and args.watch < 1:
@@ -86,27 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("hub").error("cannot start", extra={"error": str(exc)})
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
-
-
-def litestream_command(config: HubConfig, command: str) -> int:
-    rep = config.replication()
-    if rep is None:
-        print(f"{command}: no enabled [litestream] table in the config; nothing to do",
-              file=sys.stderr if command == "replicate" else sys.stdout)
-        return 2 if command == "replicate" else 0
-    if command == "replicate":
-        try:
-            litestream.replicate(rep)   # becomes Litestream: returns only by raising
-        except (OSError, litestream.LitestreamError) as exc:
-            print(f"error: cannot start Litestream: {exc}", file=sys.stderr)
-        return 1
-    try:
-        result = litestream.restore(rep)
-    except (OSError, litestream.LitestreamError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"restore: {result.detail}")
     return 0
 
 

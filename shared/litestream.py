@@ -31,7 +31,7 @@ from shared.config import between, check_http_url, check_listen, field
 from shared.mqtt import ReplicaStatus
 
 __all__ = ["LitestreamConfig", "LitestreamError", "ReplicaMonitor", "Replication", "RestoreResult", "render_config",
-           "replicate", "restore", "unchecked_problem"]
+           "replicate", "restore", "run_command", "unchecked_problem"]
 
 ACCESS_ENV = "LITESTREAM_ACCESS_KEY_ID"
 SECRET_ENV = "LITESTREAM_SECRET_ACCESS_KEY"
@@ -205,6 +205,26 @@ def restore(rep: Replication, timeout_s: float = 300.0) -> RestoreResult:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (rep.db_path.parent / RESTORE_MARK).write_text(f"{result.outcome} {stamp}\n")
     return result
+
+
+def run_command(rep: Replication | None, name: str) -> tuple[int, RestoreResult | None]:
+    """`replicate` or `restore` as `vigil-edge` and `vigil-hub` run them: what happened printed,
+    and the exit status (with the restore's result)."""
+    if rep is None:
+        if name == "replicate":
+            print("error: no enabled [litestream] table in the config: nothing to replicate", file=sys.stderr)
+            return 2, None
+        print("restore: no enabled [litestream] table in the config; nothing to restore")
+        return 0, None
+    try:
+        if name == "replicate":
+            replicate(rep)   # becomes Litestream: returns only by raising
+        result = restore(rep)
+    except (OSError, LitestreamError) as exc:
+        print(f"error: {'cannot start Litestream: ' if name == 'replicate' else ''}{exc}", file=sys.stderr)
+        return 1, None
+    print(f"restore: {result.detail}")
+    return 0, result
 
 
 def scrape(metrics_listen: str, timeout: float = 2.0) -> dict[str, float]:
