@@ -19,8 +19,9 @@ import hashlib
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import boto3
 import botocore.config
@@ -29,6 +30,8 @@ from boto3.s3.transfer import TransferConfig
 
 from hub.config import S3Config
 from shared.timeutil import us_to_compact, us_to_datetime
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +113,8 @@ class ObjectStore:
 
     def existing_sha256(self, key: str) -> str | None:
         """The sha256 recorded on an existing object ('' if it has none), or None if absent."""
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                return None
-            raise StoreError(f"HEAD {key}: {exc}") from None
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise StoreError(f"HEAD {key}: {exc}") from None
-        return head.get("Metadata", {}).get("sha256", "")
+        head = _unless_missing(f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+        return None if head is None else head.get("Metadata", {}).get("sha256", "")
 
     def put_verified(self, key: str, body: bytes | IO[bytes], size: int, sha256: str,
                      metadata: dict[str, str], content_type: str = "video/mp4") -> PutResult:
@@ -198,14 +194,8 @@ class ObjectStore:
 
     def get_small(self, key: str) -> bytes | None:
         """A small object's bytes, or None if there is no such object."""
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                return None
-            raise StoreError(f"GET {key}: {exc}") from None
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise StoreError(f"GET {key}: {exc}") from None
+        return _unless_missing(f"GET {key}",
+                               lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def keys(self, prefix: str) -> list[str]:
         try:
@@ -232,6 +222,19 @@ class ObjectStore:
         if existing == sha256:
             return PutResult(created=False)
         return PutResult(created=False, conflict_sha256=existing or "(none)")
+
+
+def _unless_missing(what: str, call: Callable[[], T]) -> T | None:
+    """`call()`, or None when S3 says the object does not exist; any other failure is a StoreError
+    naming `what` (e.g. "GET key")."""
+    try:
+        return call()
+    except botocore.exceptions.ClientError as exc:
+        if _missing(exc):
+            return None
+        raise StoreError(f"{what}: {exc}") from None
+    except (botocore.exceptions.BotoCoreError, OSError) as exc:
+        raise StoreError(f"{what}: {exc}") from None
 
 
 def _missing(exc: botocore.exceptions.ClientError) -> bool:
