@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shared.config import ConfigError, between, check_abs_path, check_http_url, check_id, check_listen, field, load
 from shared.litestream import LitestreamConfig, Replication
-from shared.mqtt import MqttConfig
+from shared.mqtt import MqttConfig, check_topic_prefix
 
 __all__ = ["ConfigError", "HubConfig", "load_hub_config"]
 
@@ -155,16 +155,11 @@ class ExportsConfig:
                               doc="how long a presigned export download link is valid")
 
 
-def _check_discovery_prefix(value: str) -> str | None:
-    ok = value and not value.startswith("/") and not value.endswith("/") and not any(c in value for c in "+#")
-    return None if ok else f"{value!r} is not a topic prefix (no '+', '#', leading or trailing '/')"
-
-
 @dataclasses.dataclass(frozen=True)
 class HomeAssistantConfig:
     enabled: bool = field(False, doc="publish Home Assistant MQTT discovery for every accepted node (online) and "
                                      "camera (recording); the states are the nodes' own retained status topics")
-    discovery_prefix: str = field("homeassistant", check=_check_discovery_prefix,
+    discovery_prefix: str = field("homeassistant", check=check_topic_prefix,
                                   doc="Home Assistant's discovery prefix (the broker's ACL must let the hub write "
                                       "below it)")
 

@@ -57,7 +57,7 @@ def _check_mqtt_url(url: str) -> str | None:
     return None
 
 
-def _check_prefix(value: str) -> str | None:
+def check_topic_prefix(value: str) -> str | None:
     if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
         return f"{value!r} is not a valid topic prefix (no '+', '#', or leading/trailing '/')"
     return None
@@ -68,7 +68,7 @@ class MqttConfig:
     url: str = field(check=_check_mqtt_url, doc="broker, mqtt://host:1883 or mqtts://host:8883 (TLS)")
     username: str = field("", doc="broker user name (empty: anonymous)")
     password: str = field("", secret=True, doc="broker password")
-    topic_prefix: str = field("vigil", check=_check_prefix, doc="first topic level")
+    topic_prefix: str = field("vigil", check=check_topic_prefix, doc="first topic level")
     ca_file: str = field("", doc="CA bundle for mqtts:// (empty: the system's trust store)")
     keepalive_seconds: int = field(30, check=lambda v: None if 5 <= v <= 600 else "must be between 5 and 600",
                                    doc="MQTT keepalive; a silent network loss is noticed after 1.5 x this")
