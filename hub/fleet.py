@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from hub.catalog import CATALOG_NAME, HubCatalog
 from hub.config import HubConfig
 from shared.mqtt import CameraStatusMessage, MessageError, NodeStatus, Topics, decode, read_retained
 from shared.timeutil import iso_to_us, now_us
@@ -86,22 +87,23 @@ def collect(cfg: HubConfig, timeout: float = 10.0) -> list[NodeView]:
 
 
 def _merge_catalog(cfg: HubConfig, views: dict[str, NodeView]) -> None:
-    db = cfg.hub.data_dir / "hub.db"
-    if not db.exists():
+    if not (cfg.hub.data_dir / CATALOG_NAME).exists():
         return
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        catalog = HubCatalog(cfg.hub.data_dir, readonly=True)
         try:
-            for node, last_seen, synced in conn.execute("SELECT id, last_seen_us, synced_through FROM nodes"):
-                if node in views:
-                    view = views[node]
-                    view.synced_through = synced
-                    if last_seen is not None and (view.last_seen_us is None or last_seen > view.last_seen_us):
-                        view.last_seen_us = last_seen
+            rows = catalog.nodes()
         finally:
-            conn.close()
+            catalog.close()
     except sqlite3.Error:
         return   # the catalog is optional here (another machine's hub, or no read access)
+    for row in rows:
+        view = views.get(row.id)
+        if view is None:
+            continue
+        view.synced_through = row.synced_through
+        if row.last_seen_us is not None and (view.last_seen_us is None or row.last_seen_us > view.last_seen_us):
+            view.last_seen_us = row.last_seen_us
 
 
 def _age(us: int | None) -> str:
