@@ -34,7 +34,7 @@ from services_helper import SeaweedS3  # noqa: E402
 from testcam_helper import free_port  # noqa: E402
 
 from edge.catalog import Catalog  # noqa: E402
-from shared.litestream import RESTORE_MARK, scrape  # noqa: E402
+from shared.litestream import RESTORE_MARK, metric_total, scrape  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -44,8 +44,7 @@ def puts(port: int) -> float:
         metrics = scrape(f"127.0.0.1:{port}", timeout=1)
     except OSError:
         return -1
-    return sum(v for k, v in metrics.items()
-               if k.startswith("litestream_replica_operation_total") and 'operation="PUT"' in k)
+    return metric_total(metrics, "litestream_replica_operation_total", 'operation="PUT"')
 
 
 def insert_rows(db: Path, start: int, count: int, per_commit: int) -> None:

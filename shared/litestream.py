@@ -251,7 +251,7 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def _total(metrics: dict[str, float], name: str, must: str = "") -> float:
+def metric_total(metrics: dict[str, float], name: str, must: str = "") -> float:
     """Sum of every series of `name` (optionally only those whose labels contain `must`)."""
     return sum(v for k, v in metrics.items()
                if (k == name or k.startswith(name + "{")) and must in k)
@@ -286,10 +286,10 @@ class ReplicaMonitor:
         return self.observe(metrics, now)
 
     def observe(self, metrics: dict[str, float], now: float) -> ReplicaStatus:
-        errors = (_total(metrics, "litestream_sync_error_count")
-                  + _total(metrics, "litestream_replica_operation_errors_total"))
-        current = (_total(metrics, "litestream_txid"),
-                   _total(metrics, "litestream_replica_operation_total", 'operation="PUT"'), errors)
+        errors = (metric_total(metrics, "litestream_sync_error_count")
+                  + metric_total(metrics, "litestream_replica_operation_errors_total"))
+        current = (metric_total(metrics, "litestream_txid"),
+                   metric_total(metrics, "litestream_replica_operation_total", 'operation="PUT"'), errors)
         previous, self.previous = self.previous, current
         if previous is None:
             return ReplicaStatus(True, now - self.caught_up_at, None)

@@ -26,7 +26,7 @@ from services_helper import SeaweedS3
 from testcam_helper import free_port
 
 from edge.catalog import RESTORE_REV_MARGIN, RESTORE_SEQ_MARGIN
-from shared.litestream import RESTORE_MARK, ReplicaMonitor, parse_metrics, scrape
+from shared.litestream import RESTORE_MARK, ReplicaMonitor, metric_total, parse_metrics, scrape
 from shared.mqtt import NodeStatus, encode
 
 NODE = "site1-edge"
@@ -200,7 +200,7 @@ def _pending_through(db: Path, seq: int) -> int:
 
 
 def _metric(text: str, name: str) -> float:
-    return sum(v for k, v in parse_metrics(text).items() if k == name or k.startswith(name + "{"))
+    return metric_total(parse_metrics(text), name)
 
 
 def test_edge_key_is_scoped_to_its_replica_prefix(s3) -> None:
@@ -284,5 +284,4 @@ def _shipped(port: int) -> bool:
         metrics = scrape(f"127.0.0.1:{port}")
     except OSError:
         return False
-    return sum(v for k, v in metrics.items() if k.startswith("litestream_replica_operation_total")
-               and 'operation="PUT"' in k) > 0
+    return metric_total(metrics, "litestream_replica_operation_total", 'operation="PUT"') > 0
