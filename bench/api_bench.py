@@ -55,16 +55,15 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(1, str(REPO))
+sys.path.insert(0, str(REPO))
 from benchlib import code_fingerprint, percentile  # noqa: E402
-from conftest import HUB_TOKENS, Hub  # noqa: E402
-from testcam_helper import free_port  # noqa: E402
 
 from hub import records  # noqa: E402
 from hub.catalog import HubCatalog  # noqa: E402
 from hub.store import recording_key  # noqa: E402
 from shared.timeutil import us_to_iso  # noqa: E402
+from tools.apps import HUB_TOKENS, Hub  # noqa: E402
+from tools.processes import free_port  # noqa: E402
 
 US = 1_000_000
 SEG_US = 60 * US

@@ -32,11 +32,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(1, str(REPO / "tests"))
-sys.path.insert(2, str(REPO))
-from conftest import HUB_TOKENS  # noqa: E402
+sys.path.insert(1, str(REPO))
 from sync_bench import Rig, hub_rows, percentile, warm_up  # noqa: E402
-from testcam_helper import ensure_media  # noqa: E402
+
+from tools.apps import HUB_TOKENS  # noqa: E402
+from tools.cameras import ensure_media  # noqa: E402
 
 
 class Probe(threading.Thread):

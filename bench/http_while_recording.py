@@ -21,8 +21,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from testcam_helper import TestCam, ensure_media, free_port  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tools.cameras import TestCam, ensure_media  # noqa: E402
+from tools.processes import free_port  # noqa: E402
 
 TOKEN = "bench-token-0123456789"
 

@@ -26,15 +26,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from benchlib import code_fingerprint, percentile, stop_services  # noqa: E402
-from services_helper import SeaweedS3  # noqa: E402
-from testcam_helper import free_port  # noqa: E402
 
 from edge.catalog import Catalog  # noqa: E402
 from shared.litestream import RESTORE_MARK, metric_total, scrape  # noqa: E402
+from tools.processes import free_port  # noqa: E402
+from tools.services import SeaweedS3  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -63,15 +63,16 @@ sys.path.insert(1, str(REPO))
 sys.path.insert(2, str(REPO / "bench"))
 import record_bench  # noqa: E402 - the /proc readers, shared with the other benchmarks
 from benchlib import code_fingerprint, percentile, stop_services  # noqa: E402
-from conftest import HUB_TOKENS, Edge, Hub, edge_mqtt  # noqa: E402
-from services_helper import Mosquitto, SeaweedS3  # noqa: E402
-from testcam_helper import TestCam, ensure_media  # noqa: E402
+from conftest import edge_mqtt  # noqa: E402
 
 from hub import playback  # noqa: E402
 from hub.catalog import HubCatalog, StoredSegment, decode_fragments  # noqa: E402 - the routes' own decoder
 from hub.config import S3Config  # noqa: E402
 from hub.store import ObjectStore, recording_key  # noqa: E402
 from shared.timeutil import us_to_iso  # noqa: E402
+from tools.apps import HUB_TOKENS, Edge, Hub  # noqa: E402
+from tools.cameras import TestCam, ensure_media  # noqa: E402
+from tools.services import Mosquitto, SeaweedS3  # noqa: E402
 
 US = 1_000_000
 MB = 1_000_000            # throughput in decimal MB/s

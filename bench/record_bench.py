@@ -13,7 +13,7 @@ See bench/README.md for how to read the output.
 
     .venv/bin/python bench/record_bench.py --cameras 8,32,64 --seconds 60 [--json out.json]
 
-Standard library only (plus tests/testcam_helper.py). Every process it starts is stopped by its
+Standard library only (plus tools/cameras.py). Every process it starts is stopped by its
 PID in a `finally`; it never signals anything else.
 """
 
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from testcam_helper import TestCam, ensure_media  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tools.cameras import TestCam, ensure_media  # noqa: E402
 
 VENV_PY = REPO / ".venv" / "bin" / "python"
 VIGIL_EDGE = REPO / ".venv" / "bin" / "vigil-edge"

@@ -43,12 +43,13 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(1, str(REPO))
 import record_bench  # noqa: E402 - the /proc readers, shared with the recorder benchmark
 from benchlib import stop_services  # noqa: E402
-from conftest import Edge, Hub, edge_mqtt  # noqa: E402
-from services_helper import Mosquitto, SeaweedS3  # noqa: E402
-from testcam_helper import TestCam, ensure_media  # noqa: E402
+from conftest import edge_mqtt  # noqa: E402
 
 from hub.config import S3Config  # noqa: E402
 from hub.store import make_s3_client  # noqa: E402
+from tools.apps import Edge, Hub  # noqa: E402
+from tools.cameras import TestCam, ensure_media  # noqa: E402
+from tools.services import Mosquitto, SeaweedS3  # noqa: E402
 
 MB = 1_000_000  # throughput figures are in decimal MB/s (1 MB = 10^6 bytes)
 

@@ -7,33 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
-import signal
-import ssl
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from services_helper import Mosquitto, SeaweedS3
-from testcam_helper import TestCam, ensure_media, free_port
-
-from edge.catalog import Catalog, SegmentRow
+from edge.catalog import SegmentRow
 from shared.timeutil import iso_to_us
+from tools.apps import HUB_TOKENS as HUB_TOKENS  # TOKEN, HUB_TOKENS and VENV_BIN: the tests import them from here
+from tools.apps import TOKEN as TOKEN
+from tools.apps import Edge, Hub
+from tools.cameras import TestCam, ensure_media
+from tools.processes import VENV_BIN as VENV_BIN
+from tools.services import Mosquitto, SeaweedS3
 
-VENV_BIN = Path(sys.executable).parent
-TOKEN = "test-token-0123456789"
-# hub API tokens by role; the hub's config holds their sha256 under the names f"{role}-desk"
-HUB_TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0123456789",
-              "admin": "admin-token-0123456789"}
 FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 
 
@@ -70,126 +61,6 @@ def testcams(tmp_path: Path):
         cam.stop()
 
 
-class Edge:
-    """A `vigil-edge` process with its own config, data dir and log files."""
-
-    def __init__(self, workdir: Path, cameras: list[dict[str, Any]], recording: dict[str, Any] | None = None,
-                 data_dir: Path | None = None, node_id: str = "test-edge", mqtt: dict[str, Any] | None = None,
-                 http: dict[str, Any] | None = None, extra: str = "", tls_ca: Path | None = None) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir
-        self.node_id = node_id
-        self.data_dir = data_dir or workdir / "data"
-        self.port = free_port()
-        self.scheme = "https" if http and http.get("cert_file") else "http"
-        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
-        # the test's own requests to an HTTPS edge trust the CA that signed its certificate
-        self.ssl_context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
-        self.config = workdir / "edge.toml"
-        lines = ["[node]", f'id = "{node_id}"', f'data_dir = "{self.data_dir}"', "", "[recording]"]
-        for key, value in {"segment_seconds": 10, **(recording or {})}.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-        lines += ["", "[http]", f'listen = "127.0.0.1:{self.port}"', f'token = "{TOKEN}"']
-        lines += [f"{k} = {json.dumps(v)}" for k, v in (http or {}).items()] + [""]
-        if mqtt is not None:
-            lines += ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in mqtt.items()] + [""]
-        for cam in cameras:
-            lines.append("[[cameras]]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in cam.items()]
-            lines.append("")
-        self.config.write_text("\n".join(lines) + "\n" + extra)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self, wait: bool = True) -> Edge:
-        self.runs += 1
-        out = open(self.workdir / f"edge-{self.runs}.out", "wb")
-        err = open(self.workdir / f"edge-{self.runs}.err", "wb")
-        self.proc = subprocess.Popen([str(VENV_BIN / "vigil-edge"), "--config", str(self.config)],
-                                     stdout=out, stderr=err)
-        if wait:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, f"vigil-edge exited: {self.stderr()}"
-                try:
-                    self.get("/healthz", token=False)
-                    return self
-                except OSError:
-                    time.sleep(0.1)
-            raise AssertionError("vigil-edge did not become healthy in 30 s")
-        return self
-
-    def stop(self, timeout: float = 15) -> float:
-        """SIGTERM; returns how long the process took to exit."""
-        assert self.proc is not None
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"vigil-edge ignored SIGTERM for {timeout} s") from None
-        return time.monotonic() - t0
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def get(self, path: str, token: bool = True, headers: dict[str, str] | None = None) -> Any:
-        req = urllib.request.Request(f"{self.url}{path}", headers=headers or {})
-        if token:
-            req.add_header("Authorization", f"Bearer {TOKEN}")
-        return urllib.request.urlopen(req, timeout=10, context=self.ssl_context)
-
-    def get_json(self, path: str) -> Any:
-        with self.get(path) as resp:
-            return json.load(resp)
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for f in sorted(self.workdir.glob("edge-*.out")):
-            for line in f.read_text().splitlines():
-                lines.append(json.loads(line))
-        return lines
-
-    def raw_output(self) -> str:
-        return "".join(f.read_text() for f in sorted(self.workdir.glob("edge-*.*")))
-
-    def stderr(self) -> str:
-        return "".join(f.read_text() for f in sorted(self.workdir.glob("edge-*.err")))
-
-    def catalog(self) -> Catalog:
-        return Catalog(self.data_dir, readonly=True)
-
-    def segments(self, camera: str) -> list[SegmentRow]:
-        c = self.catalog()
-        try:
-            return c.camera_segments(camera)
-        finally:
-            c.close()
-
-    def wait_segments(self, camera: str, count: int, timeout: float) -> list[SegmentRow]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (self.data_dir / "catalog.db").exists():
-                rows = self.segments(camera)
-                if len(rows) >= count:
-                    return rows
-            time.sleep(0.25)
-        raise AssertionError(f"{camera}: fewer than {count} segments after {timeout} s")
-
-    def part_files(self) -> list[Path]:
-        return sorted(self.data_dir.rglob("*.part"))
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
 def edge_factory(tmp_path: Path):
     edges: list[Edge] = []
@@ -223,110 +94,6 @@ def s3(tmp_path: Path):
 
 def edge_mqtt(broker: Mosquitto, **extra: Any) -> dict[str, Any]:
     return {"url": broker.url, "username": "edge", "password": "edge-secret", **extra}
-
-
-class Hub:
-    """A `vigil-hub` process with its own config and data dir."""
-
-    def __init__(self, workdir: Path, broker: Mosquitto, s3: SeaweedS3, nodes: list[Edge] | None = None,
-                 ingest: dict[str, Any] | None = None, extra_nodes: list[dict[str, str]] | None = None,
-                 extra: str = "") -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir
-        self.data_dir = workdir / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.s3 = s3
-        self.config = workdir / "hub.toml"
-        ingest = {"reconcile_seconds": 5, **(ingest or {})}
-        lines = ["[hub]", f'data_dir = "{self.data_dir}"', f'listen = "127.0.0.1:{self.port}"', "",
-                 "[mqtt]", f'url = "{broker.url}"', 'username = "hub"', 'password = "hub-secret"', "",
-                 "[s3]", f'endpoint_url = "{s3.endpoint_url}"', f'bucket = "{s3.bucket}"',
-                 f'access_key = "{s3.access_key}"', f'secret_key = "{s3.secret_key}"', "",
-                 "[edge]", f'token = "{TOKEN}"', "", "[ingest]"]
-        lines += [f"{k} = {json.dumps(v)}" for k, v in ingest.items()] + [""]
-        for e in nodes or []:
-            lines += ["[[nodes]]", f'id = "{e.node_id}"', f'url = "{e.url}"', ""]
-        for n in extra_nodes or []:
-            lines += ["[[nodes]]"] + [f"{k} = {json.dumps(v)}" for k, v in n.items()] + [""]
-        for role, token in HUB_TOKENS.items():
-            lines += ["[[tokens]]", f'name = "{role}-desk"', f'sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"',
-                      f'role = "{role}"', ""]
-        self.config.write_text("\n".join(lines) + "\n" + extra)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> Hub:
-        self.runs += 1
-        out = open(self.workdir / f"hub-{self.runs}.out", "wb")
-        err = open(self.workdir / f"hub-{self.runs}.err", "wb")
-        self.proc = subprocess.Popen([str(VENV_BIN / "vigil-hub"), "--config", str(self.config)],
-                                     stdout=out, stderr=err)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"vigil-hub exited: {self.output()}"
-            try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=2).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("vigil-hub did not answer /healthz in 30 s")
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"vigil-hub ignored SIGTERM for {timeout} s") from None
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def output(self) -> str:
-        return "".join(f.read_text() for f in sorted(self.workdir.glob("hub-*.*")))
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for f in sorted(self.workdir.glob("hub-*.out")):
-            lines += [json.loads(line) for line in f.read_text().splitlines() if line.startswith("{")]
-        return lines
-
-    def metrics(self) -> str:
-        req = urllib.request.Request(f"{self.url}/metrics", headers={"Authorization": f"Bearer {HUB_TOKENS['viewer']}"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.read().decode()
-
-    def request(self, method: str, path: str, body: Any = None, role: str | None = "admin"
-                ) -> tuple[int, dict[str, str], Any]:
-        """(status, headers, JSON or raw body) of one API call as a token of `role` (None: no token)."""
-        headers = {"Content-Type": "application/json"}
-        if role is not None:
-            headers["Authorization"] = f"Bearer {HUB_TOKENS[role]}"
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                raw, status, got = resp.read(), resp.status, dict(resp.headers)
-        except urllib.error.HTTPError as exc:
-            raw, status, got = exc.read(), exc.code, dict(exc.headers)
-        try:
-            return status, got, json.loads(raw)
-        except ValueError:
-            return status, got, raw
-
-    def api(self, method: str, path: str, body: Any = None, role: str | None = "admin") -> tuple[int, Any]:
-        """(status, decoded JSON or raw body) of one API call as a token of `role` (None: no token)."""
-        status, _, data = self.request(method, path, body, role)
-        return status, data
-
-    def catalog(self) -> Any:
-        from hub.catalog import HubCatalog
-        return HubCatalog(self.data_dir, readonly=True)
 
 
 @pytest.fixture

@@ -35,8 +35,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
-from services_helper import make_ca, make_server_cert
-from testcam_helper import free_port
+
+from tools.processes import free_port
+from tools.services import make_ca, make_server_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = ROOT / "ansible"

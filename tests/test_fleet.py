@@ -9,10 +9,10 @@ from pathlib import Path
 
 import jinja2
 from conftest import TOKEN, VENV_BIN, wait_for
-from services_helper import Mosquitto
 
 from shared.mqtt import CameraStatusMessage, NodeStatus, ReplicaStatus, encode
 from shared.timeutil import now_us, us_to_iso
+from tools.services import Mosquitto
 
 
 def hub_config(tmp_path: Path, broker: Mosquitto) -> Path:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 from conftest import HUB_TOKENS, Hub, metric_value, seed_hub_catalog, wait_for
-from services_helper import Mosquitto, SeaweedS3
 
 from shared.timeutil import us_to_iso
+from tools.services import Mosquitto, SeaweedS3
 
 DAY_US = 86400 * 1_000_000
 

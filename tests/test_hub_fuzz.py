@@ -28,7 +28,6 @@ from conftest import HUB_TOKENS, Hub, seed_hub_catalog
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance, response_schema_conformance
-from services_helper import Mosquitto, SeaweedS3
 
 from hub.api import HubApi
 from hub.catalog import HubCatalog
@@ -36,6 +35,7 @@ from hub.config import ROLES, load_hub_config
 from hub.metrics import HubMetrics
 from hub.store import ObjectStore
 from shared.timeutil import now_us, us_to_iso
+from tools.services import Mosquitto, SeaweedS3
 
 # Examples per operation, generation mode and path-id source (generated / real): about 2,800
 # requests in ~30 s on 2 cores (80 gave 4,500 in 45 s, with no 5xx either). Hypothesis runs

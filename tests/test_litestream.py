@@ -22,12 +22,12 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 from conftest import VENV_BIN, edge_mqtt, wait_for
-from services_helper import SeaweedS3
-from testcam_helper import free_port
 
 from edge.catalog import RESTORE_REV_MARGIN, RESTORE_SEQ_MARGIN
 from shared.litestream import RESTORE_MARK, ReplicaMonitor, metric_total, parse_metrics, scrape
 from shared.mqtt import NodeStatus, encode
+from tools.processes import free_port
+from tools.services import SeaweedS3
 
 NODE = "site1-edge"
 EDGE_KEY, EDGE_SECRET = "edge-site1", "edge-site1-litestream-secret"

@@ -17,7 +17,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import edge_mqtt, metric_value, wait_for
-from services_helper import Mosquitto, make_ca, make_server_cert
+
+from tools.services import Mosquitto, make_ca, make_server_cert
 
 
 def _hub_segment_count(hub: Any, node: str) -> int:

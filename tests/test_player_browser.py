@@ -32,9 +32,9 @@ from typing import Any
 
 import pytest
 from conftest import Footage
-from testcam_helper import free_port
 
 from shared.timeutil import iso_to_us, us_to_iso
+from tools.processes import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 from conftest import FRAME_US, TOKEN, Edge, check_row_matches_file, decode_errors, video_packets
-from testcam_helper import TestCam, ensure_media, free_port
+
+from tools.cameras import TestCam, ensure_media
+from tools.processes import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,13 @@
-"""The real-server helpers in ``services_helper``: Mosquitto (auth, retained, persistence) and SeaweedFS S3."""
+"""The process wrappers: the ``tools.processes.ManagedProcess`` base (logs per run, stop, restart), and the
+real servers of ``tools.services``: Mosquitto (auth, retained, persistence) and SeaweedFS S3."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,9 +18,92 @@ import paho.mqtt.client as mqtt
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from services_helper import Mosquitto, SeaweedS3
+
+from tools.processes import ManagedProcess, free_ports
+from tools.services import Mosquitto, SeaweedS3
 
 MiB = 1024 * 1024
+
+
+# A child that counts its launches in ./launches, fails like a server whose port is still taken for
+# the first argv[1] launches, ignores SIGTERM with argv[2] == "ignore-term", and else says "ready N".
+_CHILD = """
+import pathlib, signal, sys, time
+n = pathlib.Path("launches")
+k = int(n.read_text()) + 1 if n.exists() else 1
+n.write_text(str(k))
+if k <= int(sys.argv[1]):
+    print("bind: Address already in use", file=sys.stderr, flush=True)
+    sys.exit(1)
+if sys.argv[2] == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print(f"ready {k}", flush=True)
+time.sleep(60)
+"""
+
+
+class _Child(ManagedProcess):
+    what = "child"
+
+    def __init__(self, workdir: Path, busy_launches: int = 0, ignore_term: bool = False) -> None:
+        super().__init__(workdir, "child")
+        self.args = [str(busy_launches), "ignore-term" if ignore_term else "-"]
+
+    def _launch(self) -> None:
+        self._spawn([sys.executable, "-c", _CHILD, *self.args], cwd=self.workdir)
+        self._wait_ready(lambda: "ready" in self.run_text(self.stdout_path), 10, 0.02)
+
+    def _bind_failed(self) -> bool:
+        return "address already in use" in self.run_text().lower()
+
+
+def test_managed_process_logs_each_run_and_stops_its_child(tmp_path: Path) -> None:
+    with _Child(tmp_path) as child:
+        child._launch()
+        first = child.pid
+        assert child.running and child.run_text(child.stdout_path) == "ready 1\n"
+        child.restart()
+        assert child.running and child.pid != first and child.runs == 2
+        # the log files grow across runs; run_text is what this run printed
+        assert child.stdout_path.read_text() == "ready 1\nready 2\n"
+        assert child.run_text(child.stdout_path) == "ready 2\n"
+        assert child.log_text().splitlines() == ["ready 1", "ready 2"]
+    assert not child.running and child.proc is not None and child.proc.returncode == -signal.SIGTERM
+    child.stop()  # idempotent
+    child.kill()
+
+
+def test_managed_process_stop_kills_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
+    child = _Child(tmp_path, ignore_term=True)
+    child._launch()
+    t0 = time.monotonic()
+    child.stop(timeout=0.5)
+    assert child.proc is not None and child.proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - t0 < 5
+
+
+def test_managed_process_restart_retries_only_bind_failures(tmp_path: Path) -> None:
+    busy = _Child(tmp_path / "busy", busy_launches=2)
+    busy.restart()  # launches 1 and 2 cannot bind, the third one runs
+    try:
+        assert busy.running and busy.run_text(busy.stdout_path) == "ready 3\n" and busy.runs == 3
+        assert busy.stderr_path.read_text().count("Address already in use") == 2
+    finally:
+        busy.stop()
+
+    class Broken(_Child):
+        def _bind_failed(self) -> bool:
+            return False
+
+    broken = Broken(tmp_path / "broken", busy_launches=5)
+    with pytest.raises(RuntimeError, match="child exited with status 1 before it was ready"):
+        broken.restart()
+    assert broken.runs == 1 and not broken.running
+
+
+def test_free_ports_are_distinct() -> None:
+    ports = free_ports(20)
+    assert len(set(ports)) == 20 and set(ports).isdisjoint(free_ports(20))
 
 
 def _connack(port: int, user: str, password: str) -> mqtt.ReasonCode:

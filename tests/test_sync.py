@@ -32,8 +32,9 @@ from typing import Any
 
 import pytest
 from conftest import Edge, Hub, edge_mqtt, metric_value, wait_for
-from services_helper import Mosquitto, SeaweedS3
-from testcam_helper import TestCam
+
+from tools.cameras import TestCam
+from tools.services import Mosquitto, SeaweedS3
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,9 @@ Four test RTSP cameras (GStreamer), a Mosquitto broker, an S3 server (SeaweedFS 
 MinIO), one `vigil-edge` recording the cameras and one `vigil-hub` pulling the segments into
 the bucket. Everything listens on 127.0.0.1 with free ports and writes under `--dir`.
 
-Runs from a checkout (it uses the test helpers in `tests/`): `bash scripts/demo.sh` installs
-what is needed first.
+The cameras run under the system Python with GStreamer's bindings, next to Mosquitto and
+SeaweedFS's `weed` (`tools.cameras`, `tools.services`): `bash scripts/demo.sh` installs what is
+needed first.
 """
 
 from __future__ import annotations
@@ -20,19 +21,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tools.cameras import TestCam, ensure_media
+from tools.processes import ManagedProcess, free_port
+from tools.services import Mosquitto, SeaweedS3
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 EDGE_TOKEN = "demo-edge-token-change-me"
 HUB_TOKEN = "demo-hub-admin-token-change-me"
-
-
-def _helpers() -> tuple[type, type, type, object, object]:
-    if not (REPO / "tests" / "services_helper.py").exists():
-        raise SystemExit("vigil-demo runs from a Vigil checkout (it needs tests/services_helper.py)")
-    sys.path.insert(0, str(REPO / "tests"))
-    from services_helper import Mosquitto, SeaweedS3
-    from testcam_helper import TestCam, ensure_media, free_port
-    return TestCam, Mosquitto, SeaweedS3, ensure_media, free_port
 
 
 def _metric(text: str, name: str) -> float:
@@ -46,12 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=REPO / "demo-data", help="where everything is written")
     parser.add_argument("--segment-seconds", type=int, default=10)
     args = parser.parse_args(argv)
-    TestCam, Mosquitto, SeaweedS3, ensure_media, free_port = _helpers()
     work = args.dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(f"demo: preparing test media in {work / 'media'} ...", flush=True)
     media = ensure_media(work / "media")
-    started: list[object] = []
+    started: list[ManagedProcess] = []
     procs: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -161,7 +156,7 @@ Segments reach the bucket every {args.segment_seconds} s.
             except subprocess.TimeoutExpired:
                 p.kill()
         for server in reversed(started):
-            server.stop()  # type: ignore[attr-defined]
+            server.stop()
         print("demo: stopped", flush=True)
 
 

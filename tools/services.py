@@ -1,8 +1,8 @@
-"""Start real servers for tests: a Mosquitto MQTT broker and a SeaweedFS S3 gateway.
+"""Real servers for the tests, the benchmarks and ``vigil-demo``: a Mosquitto MQTT broker and a SeaweedFS S3 gateway.
 
-Both listen on 127.0.0.1 with free ports, keep all their files in the given
-work directory, and are only ever signalled by the PID of the process they
-started.  Plain classes; the pytest fixtures wrap them.
+Both listen on 127.0.0.1 with free ports, keep all their files in the given work directory,
+and are only ever signalled by the PID of the process they started
+(:class:`tools.processes.ManagedProcess`). Plain classes; the pytest fixtures wrap them.
 
     broker = Mosquitto.start(tmp_path / "mqtt")           # users hub/edge/test
     tls = Mosquitto.start(tmp_path / "mqtts", tls=True)   # mqtts://, server cert from a throwaway CA
@@ -25,9 +25,7 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,11 +33,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from testcam_helper import free_port
+from tools.processes import VENV_BIN, ManagedProcess, free_port, free_ports
 
 __all__ = ["DEFAULT_MQTT_USERS", "Mosquitto", "SeaweedS3", "free_ports", "make_ca", "make_server_cert"]
 
-VENV_BIN = Path(sys.executable).parent
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "mosquitto_passwd"
 MOSQUITTO_PUB = "mosquitto_pub"
@@ -49,70 +46,10 @@ DEFAULT_MQTT_USERS: dict[str, str] = {"hub": "hub-secret", "edge": "edge-secret"
 
 MQTT_READY_TIMEOUT_S = 10.0
 S3_READY_TIMEOUT_S = 60.0
-RESTART_BIND_RETRY_S = 10.0
 _MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 108 bytes; weed cannot listen on a longer socket path
 _AUTO_PORT_ATTEMPTS = 3  # with auto-picked ports, retry this often when a port was taken meanwhile
 
 _seq = itertools.count()
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that were free a moment ago, never handed out before in this
-    process (see ``testcam_helper.free_port``)."""
-    return [free_port(host) for _ in range(n)]
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _text_since(paths: dict[Path, int]) -> str:
-    """What was appended to each file after the recorded offset."""
-    out = []
-    for path, offset in paths.items():
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                out.append(f.read().decode(errors="replace"))
-        except OSError:
-            pass
-    return "\n".join(out)
-
-
-def _stop_proc(proc: subprocess.Popen | None, timeout: float) -> None:
-    """SIGTERM our own child, wait up to ``timeout`` s, then SIGKILL; no-op when already gone."""
-    if proc is None:
-        return
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)  # Popen signals only its own child's PID
-        try:
-            proc.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    _kill_proc(proc)
-
-
-def _kill_proc(proc: subprocess.Popen | None) -> None:
-    """SIGKILL our own child and reap it."""
-    if proc is None:
-        return
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
 
 
 # ---------------------------------------------------------------------------- TLS
@@ -161,36 +98,31 @@ def make_server_cert(directory: Path, ca_cert: Path, name: str = "server",
 
 
 # --------------------------------------------------------------------------- MQTT
-class Mosquitto:
-    """A running ``mosquitto`` broker with password auth on one loopback port (optionally TLS only)."""
+class Mosquitto(ManagedProcess):
+    """A running ``mosquitto`` broker with password auth on one loopback port (optionally TLS only).
+
+    ``stop()`` is a SIGTERM (the broker saves its persistence file), then a SIGKILL after 10 s;
+    ``kill()`` is a crashed broker (only what autosave wrote in the last second survives).
+    """
+
+    what = "mosquitto"
+    stop_timeout_s = 10.0
 
     def __init__(self, workdir: Path, users: dict[str, str], port: int, tls: bool = False) -> None:
-        self.workdir = Path(workdir).resolve()
+        super().__init__(Path(workdir).resolve(), "mosquitto")
         self.users = dict(users)
         self.port = port
         self.tls = tls
         self.ca_file = self.workdir / "ca.crt"          # with tls: the CA that signed the broker's cert
         self.cert_file = self.workdir / "server.crt"
         self.key_file = self.workdir / "server.key"
-        self.proc: subprocess.Popen | None = None
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.passwd_path = self.workdir / "passwd"
-        self.stdout_path = self.workdir / "mosquitto.out"
-        self.stderr_path = self.workdir / "mosquitto.err"
-        self._offsets: dict[Path, int] = {}  # log sizes when the current process was launched
 
     @property
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     # ---------------------------------------------------------------- start
     @classmethod
@@ -211,18 +143,14 @@ class Mosquitto:
         if tls:
             ca_cert = make_ca(workdir, "ca")
             make_server_cert(workdir, ca_cert, "server")
-        attempts = 1 if port is not None else _AUTO_PORT_ATTEMPTS
-        for attempt in range(attempts):
+
+        def make() -> Mosquitto:
             broker = cls(workdir, users, port if port is not None else free_port(), tls=tls)
             broker.workdir.mkdir(parents=True, exist_ok=True)
             broker._write_config()
-            try:
-                broker._launch()
-                return broker
-            except RuntimeError:
-                if attempt + 1 >= attempts or not broker._bind_failed():
-                    raise
-        raise AssertionError("unreachable")
+            return broker
+
+        return cls._launch_first(make, 1 if port is not None else _AUTO_PORT_ATTEMPTS)
 
     def _write_config(self) -> None:
         # Global settings first; with per_listener_settings the auth options belong to the listener.
@@ -256,63 +184,31 @@ class Mosquitto:
         return "test" if "test" in self.users else next(iter(self.users))
 
     def _launch(self) -> None:
-        """Start the process and wait for readiness (SIGKILLs it and raises RuntimeError on failure)."""
-        self._offsets = {p: _size(p) for p in (self.log_path, self.stdout_path, self.stderr_path)}
-        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err, cwd=self.workdir)
+        """Start the process and wait until an authenticated publish works (RuntimeError, child gone, if not)."""
+        self._spawn([MOSQUITTO, "-c", str(self.conf_path)], cwd=self.workdir)
         user = self._ready_user()
         cmd = [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(self.port), "-u", user, "-P", self.users[user],
                "-t", "ready", "-m", "x"]
         if self.tls:
             cmd += ["--cafile", str(self.ca_file)]
-        deadline = time.monotonic() + MQTT_READY_TIMEOUT_S
-        while True:
-            rc = self.proc.poll()
-            if rc is not None:
-                raise RuntimeError(f"mosquitto exited with status {rc} before it was ready "
-                                   f"(port {self.port})\n{self.log_text()}")
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                if subprocess.run(cmd, capture_output=True, timeout=5).returncode == 0:
-                    return
-            if time.monotonic() > deadline:
-                _kill_proc(self.proc)
-                raise RuntimeError(f"mosquitto not ready after {MQTT_READY_TIMEOUT_S:.0f} s "
-                                   f"(port {self.port})\n{self.log_text()}")
-            time.sleep(0.05)
+
+        def published() -> bool:
+            try:
+                return subprocess.run(cmd, capture_output=True, timeout=5).returncode == 0
+            except subprocess.TimeoutExpired:
+                return False
+
+        self._wait_ready(published, MQTT_READY_TIMEOUT_S, 0.05)
+
+    def _failure_details(self) -> str:
+        return f"(port {self.port})\n{self.log_text()}"
 
     def _bind_failed(self) -> bool:
-        return "address already in use" in _text_since(self._offsets).lower()
+        return "address already in use" in self.run_text().lower()
 
-    # -------------------------------------------------------------- control
-    def stop(self, timeout: float = 10) -> None:
-        """SIGTERM (the broker saves its persistence file), then SIGKILL after ``timeout`` s; idempotent."""
-        _stop_proc(self.proc, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: a crashed broker (only what autosave wrote in the last second survives)."""
-        _kill_proc(self.proc)
-
-    def restart(self) -> Mosquitto:
-        """Stop if running, then start again on the same port with the same persistence dir.
-
-        Retries for a few seconds while the port cannot be bound yet.
-        """
-        self.stop()
-        deadline = time.monotonic() + RESTART_BIND_RETRY_S
-        while True:
-            try:
-                self._launch()
-                return self
-            except RuntimeError:
-                if not self._bind_failed() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    def log_text(self) -> str:
-        """The broker's log file plus anything it wrote to stdout/stderr."""
-        parts = [_tail(p, 200) for p in (self.log_path, self.stdout_path, self.stderr_path)]
-        return "\n".join(p for p in parts if p)
+    def log_paths(self) -> tuple[Path, ...]:
+        """The broker's log file plus its stdout/stderr."""
+        return self.log_path, self.stdout_path, self.stderr_path
 
     # --------------------------------------------------------------- client
     @contextlib.contextmanager
@@ -381,54 +277,43 @@ class Mosquitto:
             with lock:
                 return list(got)
 
-    def __enter__(self) -> Mosquitto:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<Mosquitto {self.url} pid={self.pid} {state}>"
+        return f"<Mosquitto {self.url} pid={self.pid} {self._state()}>"
 
 
 # ----------------------------------------------------------------------------- S3
-class SeaweedS3:
-    """A running ``weed mini`` (master, volume, filer, S3 in one process) with one signed-auth identity."""
+class SeaweedS3(ManagedProcess):
+    """A running ``weed mini`` (master, volume, filer, S3 in one process) with one signed-auth identity.
 
+    Its log goes to stderr (``weed.err``). ``stop()`` is a SIGTERM (weed shuts down in 2-4 s), then
+    a SIGKILL after 15 s; ``kill()`` makes S3 disappear at once (connections reset).
+    """
+
+    what = "weed mini"
+    stop_timeout_s = 15.0
+    bind_retry_pause_s = 0.5
     region = "us-east-1"
     _PORT_NAMES = ("s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
                    "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc")
 
     def __init__(self, workdir: Path, access_key: str, secret_key: str, bucket: str | None,
                  ports: dict[str, int]) -> None:
-        self.workdir = Path(workdir).resolve()
+        super().__init__(Path(workdir).resolve(), "weed")
         self.access_key = access_key
         self.secret_key = secret_key
         self.bucket = bucket
         self.ports = dict(ports)
-        self.proc: subprocess.Popen | None = None
-        self.stdout_path = self.workdir / "weed.out"
-        self.stderr_path = self.workdir / "weed.err"
         self.startup_s: float | None = None  # how long the last start took until S3 answered
+        self._last_error: Exception | None = None  # why the last readiness probe failed
         # weed's local sockets go into workdir unless that path is too long for a unix socket.
         self._private_sock_dir: Path | None = None
         if len(str(self.workdir / "filer.sock")) > _MAX_UNIX_SOCKET_PATH:
             self._private_sock_dir = Path(tempfile.mkdtemp(prefix="vigil-weed-"))
         self.sock_dir = self._private_sock_dir or self.workdir
-        self._offsets: dict[Path, int] = {}  # log sizes when the current process was launched
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     # ---------------------------------------------------------------- start
     @classmethod
@@ -440,18 +325,14 @@ class SeaweedS3:
         """
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(_AUTO_PORT_ATTEMPTS):
+
+        def make() -> SeaweedS3:
             ports = dict(zip(cls._PORT_NAMES, free_ports(len(cls._PORT_NAMES)), strict=True))
             s3 = cls(workdir, access_key, secret_key, bucket, ports)
             s3._write_config()
-            try:
-                s3._launch()
-                return s3
-            except RuntimeError:
-                s3.stop()  # already dead; removes its leftover sockets
-                if attempt + 1 >= _AUTO_PORT_ATTEMPTS or not s3._bind_failed():
-                    raise
-        raise AssertionError("unreachable")
+            return s3
+
+        return cls._launch_first(make, _AUTO_PORT_ATTEMPTS)
 
     def _write_config(self) -> None:
         identity = {"name": "hub",
@@ -472,24 +353,16 @@ class SeaweedS3:
                 f"-s3.localSocket={self.sock_dir / 's3.sock'}"]
 
     def _launch(self) -> None:
-        """Start the process and wait for S3 (SIGKILLs it and raises RuntimeError on failure)."""
+        """Start the process and wait for S3 (RuntimeError, child gone and its sockets removed, on failure)."""
         from botocore.exceptions import ClientError
 
         t0 = time.monotonic()
-        self._offsets = {p: _size(p) for p in (self.stdout_path, self.stderr_path)}
         self.sock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         cwd=self.workdir)
+        self._spawn(self.command(), cwd=self.workdir)
         probe = self.client(connect_timeout=2, read_timeout=5, max_attempts=1)
-        deadline = t0 + S3_READY_TIMEOUT_S
-        last_error: Exception | None = None
-        while True:
-            rc = self.proc.poll()
-            if rc is not None:
-                self._remove_grpc_sockets()
-                raise RuntimeError(f"weed mini exited with status {rc} before S3 was ready\n"
-                                   f"command: {' '.join(self.command())}\n{self.log_text(60)}")
+        self._last_error = None
+
+        def answers() -> bool:
             try:
                 if self.bucket is not None:
                     try:
@@ -499,19 +372,21 @@ class SeaweedS3:
                             raise
                 else:
                     probe.list_buckets()
-                self.startup_s = time.monotonic() - t0
-                return
+                return True
             except Exception as e:  # connection refused, 503 while the filer comes up, ...
-                last_error = e
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"weed mini S3 not ready after {S3_READY_TIMEOUT_S:.0f} s "
-                                   f"(last error: {last_error!r})\n{self.log_text(60)}")
-            time.sleep(0.1)
+                self._last_error = e
+                return False
+
+        self._wait_ready(answers, S3_READY_TIMEOUT_S, 0.1)
+        self.startup_s = time.monotonic() - t0
+
+    def _failure_details(self) -> str:
+        return (f"(last error: {self._last_error!r})\ncommand: {' '.join(self.command())}\n"
+                f"{self.log_text(60)}")
 
     def _bind_failed(self) -> bool:
         # weed checks its ports first ("Port allocation failed: port N ... is not available"), then binds.
-        text = _text_since(self._offsets).lower()
+        text = self.run_text().lower()
         return "port allocation failed" in text or "address already in use" in text
 
     # --------------------------------------------------------------- client
@@ -539,16 +414,16 @@ class SeaweedS3:
         return keys
 
     # -------------------------------------------------------------- control
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM (weed shuts down in 2-4 s), then SIGKILL after ``timeout`` s; idempotent."""
-        _stop_proc(self.proc, timeout)
+    def stop(self, timeout: float | None = None) -> None:
+        """As :meth:`ManagedProcess.stop`, then remove the sockets weed leaves behind."""
+        super().stop(timeout)
         self._remove_grpc_sockets()
         if self._private_sock_dir is not None:
             shutil.rmtree(self._private_sock_dir, ignore_errors=True)
 
     def kill(self) -> None:
-        """SIGKILL: S3 disappears at once (connections reset)."""
-        _kill_proc(self.proc)
+        """As :meth:`ManagedProcess.kill`, then remove the sockets weed leaves behind."""
+        super().kill()
         self._remove_grpc_sockets()
 
     def _remove_grpc_sockets(self) -> None:
@@ -560,33 +435,5 @@ class SeaweedS3:
                 component = name.split(".", 1)[0]
                 Path(f"/tmp/seaweedfs-{component}-grpc-{port}.sock").unlink(missing_ok=True)
 
-    def restart(self) -> SeaweedS3:
-        """Stop if running, then start again on the same ports with the same data.
-
-        Retries for a few seconds while a port cannot be bound yet.
-        """
-        self.stop()
-        deadline = time.monotonic() + RESTART_BIND_RETRY_S
-        while True:
-            try:
-                self._launch()
-                return self
-            except RuntimeError:
-                if not self._bind_failed() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def log_text(self, lines: int = 200) -> str:
-        """The tail of weed's stdout and stderr (its log goes to stderr)."""
-        parts = [_tail(p, lines) for p in (self.stdout_path, self.stderr_path)]
-        return "\n".join(p for p in parts if p)
-
-    def __enter__(self) -> SeaweedS3:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<SeaweedS3 {self.endpoint_url} pid={self.pid} {state}>"
+        return f"<SeaweedS3 {self.endpoint_url} pid={self.pid} {self._state()}>"
