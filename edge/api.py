@@ -34,20 +34,11 @@ from starlette.routing import Route
 
 from edge.catalog import Catalog, SegmentRow
 from edge.metrics import EdgeMetrics
+from shared.http import ApiError, error_response, parse_range
 from shared.timeutil import us_to_iso
 
 MAX_LIMIT = 1000
 CHUNK = 256 * 1024
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -113,25 +104,6 @@ async def _file_chunks(path: Path, start: int, end: int, throttle: Throttle | No
         await run_in_threadpool(fh.close)
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """A single `bytes=a-b`, `bytes=a-` or `bytes=-n` range; None serves the whole file."""
-    if not header or not header.startswith("bytes=") or "," in header:
-        return None
-    first_s, sep, last_s = header[6:].strip().partition("-")
-    if not sep or not (first_s.isdigit() or last_s.isdigit()):
-        return None
-    if not first_s:
-        n = int(last_s)
-        if n == 0:
-            return "unsatisfiable"
-        return max(0, size - n), size - 1
-    first = int(first_s)
-    last = min(int(last_s), size - 1) if last_s.isdigit() else size - 1
-    if first >= size or last < first:
-        return "unsatisfiable"
-    return first, last
-
-
 def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
                camera_status: Callable[[], list[dict[str, Any]]], node_id: str,
                max_upload_mbps: float = 0.0) -> Starlette:
@@ -152,12 +124,12 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
             header = request.headers.get("authorization", "")
             scheme, _, presented = header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
-                return JSONResponse({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                return error_response(401, "unauthorized", "a valid bearer token is required",
+                                      {"WWW-Authenticate": "Bearer"})
             try:
                 return await handler(request)
             except ApiError as exc:
-                return error(exc.status, exc.code, exc.message)
+                return exc.response()
         return wrapper
 
     async def healthz(request: Request) -> Response:
@@ -196,9 +168,10 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
         headers = {"ETag": etag, "Cache-Control": "no-cache", "Accept-Ranges": "bytes"}
         first, last = 0, row.bytes - 1
         status = 200
-        byte_range = _parse_range(request.headers.get("range"), row.bytes)
-        if byte_range == "unsatisfiable":
-            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{row.bytes}"})
+        try:
+            byte_range = parse_range(request.headers.get("range"), row.bytes)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, {**headers, **(exc.headers or {})})
         if byte_range is not None:
             first, last = byte_range
             status = 206
@@ -222,13 +195,13 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
         return JSONResponse({"holds": [h.to_json() for h in rows]})
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return error(404, "not_found", f"no route {request.url.path}")
+        return error_response(404, "not_found", f"no route {request.url.path}")
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}")
+        return error_response(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}")
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return error(500, "internal", "internal error")
+        return error_response(500, "internal", "internal error")
 
     return Starlette(
         routes=[

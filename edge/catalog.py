@@ -12,8 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from edge.segments import ClosedSegment, blob_to_fragments, fragments_to_blob
-from shared import sqlite
+from edge.segments import ClosedSegment
+from shared import fragments, sqlite
 from shared.mqtt import HoldRange, SegmentEvent, encode
 from shared.timeutil import now_us, us_to_iso
 
@@ -23,20 +23,9 @@ CATALOG_NAME = "catalog.db"
 RESTORE_SEQ_MARGIN = 10_000
 RESTORE_REV_MARGIN = 1_000_000
 
-GAP_REASONS = (
-    "camera_unreachable",  # refused, timed out, stopped sending
-    "auth_failed",         # 401/403
-    "stream_not_found",    # 404: wrong path
-    "stream_ended",        # the camera closed the stream
-    "unsupported_codec",   # not H.264/H.265
-    "timestamp_jump",      # timestamps went backwards or leapt: new run
-    "gop_too_long",        # no keyframe within the segment cap: stream re-opened
-    "disk_full",           # a write failed; footage dropped until space returned
-    "edge_restart",        # the edge was not running
-    "evicted",             # recorded, then deleted by retention
-)
-
-SCHEMA_V1 = f"""
+# Released migrations are frozen: never edit one (tests/test_migrations.py pins their text). A new
+# gap reason in shared/enums.py needs a migration that rebuilds `gaps` with the longer CHECK.
+SCHEMA_V1 = """
 -- One row per segment file on disk (invariant 1 in docs/design/segments.md).
 CREATE TABLE segments (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,      -- (node, seq) names a segment everywhere; never reused
@@ -68,7 +57,8 @@ CREATE TABLE gaps (
     camera TEXT NOT NULL,
     start_us INTEGER NOT NULL,
     end_us INTEGER NOT NULL,
-    reason TEXT NOT NULL CHECK (reason IN ({", ".join(f"'{r}'" for r in GAP_REASONS)})),
+    reason TEXT NOT NULL CHECK (reason IN ('camera_unreachable', 'auth_failed', 'stream_not_found', 'stream_ended',
+        'unsupported_codec', 'timestamp_jump', 'gop_too_long', 'disk_full', 'edge_restart', 'evicted')),
     detail TEXT NOT NULL DEFAULT '',
     created_us INTEGER NOT NULL,
     CHECK (end_us >= start_us)
@@ -111,19 +101,10 @@ _HELD = ("EXISTS (SELECT 1 FROM holds h WHERE h.camera = segments.camera AND h.s
          "AND h.end_us > segments.start_us)")
 
 
-def _v0_to_v1(conn: sqlite3.Connection) -> None:
-    sqlite.execute_script(conn, SCHEMA_V1)
 
 
-def _v1_to_v2(conn: sqlite3.Connection) -> None:
-    sqlite.execute_script(conn, SCHEMA_V2)
 
-
-def _v2_to_v3(conn: sqlite3.Connection) -> None:
-    sqlite.execute_script(conn, SCHEMA_V3)
-
-
-MIGRATIONS = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +129,7 @@ class SegmentRow:
         return cls(seq=row["seq"], camera=row["camera"], run_id=row["run_id"], start_us=row["start_us"],
                    end_us=row["end_us"], path=row["path"], bytes=row["bytes"], sha256=row["sha256"],
                    init_bytes=row["init_bytes"], video_codec=row["video_codec"],
-                   audio_codec=row["audio_codec"], fragments=blob_to_fragments(row["fragments"]),
+                   audio_codec=row["audio_codec"], fragments=fragments.to_array(row["fragments"]),
                    recovered=bool(row["recovered"]), sync_state=row["sync_state"])
 
 
@@ -163,6 +144,15 @@ class GapRow:
     rev: int = 0
 
 
+# A write the catalog cannot do now (the database is locked, or the disk is full): retry later.
+CatalogUnavailable = sqlite3.OperationalError
+
+
+def disk_full(exc: CatalogUnavailable) -> bool:
+    """Whether a failed write failed because the disk is full (SQLite needs room for its WAL)."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
 _SEGMENT_COLUMNS = ("seq, camera, run_id, start_us, end_us, path, bytes, sha256, init_bytes, video_codec, "
                     "audio_codec, fragments, recovered, sync_state")
 
@@ -173,30 +163,30 @@ class Catalog:
     def __init__(self, data_dir: Path, readonly: bool = False) -> None:
         self.data_dir = data_dir
         self.path = data_dir / CATALOG_NAME
-        self.conn = sqlite.connect(self.path, readonly=readonly)
+        self._conn = sqlite.connect(self.path, readonly=readonly)
         if not readonly:
-            sqlite.migrate(self.conn, MIGRATIONS)
+            sqlite.migrate(self._conn, MIGRATIONS)
 
     def close(self) -> None:
-        self.conn.close()
+        self._conn.close()
 
     # -- writes (catalog writer thread only) -----------------------------------------------
     def insert_segment(self, seg: ClosedSegment, doorbell: bool = False) -> int:
         """Insert the row, and with `doorbell` its outbox event, in one transaction."""
         created = now_us()
-        with self.conn:
-            self.conn.execute("BEGIN")
-            cur = self.conn.execute(
+        with self._conn:
+            self._conn.execute("BEGIN")
+            cur = self._conn.execute(
                 "INSERT INTO segments (camera, run_id, start_us, end_us, path, bytes, sha256, init_bytes, "
                 "video_codec, audio_codec, fragments, recovered, created_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (seg.camera, seg.run_id, seg.start_us, seg.end_us, str(seg.final_path.relative_to(self.data_dir)),
                  seg.bytes, seg.sha256, seg.init_bytes, seg.video_codec, seg.audio_codec,
-                 fragments_to_blob(seg.fragments), int(seg.recovered), created))
+                 fragments.to_blob(seg.fragments), int(seg.recovered), created))
             seq = int(cur.lastrowid or 0)
             if doorbell:
                 event = SegmentEvent(seq=seq, camera=seg.camera, start=us_to_iso(seg.start_us),
                                      end=us_to_iso(seg.end_us), bytes=seg.bytes, sha256=seg.sha256)
-                self.conn.execute("INSERT INTO outbox (seq, payload, created_us) VALUES (?, ?, ?)",
+                self._conn.execute("INSERT INTO outbox (seq, payload, created_us) VALUES (?, ?, ?)",
                                   (seq, encode(event).decode(), created))
         return seq
 
@@ -208,143 +198,143 @@ class Catalog:
         the new ones). Returns (restored newest seq, next seq - 1)."""
         restored = self.max_seq()
         floor = max(restored, hub_through_seq) + RESTORE_SEQ_MARGIN
-        with self.conn:
-            self.conn.execute("BEGIN")
-            if self.conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'segments'", (floor,)).rowcount == 0:
-                self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('segments', ?)", (floor,))
-            self.conn.execute("UPDATE gaps SET rev = rev + ?", (RESTORE_REV_MARGIN,))
+        with self._conn:
+            self._conn.execute("BEGIN")
+            if self._conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'segments'", (floor,)).rowcount == 0:
+                self._conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('segments', ?)", (floor,))
+            self._conn.execute("UPDATE gaps SET rev = rev + ?", (RESTORE_REV_MARGIN,))
         return restored, floor
 
     def delete_outbox(self, ids: list[int]) -> None:
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     def mark_synced(self, through_seq: int, quarantined: tuple[int, ...]) -> int:
         """The hub stores every segment up to `through_seq` except `quarantined`; returns rows changed."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            cur = self.conn.execute(
+        with self._conn:
+            self._conn.execute("BEGIN")
+            cur = self._conn.execute(
                 "UPDATE segments SET sync_state = 'synced' WHERE seq <= ? AND sync_state = 'pending' "
                 f"AND seq NOT IN ({','.join('?' * len(quarantined))})", (through_seq, *quarantined))
             return cur.rowcount
 
     def replace_holds(self, holds: tuple[HoldRange, ...]) -> None:
         """Replace the node's whole hold set (the hub sends the complete set, not a delta)."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.execute("DELETE FROM holds")
-            self.conn.executemany("INSERT INTO holds (camera, start_us, end_us) VALUES (?, ?, ?)",
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.execute("DELETE FROM holds")
+            self._conn.executemany("INSERT INTO holds (camera, start_us, end_us) VALUES (?, ?, ?)",
                                   [(h.camera, h.start_us, h.end_us) for h in holds])
 
     def add_gap(self, camera: str, start_us: int, end_us: int, reason: str, detail: str = "") -> None:
         """Record a hole in a camera's recording."""
-        with self.conn:
-            self.conn.execute("BEGIN")
+        with self._conn:
+            self._conn.execute("BEGIN")
             self._insert_gap(camera, start_us, end_us, reason, detail)
 
     def _insert_gap(self, camera: str, start_us: int, end_us: int, reason: str, detail: str) -> None:
         # An evicted gap that touches an earlier one of the same camera extends it, so deleting
         # a month of segments leaves a handful of rows, not one per file.
         if reason == "evicted":
-            row = self.conn.execute(
+            row = self._conn.execute(
                 "SELECT id FROM gaps WHERE camera = ? AND reason = 'evicted' AND end_us >= ? AND start_us <= ?"
                 " ORDER BY end_us DESC LIMIT 1", (camera, start_us - 1_000_000, end_us)).fetchone()
             if row is not None:
-                self.conn.execute("UPDATE gaps SET start_us = min(start_us, ?), end_us = max(end_us, ?), "
+                self._conn.execute("UPDATE gaps SET start_us = min(start_us, ?), end_us = max(end_us, ?), "
                                   "rev = (SELECT max(rev) + 1 FROM gaps) WHERE id = ?",
                                   (start_us, end_us, row["id"]))
                 return
-        self.conn.execute("INSERT INTO gaps (camera, start_us, end_us, reason, detail, created_us, rev) "
+        self._conn.execute("INSERT INTO gaps (camera, start_us, end_us, reason, detail, created_us, rev) "
                           "VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(rev), 0) + 1 FROM gaps))",
                           (camera, start_us, end_us, reason, detail, now_us()))
 
     def mark_deleting(self, seqs: list[int]) -> None:
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.executemany("UPDATE segments SET deleting = 1 WHERE seq = ?", [(s,) for s in seqs])
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany("UPDATE segments SET deleting = 1 WHERE seq = ?", [(s,) for s in seqs])
 
     def remove_segment(self, seq: int, gap_detail: str) -> None:
         """The file is gone: drop the row and leave an `evicted` gap in its place."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            row = self.conn.execute("SELECT camera, start_us, end_us FROM segments WHERE seq = ?",
+        with self._conn:
+            self._conn.execute("BEGIN")
+            row = self._conn.execute("SELECT camera, start_us, end_us FROM segments WHERE seq = ?",
                                     (seq,)).fetchone()
             if row is None:
                 return
             self._insert_gap(row["camera"], row["start_us"], row["end_us"], "evicted", gap_detail)
-            self.conn.execute("DELETE FROM segments WHERE seq = ?", (seq,))
+            self._conn.execute("DELETE FROM segments WHERE seq = ?", (seq,))
 
     # -- reads ----------------------------------------------------------------------------------
     def segments_after(self, after_seq: int, limit: int) -> list[SegmentRow]:
-        rows = self.conn.execute(
+        rows = self._conn.execute(
             f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE seq > ? AND deleting = 0 ORDER BY seq LIMIT ?",
             (after_seq, limit)).fetchall()
         return [SegmentRow.from_row(r) for r in rows]
 
     def segment(self, seq: int) -> SegmentRow | None:
-        row = self.conn.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE seq = ? AND deleting = 0",
+        row = self._conn.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE seq = ? AND deleting = 0",
                                 (seq,)).fetchone()
         return SegmentRow.from_row(row) if row else None
 
     def camera_segments(self, camera: str) -> list[SegmentRow]:
-        rows = self.conn.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE camera = ? ORDER BY start_us",
+        rows = self._conn.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE camera = ? ORDER BY start_us",
                                  (camera,)).fetchall()
         return [SegmentRow.from_row(r) for r in rows]
 
     def gaps(self, camera: str | None = None) -> list[GapRow]:
         sql = "SELECT id, camera, start_us, end_us, reason, detail, rev FROM gaps"
-        rows = (self.conn.execute(sql + " WHERE camera = ? ORDER BY start_us", (camera,)) if camera
-                else self.conn.execute(sql + " ORDER BY camera, start_us")).fetchall()
+        rows = (self._conn.execute(sql + " WHERE camera = ? ORDER BY start_us", (camera,)) if camera
+                else self._conn.execute(sql + " ORDER BY camera, start_us")).fetchall()
         return [GapRow(**dict(r)) for r in rows]
 
     def gaps_after(self, after_rev: int, limit: int) -> list[GapRow]:
         """Gaps added or extended after revision `after_rev`, in revision order."""
-        rows = self.conn.execute("SELECT id, camera, start_us, end_us, reason, detail, rev FROM gaps WHERE rev > ? "
+        rows = self._conn.execute("SELECT id, camera, start_us, end_us, reason, detail, rev FROM gaps WHERE rev > ? "
                                  "ORDER BY rev LIMIT ?", (after_rev, limit)).fetchall()
         return [GapRow(**dict(r)) for r in rows]
 
     def outbox_after(self, after_id: int, through_id: int | None, limit: int) -> list[tuple[int, str]]:
         """(id, payload) of doorbells after `after_id` (up to `through_id`), oldest first."""
-        rows = self.conn.execute(
+        rows = self._conn.execute(
             "SELECT id, payload FROM outbox WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
             (after_id, through_id if through_id is not None else 2**62, limit)).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def outbox_stats(self) -> tuple[int, int]:
         """(rows, highest id) of the outbox."""
-        row = self.conn.execute("SELECT count(*), coalesce(max(id), 0) FROM outbox").fetchone()
+        row = self._conn.execute("SELECT count(*), coalesce(max(id), 0) FROM outbox").fetchone()
         return int(row[0]), int(row[1])
 
     def synced_through(self) -> int:
         """The highest seq marked synced (0 if none)."""
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM segments WHERE sync_state = 'synced'")
+        return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM segments WHERE sync_state = 'synced'")
                    .fetchone()[0])
 
     def last_end_us(self) -> dict[str, int]:
         """The end of each camera's newest segment: where an edge-restart gap begins."""
-        rows = self.conn.execute("SELECT camera, max(end_us) AS e FROM segments GROUP BY camera").fetchall()
+        rows = self._conn.execute("SELECT camera, max(end_us) AS e FROM segments GROUP BY camera").fetchall()
         return {r["camera"]: r["e"] for r in rows}
 
     def max_seq(self) -> int:
         """The highest seq ever assigned (deleted rows included)."""
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'segments'").fetchone()
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'segments'").fetchone()
         return int(row[0]) if row else 0
 
     def max_run_id(self) -> int:
-        return int(self.conn.execute("SELECT coalesce(max(run_id), 0) FROM segments").fetchone()[0])
+        return int(self._conn.execute("SELECT coalesce(max(run_id), 0) FROM segments").fetchone()[0])
 
     def known_paths(self, prefix: str) -> set[str]:
-        rows = self.conn.execute("SELECT path FROM segments WHERE path >= ? AND path < ?",
+        rows = self._conn.execute("SELECT path FROM segments WHERE path >= ? AND path < ?",
                                  (prefix, prefix + "\uffff")).fetchall()
         return {r[0] for r in rows}
 
     def deleting(self) -> list[tuple[int, str]]:
-        return [(r[0], r[1]) for r in self.conn.execute("SELECT seq, path FROM segments WHERE deleting = 1")]
+        return [(r[0], r[1]) for r in self._conn.execute("SELECT seq, path FROM segments WHERE deleting = 1")]
 
     def holds(self) -> tuple[HoldRange, ...]:
         """The hold set in force, by camera and start."""
-        rows = self.conn.execute("SELECT camera, start_us, end_us FROM holds ORDER BY camera, start_us, end_us")
+        rows = self._conn.execute("SELECT camera, start_us, end_us FROM holds ORDER BY camera, start_us, end_us")
         return tuple(HoldRange(r[0], r[1], r[2]) for r in rows)
 
     def retention_candidates(self, synced: bool, older_than_us: int | None, limit: int,
@@ -356,16 +346,16 @@ class Catalog:
                + (" AND " if held else " AND NOT ") + _HELD + " ORDER BY end_us LIMIT ?")
         args: tuple[Any, ...] = ("synced" if synced else "pending",)
         args += ((older_than_us,) if older_than_us is not None else ()) + (limit,)
-        return [(r[0], r[1], r[2]) for r in self.conn.execute(sql, args)]
+        return [(r[0], r[1], r[2]) for r in self._conn.execute(sql, args)]
 
     def backlog(self) -> tuple[int, int]:
         """(segments, bytes) not yet stored by the hub; reads only the pending rows (index)."""
-        row = self.conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM segments "
+        row = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM segments "
                                 "WHERE sync_state = 'pending'").fetchone()
         return int(row[0]), int(row[1])
 
     def stats(self) -> dict[str, int]:
-        row = self.conn.execute(
+        row = self._conn.execute(
             "SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b, "
             "coalesce(sum(sync_state = 'pending'), 0) AS pn, "
             "coalesce(sum(CASE WHEN sync_state = 'pending' THEN bytes END), 0) AS pb FROM segments").fetchone()

@@ -79,7 +79,7 @@ def restore_catalog(config: EdgeConfig) -> int:
     catalog = Catalog(config.node.data_dir)
     try:
         restored, floor = catalog.continue_after_restore(hub_through)
-        rows = catalog.conn.execute("SELECT count(*) FROM segments").fetchone()[0]
+        rows = catalog.stats()["segments"]
     finally:
         catalog.close()
     print(f"restore: {rows} segment rows, newest seq {restored}; the hub holds through seq {hub_through}; "

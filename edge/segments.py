@@ -91,14 +91,6 @@ def parse_name(path: Path) -> tuple[int, int] | None:
     return (compact_to_us(m["start"]), int(m["run"])) if m else None
 
 
-def fragments_to_blob(fragments: np.ndarray) -> bytes:
-    return np.ascontiguousarray(fragments, dtype="<i8").tobytes()
-
-
-def blob_to_fragments(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<i8").reshape(-1, 4)
-
-
 def fsync_dir(path: Path, missing_ok: bool = False) -> None:
     """fsync a folder, making the renames and unlinks in it durable."""
     try:

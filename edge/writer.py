@@ -19,13 +19,12 @@ import dataclasses
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 
 from edge import retention
-from edge.catalog import Catalog
+from edge.catalog import Catalog, CatalogUnavailable, disk_full
 from edge.config import RecordingConfig
 from edge.metrics import EdgeMetrics
 from edge.segments import PART_SUFFIX, SEGMENTS_DIR, ClosedSegment, fsync_dir, recover_file
@@ -84,7 +83,7 @@ class CatalogWriter(threading.Thread):
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._next_retention = 0.0
         self._backlog: list[ClosedSegment | Gap] = []  # durable files and gaps awaiting their rows
-        self._backlog_error: sqlite3.OperationalError | None = None  # why the backlog is stuck
+        self._backlog_error: CatalogUnavailable | None = None  # why the backlog is stuck
         self.reserve = self.data_dir / RESERVE_NAME
 
     # -- called from any thread (never blocks) ---------------------------------------------------
@@ -130,7 +129,7 @@ class CatalogWriter(threading.Thread):
             except queue.Empty:
                 # only a full disk calls for emergency deletes; a locked catalog just waits
                 stuck = self._backlog_error
-                item = _Retention(emergency=bool(self._backlog) and stuck is not None and _is_disk_full(stuck))
+                item = _Retention(emergency=bool(self._backlog) and stuck is not None and disk_full(stuck))
             if item is _STOP:
                 try:
                     self._write_backlog()
@@ -163,8 +162,8 @@ class CatalogWriter(threading.Thread):
         room = 2 * self.reserve_bytes() + (64 << 10)  # what ensure_reserve() needs to put the reserve back
         try:
             retention.apply(self.catalog, self.rec, self.metrics, emergency, room if emergency else 0)
-        except sqlite3.OperationalError as exc:
-            if not _is_disk_full(exc) or not self.release_reserve():
+        except CatalogUnavailable as exc:
+            if not disk_full(exc) or not self.release_reserve():
                 raise
             retention.apply(self.catalog, self.rec, self.metrics, emergency=True, min_free_bytes=room)
         self.ensure_reserve()
@@ -181,21 +180,21 @@ class CatalogWriter(threading.Thread):
             return
         log.error("catalog cannot be written; rows wait and are retried", extra={
             "error": str(error), "waiting": len(self._backlog)})
-        if _is_disk_full(error):
+        if disk_full(error):
             self.release_reserve()
             try:
                 self._retention(emergency=True)
-            except sqlite3.OperationalError:
+            except CatalogUnavailable:
                 return
             self._drain_backlog()
 
-    def _drain_backlog(self) -> sqlite3.OperationalError | None:
+    def _drain_backlog(self) -> CatalogUnavailable | None:
         """Insert waiting rows in order; stop at the first that fails (locked or full database)."""
         self._backlog_error = None
         while self._backlog:
             try:
                 self._insert(self._backlog[0])
-            except sqlite3.OperationalError as exc:
+            except CatalogUnavailable as exc:
                 self._backlog_error = exc
                 return exc
             except Exception:  # a row SQLite refuses for good must not block the ones behind it
@@ -312,7 +311,3 @@ def recover_stray_files(catalog: Catalog, writer: CatalogWriter) -> int:
         writer.metrics.recovered.inc(recovered)
         log.warning("recovered segments left by an unclean stop", extra={"segments": recovered})
     return recovered
-
-
-def _is_disk_full(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)

@@ -23,7 +23,6 @@ import ssl
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from shared.config import ID_PATTERN, field
-from shared.timeutil import us_to_iso
+from shared.timeutil import iso_to_us, us_to_iso
 
 VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024  # a node status with 64 cameras is about 3 KiB
@@ -367,19 +366,12 @@ def _get(d: dict[str, Any], key: str, kind: type | tuple[type, ...], required: b
     return value
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _iso_to_us(d: dict[str, Any], key: str) -> int:
-    """An ISO 8601 instant with a time zone (`...Z`) as integer microseconds since the epoch."""
-    text = _get(d, key, str)
+    """An RFC 3339 instant (`...Z`) as integer microseconds since the epoch."""
     try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise MessageError("bad_field", f"{key!r} is not an ISO 8601 time") from None
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise MessageError("bad_field", f"{key!r} has no time zone (expected UTC, ...Z)")
-    return (dt - _EPOCH) // timedelta(microseconds=1)
+        return iso_to_us(_get(d, key, str))
+    except ValueError as exc:
+        raise MessageError("bad_field", f"{key!r}: {exc}") from None
 
 
 def _replica(d: dict[str, Any]) -> ReplicaStatus | None:

@@ -2,7 +2,8 @@
 
 Every catalog runs in WAL mode with `synchronous=NORMAL` (durable at each checkpoint, and what
 Litestream expects) and a 5 s busy timeout. The schema version lives in `PRAGMA user_version`;
-`migrate()` applies the ordered steps above it, each in its own transaction.
+`migrate()` applies the ordered steps above it, each in its own transaction. A step is frozen once
+released: a change is a new step.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-Migration = Callable[[sqlite3.Connection], None]
+# A migration step: its SQL (run statement by statement in the step's transaction), or a function
+# for a step SQL alone cannot do.
+Migration = str | Callable[[sqlite3.Connection], None]
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -55,7 +58,11 @@ def migrate(conn: sqlite3.Connection, steps: Sequence[Migration]) -> int:
     for target in range(version + 1, len(steps) + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            steps[target - 1](conn)
+            step = steps[target - 1]
+            if isinstance(step, str):
+                execute_script(conn, step)
+            else:
+                step(conn)
             conn.execute(f"PRAGMA user_version={target}")
             conn.execute("COMMIT")
         except BaseException:

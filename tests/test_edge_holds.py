@@ -13,7 +13,7 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from conftest import edge_mqtt, metric_value, wait_for
+from conftest import edge_mqtt, metric_value, sql_rows, sql_write, wait_for
 from test_retention import _fake_segment, small_disk
 
 from edge import retention
@@ -37,7 +37,7 @@ def _segment(data_dir: Path, camera: str, start_us: int, size: int = 2000) -> Cl
 
 
 def _paths(catalog: Catalog) -> dict[int, Path]:
-    return {r[0]: catalog.data_dir / r[1] for r in catalog.conn.execute("SELECT seq, path FROM segments")}
+    return {r[0]: catalog.data_dir / r[1] for r in sql_rows(catalog.path, "SELECT seq, path FROM segments")}
 
 
 def test_age_retention_never_deletes_held_segments(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_age_retention_never_deletes_held_segments(tmp_path: Path) -> None:
         ("a0", "a", 0), ("a1", "a", 1), ("a2", "a", 2), ("a3", "a", 3), ("b1", "b", 1)]}
     segs["fresh"] = _segment(tmp_path, "a", now - 10_000_000)
     seq = {name: catalog.insert_segment(s) for name, s in segs.items()}
-    catalog.conn.execute("UPDATE segments SET sync_state = 'synced' WHERE seq = ?", (seq["a1"],))
+    sql_write(catalog.path, "UPDATE segments SET sync_state = 'synced' WHERE seq = ?", (seq["a1"],))
     catalog.replace_holds((
         HoldRange("a", t0 + MIN + 30_000_000, t0 + MIN + 40_000_000),  # inside a1 (synced)
         HoldRange("a", t0 + 3 * MIN - 1, t0 + 3 * MIN + 1),  # the last µs of a2 and the first of a3
@@ -61,7 +61,7 @@ def test_age_retention_never_deletes_held_segments(tmp_path: Path) -> None:
     metrics = EdgeMetrics()
     deleted = retention.apply(catalog, RecordingConfig(retain_days=0.001, min_free_percent=0), metrics)
 
-    kept = {r[0] for r in catalog.conn.execute("SELECT seq FROM segments")}
+    kept = {r[0] for r in sql_rows(catalog.path, "SELECT seq FROM segments")}
     assert kept == {seq["a1"], seq["a2"], seq["a3"], seq["fresh"]}
     assert deleted == 2
     for name in ("a1", "a2", "a3", "fresh"):
@@ -71,7 +71,7 @@ def test_age_retention_never_deletes_held_segments(tmp_path: Path) -> None:
     # the hub releases its holds: the next pass deletes what age allows
     catalog.replace_holds(())
     assert retention.apply(catalog, RecordingConfig(retain_days=0.001, min_free_percent=0), metrics) == 3
-    assert {r[0] for r in catalog.conn.execute("SELECT seq FROM segments")} == {seq["fresh"]}
+    assert {r[0] for r in sql_rows(catalog.path, "SELECT seq FROM segments")} == {seq["fresh"]}
     catalog.close()
 
 
@@ -84,8 +84,8 @@ def test_disk_pressure_deletes_held_segments_only_after_every_unheld_one(tmp_pat
         names = ["h0", "h1", "h2", "u0", "u1", "u2"]
         seq = {name: catalog.insert_segment(_segment(disk, "cam", t0 + i * MIN, 2 * MIB))
                for i, name in enumerate(names)}
-        catalog.conn.execute("UPDATE segments SET sync_state = 'synced' WHERE seq IN (?, ?)",
-                             (seq["h1"], seq["u1"]))
+        sql_write(catalog.path, "UPDATE segments SET sync_state = 'synced' WHERE seq IN (?, ?)",
+                  (seq["h1"], seq["u1"]))
         catalog.replace_holds((HoldRange("cam", t0, t0 + 3 * MIN),))
         files = _paths(catalog)
         metrics = EdgeMetrics()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import check_row_matches_file, decode_errors
+from conftest import check_row_matches_file, decode_errors, sql_write
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ def test_age_retention_deletes_old_segments_crash_safely(tmp_path: Path) -> None
     old = [_fake_segment(tmp_path, "cam", now - 3 * day + i * 60_000_000) for i in range(3)]
     new = _fake_segment(tmp_path, "cam", now - day // 2)
     seqs = [catalog.insert_segment(s) for s in [*old, new]]
-    catalog.conn.execute("UPDATE segments SET sync_state = 'synced' WHERE seq = ?", (seqs[1],))
+    sql_write(catalog.path, "UPDATE segments SET sync_state = 'synced' WHERE seq = ?", (seqs[1],))
     # a deletion a crash interrupted: marked, file already gone
     catalog.mark_deleting([seqs[0]])
     old[0].part_path.unlink()
@@ -140,7 +140,7 @@ def test_pressure_candidates_are_synced_first_then_oldest(tmp_path: Path) -> Non
     segs = [_fake_segment(tmp_path, cam, now - 3_600_000_000 + i * 60_000_000)
             for i, cam in enumerate(["a", "b", "a", "b"])]
     seqs = [catalog.insert_segment(s) for s in segs]
-    catalog.conn.execute("UPDATE segments SET sync_state = 'synced' WHERE seq IN (?, ?)", (seqs[1], seqs[3]))
+    sql_write(catalog.path, "UPDATE segments SET sync_state = 'synced' WHERE seq IN (?, ?)", (seqs[1], seqs[3]))
     assert [c[0] for c in catalog.retention_candidates(True, None, 10)] == [seqs[1], seqs[3]]
     assert [c[0] for c in catalog.retention_candidates(False, None, 10)] == [seqs[0], seqs[2]]
     assert catalog.retention_candidates(False, segs[2].end_us, 10) == [(seqs[0], catalog.segment(seqs[0]).path, 2000)]
