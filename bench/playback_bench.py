@@ -543,8 +543,8 @@ def exports_available(hub: Hub) -> tuple[bool, str]:
 
 def run_export(hub: Hub, s3: SeaweedS3, footage: dict[str, Any], timeout: float) -> dict[str, Any]:
     """POST → 202, then GET every 50 ms until done; seconds from the POST to `done`."""
-    body = {"cameras": [footage["camera"]], "start": us_to_iso(footage["start_us"]),
-            "end": us_to_iso(footage["end_us"]), "reason": "playback benchmark: export throughput"}
+    body = {"cameras": [{"camera": footage["camera"], "start": us_to_iso(footage["start_us"]),
+                         "end": us_to_iso(footage["end_us"])}], "reason": "playback benchmark: export throughput"}
     conn = Conn("127.0.0.1", hub.port)
     headers = {**auth("operator"), "Content-Type": "application/json"}
     pid = hub.proc.pid if hub.proc else None

@@ -19,9 +19,8 @@ import paho.mqtt.client as mqtt
 
 from hub.config import HubConfig
 from hub.homeassistant import Discovery
-from hub.ingest import Ingestor
 from hub.metrics import HubMetrics
-from hub.records import node_holds
+from hub.registry import Ingestor
 from shared.mqtt import (
     MAX_HOLDS_IN_MESSAGE,
     MAX_PAYLOAD_BYTES,
@@ -88,9 +87,10 @@ class Bus:
             return
         catalog = self.ingest.catalog
         with self._holds_lock:
-            with catalog.lock:
-                ranges = node_holds(catalog.conn)
-            for node in sorted({n.id for n in catalog.nodes()} | set(ranges)):
+            with catalog.read() as r:
+                ranges = r.node_holds()
+                nodes = {n.id for n in r.nodes()}
+            for node in sorted(nodes | set(ranges)):
                 held = ranges.get(node, [])
                 if len(held) > MAX_HOLDS_IN_MESSAGE:
                     log.error("more hold ranges than one message carries; the edge keeps the newest",
@@ -137,7 +137,8 @@ class Bus:
     def _announce(self, node: str, cameras: tuple[str, ...]) -> None:
         """Home Assistant discovery for an accepted node and its cameras (once per connection)."""
         assert self.discovery is not None
-        row = self.ingest.catalog.node(node)
+        with self.ingest.catalog.read() as r:
+            row = r.node(node)
         if row is None or not row.accepted:
             return
         for topic, payload in self.discovery.pending(node, cameras):

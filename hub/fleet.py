@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from hub.catalog import CATALOG_NAME, HubCatalog
+from hub.catalog import CATALOG_NAME, CatalogError, HubCatalog
 from hub.config import HubConfig
 from shared.mqtt import CameraStatusMessage, MessageError, NodeStatus, Topics, decode, read_retained
 from shared.timeutil import iso_to_us, now_us
@@ -92,10 +91,10 @@ def _merge_catalog(cfg: HubConfig, views: dict[str, NodeView]) -> None:
     try:
         catalog = HubCatalog(cfg.hub.data_dir, readonly=True)
         try:
-            rows = catalog.nodes()
+            rows = catalog.reader().nodes()
         finally:
             catalog.close()
-    except sqlite3.Error:
+    except CatalogError:
         return   # the catalog is optional here (another machine's hub, or no read access)
     for row in rows:
         view = views.get(row.id)

@@ -18,41 +18,35 @@ until the next one; a segment that keeps failing for a reason of its own (hash o
 404/410 for a listed row, an object key holding other content) is quarantined after
 `ingest.max_attempts` and skipped, never blocking the others.
 
-Trust: the hub pulls only from nodes listed in [[nodes]] or, with `ingest.accept_new_nodes`,
-accepted on first sight (recorded in the registry). The pull URL is pinned: a node advertising a
-different URL later is logged and counted, not followed.
+Which nodes have lanes is the registry's business (`hub/registry.py`); what an edge answers is
+checked by its client (`hub/edge_client.py`).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
-import hashlib
-import itertools
 import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import urllib3
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from hub.catalog import HubCatalog, StoredSegment
-from hub.config import HubConfig
-from hub.metrics import HubMetrics
-from hub.store import ObjectStore, StoreError, recording_key
-from shared.mqtt import CameraStatusMessage, NodeStatus, SegmentEvent
+from hub.catalog import StoredSegment
+from hub.edge_client import EdgeClient, EdgeSegment, PullError
+from hub.store import StoreError, recording_key
+from shared import fragments
 from shared.timeutil import now_us
+
+if TYPE_CHECKING:
+    from hub.registry import Ingestor
 
 log = logging.getLogger(__name__)
 PAGE = 50                 # rows asked of an edge at a time
 LIVE_WINDOW = 32          # doorbells the live lane keeps (newest); older ones are catch-up's
-CHUNK = 1 << 20
-SEGMENT_FAILURES = ("not_found", "gone", "size_mismatch", "hash_mismatch", "object_conflict")
 
 
 class _Chunks:
@@ -77,137 +71,6 @@ class _Chunks:
         self.chunks.clear()
 
 
-class PullError(Exception):
-    """A pull failed. `reason` is a PULL_RESULTS label; segment failures count towards quarantine,
-    the others (network, auth, S3) end the pass and are retried later."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-    @property
-    def segment_failure(self) -> bool:
-        return self.reason in SEGMENT_FAILURES
-
-
-@dataclasses.dataclass(frozen=True)
-class EdgeSegment:
-    """One row of an edge's `/api/v1/segments` listing."""
-    seq: int
-    camera: str
-    run_id: int
-    start_us: int
-    end_us: int
-    bytes: int
-    sha256: str
-    init_bytes: int
-    video_codec: str
-    audio_codec: str | None
-    fragments: list[list[int]]
-    recovered: bool
-
-    @classmethod
-    def from_json(cls, d: Any) -> EdgeSegment:
-        try:
-            seg = cls(seq=int(d["seq"]), camera=str(d["camera"]), run_id=int(d["run_id"]),
-                      start_us=int(d["start_us"]), end_us=int(d["end_us"]), bytes=int(d["bytes"]),
-                      sha256=str(d["sha256"]), init_bytes=int(d["init_bytes"]), video_codec=str(d["video_codec"]),
-                      audio_codec=d.get("audio_codec"), fragments=[[int(x) for x in f] for f in d["fragments"]],
-                      recovered=bool(d.get("recovered", False)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PullError("bad_response", f"edge listed a malformed segment row ({exc})") from None
-        if len(seg.sha256) != 64 or seg.bytes <= 0 or any(len(f) != 4 for f in seg.fragments):
-            raise PullError("bad_response", f"edge listed an invalid segment row (seq {seg.seq})")
-        return seg
-
-    def fragments_blob(self) -> bytes:
-        import numpy as np
-        return np.asarray(self.fragments, dtype="<i8").reshape(-1, 4).tobytes()
-
-
-class EdgeClient:
-    """HTTP towards one edge's segment server, with the hub's bearer token."""
-
-    def __init__(self, pool: urllib3.PoolManager, base_url: str, token: str, timeout: float) -> None:
-        self.pool = pool
-        self.base_url = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
-
-    def _get_json(self, path: str) -> Any:
-        try:
-            resp = self.pool.request("GET", self.base_url + path, headers=self.headers, timeout=self.timeout,
-                                     retries=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _unreachable(self.base_url, exc) from None
-        _check_status(resp.status, path, self.base_url)
-        try:
-            return resp.json()
-        except ValueError:
-            raise PullError("bad_response", f"edge at {self.base_url} answered {path} with invalid JSON") from None
-
-    def segments_after(self, after_seq: int, limit: int) -> list[EdgeSegment]:
-        body = self._get_json(f"/api/v1/segments?after_seq={after_seq}&limit={limit}")
-        rows = [EdgeSegment.from_json(d) for d in (body.get("segments") if isinstance(body, dict) else None) or []]
-        if any(b.seq <= a.seq for a, b in itertools.pairwise(rows)) or any(r.seq <= after_seq for r in rows):
-            raise PullError("bad_response", "edge listed segments out of order")
-        return rows
-
-    def gaps_after(self, after_rev: int, limit: int) -> list[dict[str, Any]]:
-        body = self._get_json(f"/api/v1/gaps?after_rev={after_rev}&limit={limit}")
-        gaps = body.get("gaps") if isinstance(body, dict) else None
-        if not isinstance(gaps, list) or not all(
-                isinstance(g, dict) and all(k in g for k in ("id", "camera", "start_us", "end_us", "reason", "rev"))
-                for g in gaps):
-            raise PullError("bad_response", "edge answered /api/v1/gaps with malformed rows")
-        return [{**g, "detail": str(g.get("detail", ""))} for g in gaps]
-
-    def download(self, seq: int, spool: Any, expected: int) -> tuple[int, str]:
-        """Stream segment `seq` into `spool`; returns (bytes, sha256). Stops reading past
-        `expected` bytes (the size is then reported as a mismatch)."""
-        path = f"/api/v1/segments/{seq}"
-        try:
-            resp = self.pool.request("GET", self.base_url + path, headers=self.headers, timeout=self.timeout,
-                                     retries=False, preload_content=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _unreachable(self.base_url, exc) from None
-        try:
-            _check_status(resp.status, path, self.base_url)
-            digest = hashlib.sha256()
-            size = 0
-            for chunk in resp.stream(CHUNK):
-                digest.update(chunk)
-                spool.write(chunk)
-                size += len(chunk)
-                if size > expected:
-                    break
-            return size, digest.hexdigest()
-        except urllib3.exceptions.HTTPError as exc:
-            raise PullError("unreachable", f"download of seq {seq} from {self.base_url} broke off: {exc}") from None
-        finally:
-            resp.release_conn()
-
-
-def _unreachable(base_url: str, exc: Exception) -> PullError:
-    reason = getattr(exc, "reason", None)
-    if isinstance(exc, urllib3.exceptions.SSLError) or isinstance(reason, urllib3.exceptions.SSLError):
-        return PullError("unreachable", f"edge at {base_url}: TLS handshake failed ({reason or exc}); "
-                                        "check edge.ca_file and the edge's http.cert_file")
-    return PullError("unreachable", f"edge at {base_url} is unreachable: {exc}")
-
-
-def _check_status(status: int, path: str, base_url: str) -> None:
-    if status in (200, 206):
-        return
-    if status in (401, 403):
-        raise PullError("unauthorized", f"edge at {base_url} refused the hub's token ({status}): check edge.token")
-    if status == 404:
-        raise PullError("not_found", f"edge at {base_url} has no {path} (404)")
-    if status == 410:
-        raise PullError("gone", f"edge at {base_url} lists {path} but its file is gone (410)")
-    raise PullError("http_error", f"edge at {base_url} answered {path} with HTTP {status}")
-
-
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, PullError) and exc.reason in ("unreachable", "http_error", "s3_error")
 
@@ -220,7 +83,8 @@ class NodeSync:
         self.node = node_id
         cfg = ingest.cfg.ingest
         self.client = EdgeClient(ingest.http, http_url, ingest.cfg.edge.token, cfg.timeout_seconds)
-        row = ingest.catalog.node(node_id)
+        with ingest.catalog.read() as r:
+            row = r.node(node_id)
         self.cursor = row.synced_through if row else 0
         self.gaps_rev = row.gaps_rev if row else 0
         self.failures: dict[int, int] = {}   # seq -> segment failures so far
@@ -262,6 +126,10 @@ class NodeSync:
             while len(self.live) > LIVE_WINDOW:
                 self.live.discard(min(self.live))
         self.live_wake.set()
+
+    def _stored(self, seqs: list[int]) -> dict[int, str]:
+        with self.ingest.catalog.read() as r:
+            return r.stored_seqs(self.node, seqs)
 
     # -- catch-up lane -------------------------------------------------------------------------------
     def _catchup_loop(self) -> None:
@@ -323,8 +191,9 @@ class NodeSync:
         stop = self.ingest.stop_event
         while not stop.is_set():
             rows = self.client.segments_after(after, PAGE)
-            stored = self.ingest.catalog.stored_seqs(self.node, [r.seq for r in rows])
-            quarantined = set(self.ingest.catalog.quarantined(self.node))
+            with self.ingest.catalog.read() as r:
+                stored = r.stored_seqs(self.node, [row.seq for row in rows])
+                quarantined = set(r.quarantined(self.node))
             for row in rows:
                 if row.seq in stored and stored[row.seq] != row.sha256 and row.seq not in quarantined:
                     self._give_up(row, "object_conflict", f"seq {row.seq} is stored with sha256 "
@@ -358,7 +227,7 @@ class NodeSync:
             gaps = self.client.gaps_after(self.gaps_rev, 1000)
             if not gaps:
                 return
-            rev = max(int(g["rev"]) for g in gaps)
+            rev = max(g.rev for g in gaps)
             self.ingest.catalog.upsert_gaps(self.node, gaps, rev)
             self.gaps_rev = rev
 
@@ -372,7 +241,8 @@ class NodeSync:
         if self.cursor != self.last_published:
             self.ingest.catalog.update_node(self.node, synced_through=self.cursor)
             self.ingest.metrics.node_synced_through.labels(self.node).set(self.cursor)
-        quarantined = [q for q in self.ingest.catalog.quarantined(self.node) if q <= self.cursor]
+        with self.ingest.catalog.read() as r:
+            quarantined = [q for q in r.quarantined(self.node) if q <= self.cursor]
         if self.ingest.publish_synced(self.node, self.cursor, tuple(quarantined)):
             self.last_published = self.cursor
 
@@ -385,7 +255,7 @@ class NodeSync:
             with self.live_lock:
                 wanted = sorted((s for s in self.live if s > self.cursor), reverse=True)
                 self.live.clear()
-            stored = self.ingest.catalog.stored_seqs(self.node, wanted)
+            stored = self._stored(wanted)
             wanted = [s for s in wanted if s not in stored]
             if not wanted:
                 continue
@@ -417,10 +287,10 @@ class NodeSync:
                     self.claims[row.seq] = threading.Event()
                     break
             claim.wait()
-            if self.ingest.catalog.stored_seqs(self.node, [row.seq]):
+            if self._stored([row.seq]):
                 return
         try:
-            if not self.ingest.catalog.stored_seqs(self.node, [row.seq]):
+            if not self._stored([row.seq]):
                 self._pull_in_slot(row, global_slot)
         finally:
             with self.claims_lock:
@@ -470,7 +340,7 @@ class NodeSync:
         inserted = ingest.catalog.insert_segment(StoredSegment(
             node=self.node, seq=row.seq, camera=row.camera, run_id=row.run_id, start_us=row.start_us,
             end_us=row.end_us, bytes=row.bytes, sha256=row.sha256, init_bytes=row.init_bytes,
-            video_codec=row.video_codec, audio_codec=row.audio_codec, fragments=row.fragments_blob(),
+            video_codec=row.video_codec, audio_codec=row.audio_codec, fragments=fragments.to_blob(row.fragments),
             recovered=row.recovered, object_key=key))
         self.failures.pop(row.seq, None)
         m = ingest.metrics
@@ -501,133 +371,3 @@ class NodeSync:
         log.error("segment quarantined: not stored, not retried", extra={
             "peer": self.node, "seq": row.seq, "camera": row.camera, "reason": reason, "detail": detail,
             "attempts": attempts})
-
-
-class Ingestor:
-    """The node registry and the lanes of every trusted node; fed by the MQTT bus."""
-
-    def __init__(self, cfg: HubConfig, catalog: HubCatalog, store: ObjectStore, metrics: HubMetrics,
-                 stop_event: threading.Event) -> None:
-        self.cfg = cfg
-        self.catalog = catalog
-        self.store = store
-        self.metrics = metrics
-        self.stop_event = stop_event
-        self.spool_dir = Path(cfg.hub.data_dir) / "spool"
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        n = cfg.ingest.pull_concurrency
-        self.catchup_slots = threading.BoundedSemaphore(n)
-        self.live_slots = threading.BoundedSemaphore(n)
-        # https:// edges are verified against edge.ca_file (a private CA) or the system's trust store
-        self.http = urllib3.PoolManager(num_pools=64, maxsize=cfg.ingest.pull_concurrency_per_node + 2,
-                                        cert_reqs="CERT_REQUIRED", ca_certs=cfg.edge.ca_file or None)
-        self.publish_synced: Callable[[str, int, tuple[int, ...]], bool] = lambda node, seq, q: False
-        self.syncs: dict[str, NodeSync] = {}
-        self.lock = threading.Lock()
-        self._warned: set[tuple[str, str]] = set()
-
-    def start(self) -> None:
-        for entry in self.cfg.nodes:
-            self.catalog.add_node(entry.id, accepted=True, source="config", http_url=entry.url or None)
-        for row in self.catalog.nodes():
-            if row.accepted and row.http_url:
-                self._start_sync(row.id, row.http_url)
-
-    def alive(self) -> bool:
-        """Every started lane's threads still run (each lane loops until the stop)."""
-        with self.lock:
-            syncs = list(self.syncs.values())
-        return all(t.is_alive() for sync in syncs for t in sync.threads)
-
-    def stop(self, timeout: float) -> bool:
-        """Stop every lane; False if some download was still running after `timeout`."""
-        for sync in self.syncs.values():
-            sync.stop()
-        deadline = time.monotonic() + timeout
-        for sync in self.syncs.values():
-            sync.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for sync in self.syncs.values() for t in sync.threads)
-
-    def _start_sync(self, node_id: str, url: str) -> None:
-        with self.lock:
-            if node_id in self.syncs:
-                return
-            sync = self.syncs[node_id] = NodeSync(self, node_id, url)
-        sync.start()
-        log.info("syncing node", extra={"peer": node_id, "url": url})
-
-    def _warn_once(self, node: str, what: str, message: str, **extra: Any) -> None:
-        if (node, what) not in self._warned:
-            self._warned.add((node, what))
-            log.warning(message, extra={"peer": node, **extra})
-
-    # -- messages (MQTT thread: quick, never blocking on the network) --------------------------------
-    def node_status(self, node: str, msg: NodeStatus) -> None:
-        row = self.catalog.node(node)
-        now = now_us()
-        if row is None:
-            accepted = self.cfg.ingest.accept_new_nodes
-            self.catalog.add_node(node, accepted=accepted, source="first_sight" if accepted else "announced",
-                                  http_url=msg.http_url if accepted else None)
-            if accepted:
-                log.warning("accepted a new node on first sight", extra={"peer": node, "url": msg.http_url})
-            else:  # counted below, like every status of a node that is not accepted
-                self._warn_once(node, "unknown", "ignoring a node not listed in [[nodes]]",
-                                url=msg.http_url)
-            row = self.catalog.node(node)
-            assert row is not None
-        elif msg.session < row.session:
-            self.metrics.mqtt_invalid.labels("stale_session").inc()
-            log.info("ignored a status from an older session", extra={"peer": node, "session": msg.session,
-                                                                      "current": row.session})
-            return
-        if not row.accepted:
-            self.metrics.untrusted.labels("unknown_node").inc()
-        values: dict[str, Any] = {"state": msg.state, "session": msg.session, "last_seen_us": now}
-        if msg.state == "online":
-            values.update(version=msg.version, advertised_url=msg.http_url, cameras=msg.cameras,
-                          disk_free_bytes=msg.disk_free_bytes, disk_total_bytes=msg.disk_total_bytes,
-                          backlog_segments=msg.backlog_segments, backlog_bytes=msg.backlog_bytes)
-            if row.accepted and row.http_url is None:
-                values["http_url"] = msg.http_url  # configured without a URL: pin the first advertised one
-            elif row.accepted and msg.http_url != row.http_url:
-                self.metrics.untrusted.labels("url_changed").inc()
-                self._warn_once(node, f"url:{msg.http_url}", "node advertises a different URL; still pulling from "
-                                "the pinned one (set nodes[].url to change it)", advertised=msg.http_url,
-                                pinned=row.http_url)
-        self.catalog.update_node(node, **values)
-        m = self.metrics
-        m.node_online.labels(node).set(1 if msg.state == "online" else 0)
-        m.node_last_seen.labels(node).set(now / 1e6)
-        if msg.backlog_segments is not None:
-            m.node_backlog_segments.labels(node).set(msg.backlog_segments)
-        if msg.backlog_bytes is not None:
-            m.node_backlog_bytes.labels(node).set(msg.backlog_bytes)
-        if row.accepted and msg.state == "online":
-            url = row.http_url or msg.http_url
-            if url:
-                self._start_sync(node, url)
-            self.syncs[node].catchup_wake.set()
-
-    def camera_status(self, node: str, camera: str, msg: CameraStatusMessage) -> None:
-        self.catalog.set_camera_status(node, camera, dataclasses.asdict(msg))
-        self._seen(node)
-
-    def segment_event(self, node: str, msg: SegmentEvent) -> None:
-        self._seen(node)
-        sync = self.syncs.get(node)
-        if sync is None:
-            self.metrics.untrusted.labels("unknown_node").inc()
-            self._warn_once(node, "doorbell", "ignoring doorbells of a node the hub does not pull from")
-            return
-        if msg.seq <= sync.cursor:
-            stored = self.catalog.stored_seqs(node, [msg.seq])
-            if msg.seq in stored and stored[msg.seq] != msg.sha256:
-                self.metrics.mqtt_invalid.labels("seq_backwards").inc()
-                log.error("doorbell reuses a stored seq with different content (edge catalog replaced?)",
-                          extra={"peer": node, "seq": msg.seq})
-            return
-        sync.doorbell(msg.seq)
-
-    def _seen(self, node: str) -> None:
-        self.metrics.node_last_seen.labels(node).set(time.time())

@@ -10,10 +10,6 @@ opens every file; `EXT-X-DISCONTINUITY` marks a gap or a new run (a new muxer), 
 `EXT-X-GAP`, which hls.js skips over. The first entry is the fragment holding `start`; a range
 that reaches into the future is an `EVENT` playlist without `ENDLIST`.
 
-Thumbnails: a JPEG (320 px wide) of each segment's first frame, a keyframe: only the init section
-and the first fragment are read from S3 and only that one frame is decoded. Made on first request
-and kept in S3 beside the recordings (`thumbnails/…jpg`, deleted with the segment by retention).
-
 Token: `v1.<payload>.<mac>`, payload = base64url JSON {camera, start_us, end_us, exp}, mac =
 HMAC-SHA256 over the payload with the hub's key (`api.token_key`, or a random key kept in
 `<data_dir>/playback-token.key`). It grants read access to that camera's segments overlapping
@@ -27,22 +23,19 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-import io
 import json
 import math
 import os
 import secrets
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import av
 
 from shared.timeutil import now_us, us_to_datetime
 
 HLS_VERSION = 6
 TOKEN_KEY_FILE = "playback-token.key"
 MAX_TOKEN_SECONDS = 7 * 86400
+MAX_TOKEN_CHARS = 1024
 # consecutive files of one run closer than this play on without a discontinuity
 CONTIGUOUS_US = 500_000
 
@@ -90,40 +83,6 @@ def build_playlist(files: list[PlaylistFile], start_us: int, end_us: int, media_
             "#EXT-X-MEDIA-SEQUENCE:0", f"#EXT-X-PLAYLIST-TYPE:{'VOD' if finished else 'EVENT'}",
             "#EXT-X-INDEPENDENT-SEGMENTS"]
     return "\n".join(head + entries + (["#EXT-X-ENDLIST"] if finished else [])) + "\n"
-
-
-# -- thumbnails -----------------------------------------------------------------------------------
-THUMBNAIL_WIDTH = 320
-
-
-def thumbnail_key(object_key: str) -> str:
-    """`recordings/<node>/…/<name>.mp4` -> `thumbnails/<node>/…/<name>.jpg`."""
-    return "thumbnails/" + object_key.removeprefix("recordings/").removesuffix(".mp4") + ".jpg"
-
-
-def make_thumbnail(head: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
-    """A JPEG of the first frame in `head` (a segment's init section and first fragment)."""
-    with av.open(io.BytesIO(head)) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "NONE"          # one frame: no frame threads to fill first
-        frame = None
-        for packet in container.demux(stream):
-            decoded = stream.codec_context.decode(packet)
-            if decoded:
-                frame = decoded[0]
-                break
-        if frame is None:
-            raise ValueError("no frame could be decoded")
-    width = min(width, frame.width) // 2 * 2
-    height = max(2, round(frame.height * width / frame.width / 2) * 2)
-    encoder = av.CodecContext.create("mjpeg", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
-    encoder.time_base = Fraction(1, 1)
-    encoder.options = {"qmin": "2", "qmax": "5"}
-    image = frame.reformat(width=width, height=height, format="yuvj420p")
-    return b"".join(bytes(p) for p in encoder.encode(image) + encoder.encode(None))
 
 
 # -- tokens ---------------------------------------------------------------------------------------
@@ -181,7 +140,7 @@ def sign(key: bytes, grant: PlaybackGrant) -> str:
 def verify(key: bytes, token: str) -> PlaybackGrant:
     """The grant of a valid, unexpired token; TokenError(401) otherwise."""
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != "v1" or len(token) > 1024:
+    if len(parts) != 3 or parts[0] != "v1" or len(token) > MAX_TOKEN_CHARS:
         raise TokenError(401, "bad_token", "not a playback token")
     want = _b64(hmac.new(key, parts[1].encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(want, parts[2]):

@@ -16,12 +16,11 @@ import logging
 import threading
 from collections.abc import Callable
 
-from hub.catalog import HubCatalog
+from hub.catalog import DoomedSegment, HubCatalog
 from hub.config import HubConfig
 from hub.metrics import HubMetrics
-from hub.playback import thumbnail_key
-from hub.records import HOLDING_SQL
 from hub.store import ObjectStore, StoreError
+from hub.thumbnails import thumbnail_key
 from shared.timeutil import now_us
 
 log = logging.getLogger(__name__)
@@ -79,47 +78,29 @@ class HubRetention:
             return result
 
     def _cameras(self) -> list[tuple[str, str]]:
-        with self.catalog.lock:
-            return [(r[0], r[1]) for r in self.catalog.conn.execute("SELECT node, camera FROM cameras")]
+        with self.catalog.read() as r:
+            return [(c.node, c.camera) for c in r.cameras()]
 
     def _finish_marked(self, result: RetentionResult) -> None:
-        with self.catalog.lock:
-            rows = self.catalog.conn.execute("SELECT id, object_key, bytes, node, camera, end_us FROM segments "
-                                             "WHERE deleting = 1").fetchall()
+        with self.catalog.read() as r:
+            rows = r.segments_marked_deleting()
         if rows:
             log.warning("finishing a retention batch interrupted by a crash", extra={"segments": len(rows)})
             self._delete(rows, result)
 
     def _camera(self, node: str, camera: str, cutoff: int, result: RetentionResult) -> None:
         while not self.stop_event.is_set():
-            with self.catalog.lock:
-                rows = self.catalog.conn.execute(
-                    "SELECT s.id, s.object_key, s.bytes, s.node, s.camera, s.end_us FROM segments s "
-                    "WHERE s.node = ? AND s.camera = ? AND s.start_us < ? AND s.end_us <= ? AND s.deleting = 0 "
-                    f"AND NOT {HOLDING_SQL} ORDER BY s.start_us LIMIT ?", (node, camera, cutoff, cutoff, BATCH)
-                ).fetchall()
+            with self.catalog.read() as r:
+                rows = r.expired_segments(node, camera, cutoff, BATCH)
             if not rows:
                 break
-            with self.catalog.transaction() as conn:
-                conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?", [(r[0],) for r in rows])
+            self.catalog.mark_deleting(rows)
             self._delete(rows, result)
-        with self.catalog.lock:
-            result.held_segments += self.catalog.conn.execute(
-                "SELECT count(*) FROM segments s WHERE s.node = ? AND s.camera = ? AND s.start_us < ? "
-                f"AND s.end_us <= ? AND s.deleting = 0 AND {HOLDING_SQL}", (node, camera, cutoff, cutoff)
-            ).fetchone()[0]
+        with self.catalog.read() as r:
+            result.held_segments += r.held_expired_count(node, camera, cutoff)
 
-    def _delete(self, rows: list, result: RetentionResult) -> None:
-        self.store.delete([k for r in rows for k in (r[1], thumbnail_key(r[1]))])
-        with self.catalog.transaction() as conn:
-            conn.executemany("DELETE FROM segments WHERE id = ?", [(r[0],) for r in rows])
-            ends: dict[tuple[str, str], int] = {}
-            for r in rows:
-                ends[(r[3], r[4])] = max(ends.get((r[3], r[4]), 0), r[5])
-            for (node, camera), end in ends.items():
-                conn.execute(
-                    "UPDATE cameras SET expired_before_us = max(expired_before_us, ?), first_start_us = "
-                    "(SELECT min(start_us) FROM segments WHERE node = ? AND camera = ?) WHERE node = ? AND camera = ?",
-                    (end, node, camera, node, camera))
+    def _delete(self, rows: list[DoomedSegment], result: RetentionResult) -> None:
+        self.store.delete([k for r in rows for k in (r.object_key, thumbnail_key(r.object_key))])
+        self.catalog.delete_segments(rows)
         result.deleted_segments += len(rows)
-        result.deleted_bytes += sum(r[2] for r in rows)
+        result.deleted_bytes += sum(r.bytes for r in rows)

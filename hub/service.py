@@ -1,7 +1,7 @@
 """The hub process: catalog, object store, ingest lanes, MQTT bus and the HTTP server.
 
 Threads: paho's network thread (bus callbacks), two lanes per trusted node plus their download
-pools (`hub/ingest.py`), uvicorn's event loop (`hub/api.py`, with a worker pool for anything
+pools (`hub/ingest.py`), uvicorn's event loop (`hub/api/`, with a worker pool for anything
 touching disk, SQLite or S3), and main, which waits for SIGTERM/SIGINT and stops the rest.
 """
 
@@ -19,8 +19,8 @@ from hub.bus import Bus
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
 from hub.exports import Exporter
-from hub.ingest import Ingestor
 from hub.metrics import CatalogRows, HubMetrics
+from hub.registry import Ingestor
 from hub.retention import HubRetention
 from hub.store import ObjectStore, StoreError
 from shared import __version__, litestream
@@ -65,7 +65,8 @@ class HubService:
         except StoreError as exc:
             # keep running: pulls fail and retry until S3 answers; /readyz says why
             log.error("object storage not ready; pulls wait for it", extra={"error": str(exc)})
-        self.metrics.registry.register(CatalogRows(self.catalog.path))
+        catalog = self.catalog
+        self.metrics.registry.register(CatalogRows(lambda: catalog.reader().table_rows()))
         self.ingest = Ingestor(cfg, self.catalog, store, self.metrics, self.stop_event)
         self.bus = Bus(cfg, self.ingest, self.metrics)
         try:

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -216,6 +216,32 @@ class ObjectStore:
             return self.client.get_object(Bucket=self.bucket, Key=key, **kw)["Body"]
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
             raise StoreError(f"GET {key}: {exc}") from None
+
+    def read_range(self, key: str, first: int, last: int) -> bytes:
+        """Bytes first..last (inclusive) of an object."""
+        body = self.open_range(key, first, last)
+        try:
+            return body.read()
+        except botocore.exceptions.BotoCoreError as exc:   # the connection broke mid-body
+            raise StoreError(f"GET {key}: {exc}") from None
+        finally:
+            body.close()
+
+    def stream(self, key: str, first: int | None = None, last: int | None = None,
+               chunk: int = 256 * 1024) -> Iterator[bytes]:
+        """An object's bytes (or bytes first..last) as chunks. The GET is made here, so a StoreError
+        comes before the first chunk; a connection that breaks mid-body ends the iteration early."""
+        body = self.open_range(key, first, last)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while data := body.read(chunk):
+                    yield data
+            except botocore.exceptions.BotoCoreError as exc:
+                log.error("object storage broke off a download", extra={"key": key, "error": str(exc)})
+            finally:
+                body.close()
+        return chunks()
 
     @staticmethod
     def _compare(existing: str, sha256: str) -> PutResult:

@@ -18,24 +18,21 @@ covered intervals (segments of one run merged) and gaps, each with a reason:
                                              unknown            nothing explains it (yet)
 
 Where edge rows overlap, the more specific cause wins (`evicted` only names what retention
-removed on the edge, so a cause of not recording beats it).
+removed on the edge, so a cause of not recording beats it): the order of `shared/enums.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import NamedTuple
+
+from hub.catalog.segments import SegmentSpan
+from shared.enums import EDGE_GAP_REASONS, GAP_PRIORITY
 
 # segments of one run closer than this are one interval (timestamps are continuous within a run;
 # the wall-clock estimate of consecutive segments differs by at most a frame)
 MERGE_TOLERANCE_US = 500_000
 
-EDGE_REASONS = ("auth_failed", "stream_not_found", "unsupported_codec", "camera_unreachable", "stream_ended",
-                "timestamp_jump", "gop_too_long", "disk_full", "edge_restart", "quarantined", "evicted")
-HUB_REASONS = ("retention_expired", "not_synced", "edge_offline", "in_progress", "unknown")
-REASONS = EDGE_REASONS + HUB_REASONS
-_PRIORITY = {reason: i for i, reason in enumerate(EDGE_REASONS)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +49,6 @@ class Gap:
     end_us: int
     reason: str
     detail: str = ""
-
-
-class SegmentSpan(NamedTuple):
-    """One stored segment's extent (a tuple: a 24-hour timeline builds thousands)."""
-    start_us: int
-    end_us: int
-    run: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +117,7 @@ def _explain(a: int, b: int, rows: list[Gap], state: CameraState, tail: bool) ->
     for x, y in itertools.pairwise(cuts):
         over = [r for r in inside if r.start_us <= x and r.end_us >= y]
         if over:
-            best = min(over, key=lambda r: _PRIORITY.get(r.reason, len(_PRIORITY)))
+            best = min(over, key=lambda r: GAP_PRIORITY.get(r.reason, len(GAP_PRIORITY)))
             pieces.append(Gap(x, y, best.reason, best.detail))
         else:
             pieces.extend(_infer(x, y, state, tail and y == b))
@@ -161,7 +151,7 @@ def _infer(a: int, b: int, state: CameraState, at_tail: bool) -> list[Gap]:
     elif not state.node_online:
         out.append(Gap(a, b, "edge_offline", "the node is offline"))
     elif state.camera_state == "failed" or (state.camera_state == "connecting" and state.camera_reason):
-        out.append(Gap(a, b, state.camera_reason if state.camera_reason in EDGE_REASONS else "camera_unreachable",
+        out.append(Gap(a, b, state.camera_reason if state.camera_reason in EDGE_GAP_REASONS else "camera_unreachable",
                        state.camera_error or ""))
     elif state.camera_state == "recording":
         out.append(Gap(a, b, "in_progress", "the edge is recording this segment"))

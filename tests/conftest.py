@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -92,6 +93,14 @@ def s3(tmp_path: Path):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def shared_s3(tmp_path_factory: pytest.TempPathFactory):
+    """One S3 server for the session (per test worker); in-process hubs each use a bucket of their own."""
+    server = SeaweedS3.start(tmp_path_factory.mktemp("shared-s3"), bucket=None)
+    yield server
+    server.stop()
+
+
 def edge_mqtt(broker: Mosquitto, **extra: Any) -> dict[str, Any]:
     return {"url": broker.url, "username": "edge", "password": "edge-secret", **extra}
 
@@ -120,6 +129,28 @@ def wait_for(what: str, check: Any, timeout: float, every: float = 0.5) -> Any:
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def sql_rows(db: Path, query: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """The rows of a query on a catalog file: for what a test looks at that no catalog method
+    answers (the code under test goes through edge/catalog.py and hub/catalog/)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(query, args).fetchall()
+    finally:
+        conn.close()
+
+
+def sql_write(db: Path, statement: str, args: tuple[Any, ...] = ()) -> None:
+    """One statement on a catalog file, committed: a test setting up a state (a row marked synced,
+    a retention pass that crashed half-way)."""
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        with conn:
+            conn.execute(statement, args)
+    finally:
+        conn.close()
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
@@ -167,7 +198,6 @@ def video_packets(path: Path) -> tuple[bool, float, float, int]:
 
 def check_row_matches_file(data_dir: Path, row: SegmentRow) -> None:
     """Bytes, sha256, and a fragment index whose every offset points at a moof box."""
-    import hashlib
     path = data_dir / row.path
     blob = path.read_bytes()
     assert len(blob) == row.bytes, f"{row.path}: {len(blob)} bytes on disk, {row.bytes} in the catalog"
@@ -184,49 +214,6 @@ def check_row_matches_file(data_dir: Path, row: SegmentRow) -> None:
     assert expected_offset == row.bytes, f"{row.path}: fragment index does not reach the end of the file"
     assert row.fragments[0][2] == row.start_us
     assert row.fragments[-1][2] + row.fragments[-1][3] == row.end_us
-
-
-def seed_hub_catalog(data_dir: Path, s3: SeaweedS3, node: str, camera: str, start_us: int, count: int,
-                     seconds: float = 10.0, body: bytes = b"", run_id: int = 1, first_seq: int = 1) -> list[Any]:
-    """Stored segments written as ingest writes them: the object (verified put), then the catalog row.
-
-    For hub tests that need footage without recording it (API, retention); `body` defaults to a
-    few bytes, pass a real MP4 where players or probes read it. Returns the StoredSegments."""
-    import struct
-
-    from hub.catalog import HubCatalog, StoredSegment
-    from hub.config import S3Config
-    from hub.store import ObjectStore, recording_key
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = ObjectStore(S3Config(endpoint_url=s3.endpoint_url, bucket=s3.bucket or "vigil",
-                                 access_key=s3.access_key, secret_key=s3.secret_key))
-    store.ensure_bucket()
-    catalog = HubCatalog(data_dir)
-    out = []
-    try:
-        for i in range(count):
-            seq = first_seq + i
-            a = start_us + int(i * seconds * 1e6)
-            b = a + int(seconds * 1e6)
-            data = body or f"segment {node} {seq}".encode()
-            sha = hashlib.sha256(data).hexdigest()
-            key = recording_key(node, camera, a, seq)
-            store.put_verified(key, data, len(data), sha, {"sha256": sha})
-            # an init section of a tenth of the file, then 5 equal fragments (the last takes the rest)
-            init = len(data) // 10
-            step, dur = (len(data) - init) // 5, (b - a) // 5
-            frags = [(init + k * step, step if k < 4 else len(data) - init - 4 * step, a + k * dur,
-                      dur if k < 4 else b - a - 4 * dur) for k in range(5)]
-            seg = StoredSegment(node, seq, camera, run_id, a, b, len(data), sha, init, "h264", None,
-                                b"".join(struct.pack("<4q", *f) for f in frags), False, key)
-            catalog.insert_segment(seg)
-            out.append(seg)
-        if catalog.node(node) is None:
-            catalog.add_node(node, True, "config", "http://127.0.0.1:9")
-    finally:
-        catalog.close()
-    return out
 
 
 # -- recorded footage for playback, export and thumbnail tests -------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.metrics import EdgeMetrics
+from hub.catalog import HubCatalog
 from hub.metrics import CatalogRows, HubMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,13 +109,8 @@ def known(tmp_path_factory: pytest.TempPathFactory) -> dict[str, frozenset[str]]
 
     hub = HubMetrics()
     _touch_children(hub)
-    db = tmp_path_factory.mktemp("catalog") / "catalog.db"
-    conn = sqlite3.connect(db)
-    for table in CatalogRows.TABLES:
-        conn.execute(f"CREATE TABLE {table} (x)")
-    conn.commit()
-    conn.close()
-    hub.registry.register(CatalogRows(db))
+    catalog = HubCatalog(tmp_path_factory.mktemp("catalog"))   # the real schema, empty
+    hub.registry.register(CatalogRows(lambda: catalog.reader().table_rows()))
 
     out: dict[str, frozenset[str]] = {}
     for registry in (edge.registry, hub.registry):

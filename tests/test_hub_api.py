@@ -1,7 +1,9 @@
-"""The hub's JSON API against a real `vigil-hub` process, real Mosquitto and real SeaweedFS.
+"""The hub's JSON API in the test process (tests/hubkit.py): the real catalog, a real S3 server
+(SeaweedFS) and, for the hold sets, a real Mosquitto; requests through Starlette's TestClient.
 
 Footage is seeded the way ingest stores it (object first, then the row) so these tests run in
-seconds; the timeline against real edges and cameras is checked in tests/test_sync.py.
+seconds; the timeline against real edges and cameras is checked in tests/test_sync.py, the API
+over HTTP in a real `vigil-hub` in the end-to-end tests (sync, players, exports).
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sqlite3
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HUB_TOKENS, Hub, metric_value, seed_hub_catalog, wait_for
+from conftest import metric_value, sql_rows, sql_write, wait_for
+from hubkit import InProcessHub, seed_fake
 
 from shared.timeutil import us_to_iso
 from tools.services import Mosquitto, SeaweedS3
@@ -25,37 +26,34 @@ DAY_US = 86400 * 1_000_000
 
 
 class Rig:
-    def __init__(self, hub: Hub, broker: Mosquitto, s3: SeaweedS3, recent: list[Any], old: list[Any],
+    def __init__(self, hub: InProcessHub, broker: Mosquitto, s3: SeaweedS3, recent: list[Any], old: list[Any],
                  body: bytes) -> None:
         self.hub, self.broker, self.s3, self.recent, self.old, self.body = hub, broker, s3, recent, old, body
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
+def rig(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path], shared_s3: SeaweedS3):
     tmp = tmp_path_factory.mktemp("hubapi")
     broker = Mosquitto.start(tmp / "mosquitto")
-    s3 = SeaweedS3.start(tmp / "s3")
-    hub = Hub(tmp / "hub", broker, s3, extra_nodes=[{"id": "e1", "url": "http://127.0.0.1:9"}],
-              extra='[retention]\nrecording_days = 3\ninterval_seconds = 3600\n\n[api]\nmedia = "proxy"\n')
+    hub = InProcessHub(tmp / "hub", shared_s3, broker,
+                       extra='[retention]\nrecording_days = 3\ninterval_seconds = 3600\n\n[api]\nmedia = "proxy"\n')
     body = media["h264"].read_bytes()[:300_000]
     now = time.time_ns() // 1000
     # e1.cam1: 30 ten-second segments ending a minute ago; e1.old: 8 segments from 10 days ago
-    recent = seed_hub_catalog(hub.data_dir, s3, "e1", "cam1", now - 360 * 1_000_000, 30, body=body)
-    old = seed_hub_catalog(hub.data_dir, s3, "e1", "old", now - 10 * DAY_US, 8, first_seq=100)
+    recent = seed_fake(hub, "e1", "cam1", now - 360 * 1_000_000, 30, body=body)
+    old = seed_fake(hub, "e1", "old", now - 10 * DAY_US, 8, first_seq=100)
     # e1.gappy: 3 segments, a 30-s hole, 3 more of a new run, an hour ago
     t = now - 3600 * 1_000_000
-    seed_hub_catalog(hub.data_dir, s3, "e1", "gappy", t, 3, first_seq=200, run_id=5)
-    seed_hub_catalog(hub.data_dir, s3, "e1", "gappy", t + 60_000_000, 3, first_seq=203, run_id=6)
+    seed_fake(hub, "e1", "gappy", t, 3, first_seq=200, run_id=5)
+    seed_fake(hub, "e1", "gappy", t + 60_000_000, 3, first_seq=203, run_id=6)
     try:
-        hub.start()
-        yield Rig(hub, broker, s3, recent, old, body)
+        yield Rig(hub, broker, shared_s3, recent, old, body)
     finally:
         hub.close()
         broker.stop()
-        s3.stop()
 
 
-def _get(hub: Hub, path: str, role: str | None = "viewer") -> tuple[int, Any]:
+def _get(hub: InProcessHub, path: str, role: str | None = "viewer") -> tuple[int, Any]:
     return hub.api("GET", path, role=role)
 
 
@@ -95,49 +93,36 @@ def test_segments_pages_and_media(rig: Rig) -> None:
     assert [f["offset"] for f in meta["fragments"]][:2] == [meta["init_bytes"], meta["init_bytes"]
                                                              + meta["fragments"][0]["size"]]
 
-    def fetch(headers: dict[str, str]) -> Any:
-        req = urllib.request.Request(f"{rig.hub.url}/api/v1/segments/e1.{first.seq}/media.mp4",
-                                     headers={"Authorization": f"Bearer {HUB_TOKENS['viewer']}", **headers})
-        return urllib.request.urlopen(req, timeout=10)
-    with fetch({}) as resp:                               # proxy mode: the bytes through the hub
-        assert resp.status == 200 and resp.read() == rig.body
-    with fetch({"Range": "bytes=100-199"}) as resp:
-        assert resp.status == 206 and resp.read() == rig.body[100:200]
-        assert resp.headers["Content-Range"] == f"bytes 100-199/{len(rig.body)}"
-    with pytest.raises(urllib.error.HTTPError) as err:
-        fetch({"Range": f"bytes={len(rig.body)}-"})
-    assert err.value.code == 416
+    def fetch(headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        return rig.hub.request("GET", f"/api/v1/segments/e1.{first.seq}/media.mp4", role="viewer", headers=headers)
+    status, _, data = fetch({})                          # proxy mode: the bytes through the hub
+    assert status == 200 and data == rig.body
+    status, headers, data = fetch({"Range": "bytes=100-199"})
+    assert status == 206 and data == rig.body[100:200]
+    assert headers["content-range"] == f"bytes 100-199/{len(rig.body)}"
+    status, headers, data = fetch({"Range": f"bytes={len(rig.body)}-"})
+    assert status == 416 and headers["content-range"] == f"bytes */{len(rig.body)}"
+    status, _, data = fetch({"Range": "bytes=abc"})      # a malformed range is ignored: the whole body
+    assert status == 200 and data == rig.body
     assert _get(rig.hub, "/api/v1/segments/e1.999999")[0] == 404
 
 
 def test_media_redirect_mode_signs_for_the_public_endpoint(rig: Rig, tmp_path: Path) -> None:
     """A second hub in redirect mode: a 307 to a presigned URL on s3.public_endpoint_url that serves the bytes."""
+    import urllib.request
     public = rig.s3.endpoint_url.replace("127.0.0.1", "localhost")
-    hub2 = Hub(tmp_path / "hub2", rig.broker, rig.s3, extra_nodes=[{"id": "e1", "url": "http://127.0.0.1:9"}],
-               ingest={"client_id": "vigil-hub-2"},
-               extra='[api]\nmedia = "redirect"\n')
-    hub2.config.write_text(hub2.config.read_text().replace(
-        f'endpoint_url = "{rig.s3.endpoint_url}"',
-        f'endpoint_url = "{rig.s3.endpoint_url}"\npublic_endpoint_url = "{public}"\npresign_seconds = 60').replace(
-        "[mqtt]\n", '[mqtt]\ntopic_prefix = "other-hub"\n'))  # its (empty) hold sets must not reach e1
-    seg = seed_hub_catalog(hub2.data_dir, rig.s3, "e1", "cam1", rig.recent[0].start_us, 1, body=rig.body)[0]
-    hub2.start()
+    hub2 = InProcessHub(tmp_path / "hub2", rig.s3, extra='[api]\nmedia = "redirect"\n',
+                        s3_options={"public_endpoint_url": public, "presign_seconds": 60})
     try:
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args: Any) -> None:
-                return None
-        opener = urllib.request.build_opener(NoRedirect)
-        req = urllib.request.Request(f"{hub2.url}/api/v1/segments/e1.{seg.seq}/media.mp4",
-                                     headers={"Authorization": f"Bearer {HUB_TOKENS['viewer']}"})
-        with pytest.raises(urllib.error.HTTPError) as err:
-            opener.open(req, timeout=10)
-        assert err.value.code == 307
-        location = err.value.headers["Location"]
+        seg = seed_fake(hub2, "e1", "cam1", rig.recent[0].start_us, 1, body=rig.body)[0]
+        status, headers, _ = hub2.request("GET", f"/api/v1/segments/e1.{seg.seq}/media.mp4", role="viewer")
+        assert status == 307
+        location = headers["location"]
         assert location.startswith(public + "/") and "X-Amz-Expires=60" in location
         with urllib.request.urlopen(location, timeout=10) as resp:   # no token: the signature is the grant
             assert resp.read() == rig.body
     finally:
-        hub2.stop()
+        hub2.close()
 
 
 def test_incidents_filters_search_and_audit(rig: Rig) -> None:
@@ -225,19 +210,13 @@ def test_incidents_filters_search_and_audit(rig: Rig) -> None:
                        ("/api/v1/cameras/e1.cam1/segments?start=1e3&end=2e3", "bad_time")]:
         status, body = _get(hub, path)
         assert status == 400 and body["error"]["code"] == code, (path, body)
-    req = urllib.request.Request(f"{hub.url}/api/v1/incidents", data=b"{not json", method="POST",
-                                 headers={"Authorization": f"Bearer {HUB_TOKENS['operator']}"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=10)
-    assert err.value.code == 400 and json.loads(err.value.read())["error"]["code"] == "bad_json"
-    req = urllib.request.Request(f"{hub.url}/api/v1/incidents", data=b"[" * 300_000, method="POST",
-                                 headers={"Authorization": f"Bearer {HUB_TOKENS['operator']}"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=10)
-    assert err.value.code == 413
+    status, body = hub.raw("POST", "/api/v1/incidents", b"{not json", role="operator")
+    assert status == 400 and body["error"]["code"] == "bad_json"
+    status, body = hub.raw("POST", "/api/v1/incidents", b"[" * 300_000, role="operator")
+    assert status == 413 and body["error"]["code"] == "body_too_large"
     assert len(_get(hub, "/api/v1/incidents")[1]["incidents"]) == 2
 
-    text = hub.metrics()
+    text = hub.metrics_text()
     assert metric_value(text, "vigil_hub_http_request_seconds_count",
                         {"method": "GET", "route": "/api/v1/incidents", "status": "2xx"}) >= 8
     assert metric_value(text, "vigil_hub_catalog_rows", {"table": "segments"}) >= 30
@@ -267,30 +246,24 @@ def test_retention_keeps_held_segments_and_tells_the_edge(rig: Rig) -> None:
 
     # a pass that crashed after marking old[0] (object and row still there): the API no longer lists
     # it, and the next pass finishes it first
-    conn = sqlite3.connect(hub.data_dir / "hub.db", timeout=10)
-    with conn:
-        conn.execute("UPDATE segments SET deleting = 1 WHERE node = 'e1' AND seq = ?", (old[0].seq,))
-    conn.close()
+    sql_write(hub.data_dir / "hub.db", "UPDATE segments SET deleting = 1 WHERE node = 'e1' AND seq = ?", (old[0].seq,))
     status, page = _get(hub, f"/api/v1/cameras/e1.old/segments?start={old[0].start_us / 1e6}"
                              f"&end={old[-1].end_us / 1e6}")
     assert [s["seq"] for s in page["segments"]] == [s.seq for s in old[1:]]
-    assert old[0].object_key in rig.s3.list_keys("recordings/e1/old/")
+    assert old[0].object_key in rig.s3.list_keys("recordings/e1/old/", bucket=hub.bucket)
 
     assert hub.api("POST", "/api/v1/retention/run", role="operator")[0] == 403
     status, result = hub.api("POST", "/api/v1/retention/run", role="admin")
     assert status == 200 and result["deleted_segments"] == 6 and result["held_segments"] == 2, result
-    keys = rig.s3.list_keys("recordings/e1/old/")
+    keys = rig.s3.list_keys("recordings/e1/old/", bucket=hub.bucket)
     assert set(keys) == {old[2].object_key, old[5].object_key}, "held objects stay, unheld neighbours are gone"
-    c = hub.catalog()
-    try:
-        left = [r[0] for r in c.conn.execute("SELECT seq FROM segments WHERE camera = 'old' ORDER BY seq")]
-    finally:
-        c.close()
+    left = [r[0] for r in sql_rows(hub.data_dir / "hub.db", "SELECT seq FROM segments WHERE camera = 'old' "
+                                   "ORDER BY seq")]
     assert left == [old[2].seq, old[5].seq]
     status, seg = _get(hub, f"/api/v1/segments/e1.{old[2].seq}")
     assert seg["held_by"] == [held["id"]]
     # recent footage is untouched
-    assert len(rig.s3.list_keys("recordings/e1/cam1/")) >= 30
+    assert len(rig.s3.list_keys("recordings/e1/cam1/", bucket=hub.bucket)) >= 30
     # the timeline says why the rest is missing
     status, tl = _get(hub, f"/api/v1/cameras/e1.old/timeline?start={old[0].start_us / 1e6}"
                            f"&end={old[-1].end_us / 1e6}")
@@ -302,30 +275,22 @@ def test_retention_keeps_held_segments_and_tells_the_edge(rig: Rig) -> None:
     hub.api("PATCH", f"/api/v1/incidents/{held['id']}", {"status": "closed"}, role="operator")
     hub.api("PATCH", f"/api/v1/incidents/{legal['id']}", {"hold": False}, role="operator")
     status, result = hub.api("POST", "/api/v1/retention/run", role="admin")
-    assert result["deleted_segments"] == 2 and not rig.s3.list_keys("recordings/e1/old/")
+    assert result["deleted_segments"] == 2 and not rig.s3.list_keys("recordings/e1/old/", bucket=hub.bucket)
     wait_for("e1's hold set to lose the released ranges", lambda: not retained_holds() & want, 10)
-    assert metric_value(hub.metrics(), "vigil_hub_retention_deleted_segments_total") == 8
+    assert metric_value(hub.metrics_text(), "vigil_hub_retention_deleted_segments_total") == 8
 
 
-def _playlist(hub: Hub, path: str, token: str | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(f"{hub.url}{path}", headers={} if token else {
-        "Authorization": f"Bearer {HUB_TOKENS['viewer']}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.headers["Content-Type"].startswith("application/vnd.apple.mpegurl")
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+def _playlist(hub: InProcessHub, path: str, token: str | None = None) -> tuple[int, str]:
+    status, headers, data = hub.request("GET", path, role=None if token else "viewer")
+    if status == 200:
+        assert headers["content-type"].startswith("application/vnd.apple.mpegurl")
+    return status, data.decode() if isinstance(data, bytes) else json.dumps(data)
 
 
 def test_playlist_and_playback_tokens(rig: Rig) -> None:
     hub = rig.hub
-    c = hub.catalog()
-    try:
-        rows = c.conn.execute("SELECT seq, start_us, end_us, init_bytes, fragments FROM segments "
-                              "WHERE camera = 'gappy' ORDER BY seq").fetchall()
-    finally:
-        c.close()
+    rows = sql_rows(hub.data_dir / "hub.db", "SELECT seq, start_us, end_us, init_bytes, fragments FROM segments "
+                    "WHERE camera = 'gappy' ORDER BY seq")
     t0, t_end = rows[0]["start_us"], rows[-1]["end_us"]
     # start in the middle of the second fragment of the first file: the playlist starts at that fragment
     start = t0 + 3_000_000
@@ -356,9 +321,9 @@ def test_playlist_and_playback_tokens(rig: Rig) -> None:
     assert status == 201, grant
     status, text = _playlist(hub, grant["playlist_url"].replace("+", "%2B"), token=grant["token"])
     assert status == 200 and f"media.mp4?token={grant['token']}" in text
-    media = f"{hub.url}/api/v1/segments/e1.201/media.mp4?token={grant['token']}"
-    with urllib.request.urlopen(urllib.request.Request(media, headers={"Range": "bytes=0-9"}), timeout=10) as resp:
-        assert resp.status == 206 and resp.read() == b"segment e1 201"[:10]
+    status, _, data = hub.request("GET", f"/api/v1/segments/e1.201/media.mp4?token={grant['token']}", role=None,
+                                  headers={"Range": "bytes=0-9"})
+    assert status == 206 and data == b"segment e1 201"[:10]
     for path, want in [
         (f"/api/v1/cameras/e1.cam1/playlist.m3u8?start={t0 / 1e6}&end={t_end / 1e6}&token={grant['token']}", 403),
         (f"/api/v1/cameras/e1.gappy/playlist.m3u8?start={(t0 - 1e6) / 1e6}&end={t_end / 1e6}"

@@ -21,7 +21,7 @@ import boto3
 import botocore.exceptions
 import pytest
 from botocore.config import Config
-from conftest import VENV_BIN, edge_mqtt, wait_for
+from conftest import VENV_BIN, edge_mqtt, sql_rows, wait_for
 
 from edge.catalog import RESTORE_REV_MARGIN, RESTORE_SEQ_MARGIN
 from shared.litestream import RESTORE_MARK, ReplicaMonitor, metric_total, parse_metrics, scrape
@@ -73,13 +73,9 @@ def sqlite_sequence(db: Path) -> int:
 
 
 def hub_rows(hub: Any) -> dict[int, tuple[Any, ...]]:
-    c = hub.catalog()
-    try:
-        return {r[0]: tuple(r[1:]) for r in c.conn.execute(
-            "SELECT seq, id, camera, start_us, end_us, bytes, sha256, object_key, stored_us FROM segments "
-            "WHERE node = ?", (NODE,))}
-    finally:
-        c.close()
+    return {r[0]: tuple(r[1:]) for r in sql_rows(
+        hub.data_dir / "hub.db", "SELECT seq, id, camera, start_us, end_us, bytes, sha256, object_key, stored_us "
+        "FROM segments WHERE node = ?", (NODE,))}
 
 
 class Replicator:

@@ -16,17 +16,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import edge_mqtt, metric_value, wait_for
+from conftest import edge_mqtt, metric_value, sql_rows, wait_for
 
 from tools.services import Mosquitto, make_ca, make_server_cert
 
 
 def _hub_segment_count(hub: Any, node: str) -> int:
-    c = hub.catalog()
-    try:
-        return c.conn.execute("SELECT count(*) FROM segments WHERE node = ?", (node,)).fetchone()[0]
-    finally:
-        c.close()
+    return sql_rows(hub.data_dir / "hub.db", "SELECT count(*) FROM segments WHERE node = ?", (node,))[0][0]
 
 
 def _edge_metrics(edge: Any) -> str:

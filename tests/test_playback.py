@@ -74,7 +74,7 @@ def test_export_of_a_range_with_a_gap_is_playable_signed_and_held(footage: Foota
     # 3 minutes from the middle of a GOP in the second segment: the export starts at the keyframe before it
     start = iso_to_us(segs[1]["start"]) + 1_000_000
     end = start + 180_000_000
-    body = {"cameras": [footage.camera], "start": us_to_iso(start), "end": us_to_iso(end),
+    body = {"cameras": [{"camera": footage.camera, "start": us_to_iso(start), "end": us_to_iso(end)}],
             "reason": "Case 2026-114: tailgating at the door"}
     assert hub.api("POST", f"{API}/exports", body, role="viewer")[0] == 403
     status, job = hub.api("POST", f"{API}/exports", body, role="operator")
@@ -110,7 +110,9 @@ def test_export_of_a_range_with_a_gap_is_playable_signed_and_held(footage: Foota
 
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["reason"] == body["reason"] and manifest["requester"] == "operator-desk"
-    assert manifest["cameras"] == [{"camera": "play.door", "files": ["play.door.mp4"], "footage": True}]
+    assert manifest["cameras"] == [{"camera": "play.door", "start": us_to_iso(start), "end": us_to_iso(end),
+                                    "files": ["play.door.mp4"], "footage": True}]
+    assert job["cameras"] == [{"camera": "play.door", "start": us_to_iso(start), "end": us_to_iso(end)}]
     by_key = {s["key"]: s for s in manifest["sources"]}
     stored = {hub.api("GET", f"{API}/segments/{s['id']}")[1]["object_key"]: s["sha256"] for s in segs
               if iso_to_us(s["end"]) > start}
@@ -159,14 +161,18 @@ def test_export_of_a_range_with_a_gap_is_playable_signed_and_held(footage: Foota
 def test_export_requests_are_checked_and_failures_say_why(footage: Footage) -> None:
     hub = footage.hub
     t0 = footage.start_us
-    ok = {"cameras": [footage.camera], "start": t0 / 1e6, "end": t0 / 1e6 + 60, "reason": "check"}
+    link = {"camera": footage.camera, "start": t0 / 1e6, "end": t0 / 1e6 + 60}
+    ok = {"cameras": [link], "reason": "check"}
     for body, status, code in [
         ({**ok, "cameras": []}, 400, "bad_field"),
         ({**ok, "cameras": "play.door"}, 400, "bad_field"),
-        ({**ok, "cameras": ["play.nope"]}, 404, "unknown_camera"),
-        ({**ok, "cameras": ["not a camera"]}, 400, "bad_camera"),
-        ({**ok, "end": t0 / 1e6 - 1}, 400, "bad_range"),
-        ({**ok, "end": t0 / 1e6 + 25 * 3600}, 400, "range_too_long"),
+        ({**ok, "cameras": [footage.camera]}, 400, "bad_field"),              # a range per camera
+        ({**ok, "cameras": [{**link, "camera": "play.nope"}]}, 422, "unknown_camera"),
+        ({**ok, "cameras": [{**link, "camera": "not a camera"}]}, 400, "bad_camera"),
+        ({**ok, "cameras": [{**link, "end": t0 / 1e6 - 1}]}, 400, "bad_range"),
+        ({**ok, "cameras": [{**link, "end": t0 / 1e6 + 25 * 3600}]}, 400, "range_too_long"),
+        ({**ok, "cameras": [link, {**link, "start": t0 / 1e6 + 30 * 3600, "end": t0 / 1e6 + 31 * 3600}]}, 400,
+         "range_too_long"),                                                  # the same camera: one envelope
         ({k: v for k, v in ok.items() if k != "reason"}, 400, "missing_field"),
         ({**ok, "reason": "  "}, 400, "bad_field"),
         ({**ok, "extra": 1}, 400, "unknown_field"),
@@ -175,8 +181,8 @@ def test_export_requests_are_checked_and_failures_say_why(footage: Footage) -> N
         assert (got, answer.get("error", {}).get("code")) == (status, code), (body, got, answer)
     assert hub.api("GET", f"{API}/exports/nope")[0] == 404
     # a range without footage: the job fails and says why; nothing is held
-    status, job = hub.api("POST", f"{API}/exports", {**ok, "start": t0 / 1e6 - 7200, "end": t0 / 1e6 - 3600},
-                          role="operator")
+    status, job = hub.api("POST", f"{API}/exports", {**ok, "cameras": [
+        {**link, "start": t0 / 1e6 - 7200, "end": t0 / 1e6 - 3600}]}, role="operator")
     assert status == 202
     job = _wait_export(footage, job["id"])
     assert job["status"] == "failed" and "no stored footage" in job["error"], job
@@ -188,7 +194,7 @@ def test_export_requests_are_checked_and_failures_say_why(footage: Footage) -> N
 
 def test_an_export_survives_a_hub_crash_and_expires_with_its_hold(footage: Footage) -> None:
     hub = footage.hub
-    body = {"cameras": [footage.camera], "start": footage.start_us / 1e6, "end": footage.end_us / 1e6,
+    body = {"cameras": [{"camera": footage.camera, "start": footage.start_us / 1e6, "end": footage.end_us / 1e6}],
             "reason": "crash test"}
     status, job = hub.api("POST", f"{API}/exports", body, role="operator")
     assert status == 202

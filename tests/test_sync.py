@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Edge, Hub, edge_mqtt, metric_value, wait_for
+from conftest import Edge, Hub, edge_mqtt, metric_value, sql_rows, wait_for
 
 from tools.cameras import TestCam
 from tools.services import Mosquitto, SeaweedS3
@@ -69,29 +69,18 @@ def _now_us() -> int:
 
 
 def _edge_rows(edge: Edge) -> dict[int, Any]:
-    c = edge.catalog()
-    try:
-        rows = c.conn.execute("SELECT seq, camera, sha256, bytes, sync_state FROM segments")
-        return {r["seq"]: dict(r) for r in rows}
-    finally:
-        c.close()
+    rows = sql_rows(edge.data_dir / "catalog.db", "SELECT seq, camera, sha256, bytes, sync_state FROM segments")
+    return {r["seq"]: dict(r) for r in rows}
 
 
 def _outbox(edge: Edge) -> int:
-    c = edge.catalog()
-    try:
-        return int(c.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
-    finally:
-        c.close()
+    return int(sql_rows(edge.data_dir / "catalog.db", "SELECT count(*) FROM outbox")[0][0])
 
 
 def _hub_rows(hub: Hub, node: str) -> dict[int, Any]:
-    c = hub.catalog()
-    try:
-        return {r["seq"]: dict(r) for r in c.conn.execute(
-            "SELECT seq, camera, sha256, bytes, object_key, stored_us, end_us FROM segments WHERE node = ?", (node,))}
-    finally:
-        c.close()
+    return {r["seq"]: dict(r) for r in sql_rows(
+        hub.data_dir / "hub.db", "SELECT seq, camera, sha256, bytes, object_key, stored_us, end_us FROM segments "
+        "WHERE node = ?", (node,))}
 
 
 def _edge_metrics(edge: Edge) -> str:
@@ -283,9 +272,9 @@ def test_doorbells_dropped_with_the_expired_session_are_found_by_catch_up(run: R
 def test_edge_restart_resumes_the_outbox_without_duplicates(run: Run) -> None:
     e2 = run.edges["e2"]
     assert e2.runs == 3
+    recovered = sql_rows(e2.data_dir / "catalog.db", "SELECT seq FROM segments WHERE recovered = 1")
     c = e2.catalog()
     try:
-        recovered = c.conn.execute("SELECT seq FROM segments WHERE recovered = 1").fetchall()
         restart_gaps = [g for g in c.gaps() if g.reason == "edge_restart"]
     finally:
         c.close()
@@ -296,11 +285,7 @@ def test_edge_restart_resumes_the_outbox_without_duplicates(run: Run) -> None:
     keys = [r["object_key"] for r in rows.values()]
     assert len(keys) == len(set(keys))
     # the hub copied the edge-restart gap, so its timeline can say why footage is missing
-    hc = run.hub.catalog()
-    try:
-        hub_gaps = {g["reason"] for g in hc.gaps("e2")}
-    finally:
-        hc.close()
+    hub_gaps = {g["reason"] for g in sql_rows(run.hub.data_dir / "hub.db", "SELECT reason FROM gaps WHERE node = 'e2'")}
     assert "edge_restart" in hub_gaps
 
 
@@ -310,10 +295,10 @@ def test_corrupted_segment_is_refused_alarmed_and_does_not_block_the_rest(run: R
     assert not any(k.endswith(f"_{seq}.mp4") and "/e2/" in k for k in run.s3.list_keys("recordings/"))
     hc = run.hub.catalog()
     try:
-        q = [dict(r) for r in hc.quarantine_rows("e2")]
+        q = hc.reader().quarantine_rows("e2")
     finally:
         hc.close()
-    assert [(r["seq"], r["reason"]) for r in q] == [(seq, "hash_mismatch")]
+    assert [(r.seq, r.reason) for r in q] == [(seq, "hash_mismatch")]
     text = run.hub_metrics_end
     assert metric_value(text, "vigil_hub_pulls_total", {"result": "hash_mismatch"}) >= 3
     assert metric_value(text, "vigil_hub_segments_quarantined_total", {"reason": "hash_mismatch"}) == 1

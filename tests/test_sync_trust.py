@@ -11,24 +11,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import TOKEN, edge_mqtt, metric_value, wait_for
+from conftest import TOKEN, edge_mqtt, metric_value, sql_rows, wait_for
 
 
 def _hub_seqs(hub: Any, node: str) -> set[int]:
-    c = hub.catalog()
-    try:
-        return {r[0] for r in c.conn.execute("SELECT seq FROM segments WHERE node = ?", (node,))}
-    finally:
-        c.close()
+    return {r[0] for r in sql_rows(hub.data_dir / "hub.db", "SELECT seq FROM segments WHERE node = ?", (node,))}
 
 
 def _node_row(hub: Any, node: str) -> dict[str, Any] | None:
-    c = hub.catalog()
-    try:
-        row = c.conn.execute("SELECT * FROM nodes WHERE id = ?", (node,)).fetchone()
-        return dict(row) if row else None
-    finally:
-        c.close()
+    rows = sql_rows(hub.data_dir / "hub.db", "SELECT * FROM nodes WHERE id = ?", (node,))
+    return dict(rows[0]) if rows else None
 
 
 def test_hub_pulls_only_listed_nodes_and_keeps_the_pinned_url(media: dict[str, Path], testcams, edge_factory,
@@ -150,18 +142,10 @@ def test_unsynced_segments_evicted_under_pressure_reach_the_hub_as_gaps(media: d
         hub = hub_factory(broker, s3, [edge]).start()
 
         def caught_up() -> bool:
-            c = edge.catalog()
-            try:
-                held = {r[0] for r in c.conn.execute("SELECT seq FROM segments")}
-            finally:
-                c.close()
+            held = {r[0] for r in sql_rows(edge.data_dir / "catalog.db", "SELECT seq FROM segments")}
             return held <= _hub_seqs(hub, "tight") and len(held) > 0
         wait_for("the hub to hold everything the edge still has", caught_up, 40)
-        c = hub.catalog()
-        try:
-            gaps = [dict(g) for g in c.gaps("tight")]
-        finally:
-            c.close()
+        gaps = [dict(g) for g in sql_rows(hub.data_dir / "hub.db", "SELECT * FROM gaps WHERE node = 'tight'")]
         evicted_gaps = [g for g in gaps if g["reason"] == "evicted"]
         assert evicted_gaps and "deleted before the hub stored it" in evicted_gaps[0]["detail"]
         stored = _hub_seqs(hub, "tight")

@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
                 procs.append(subprocess.Popen([str(VENV_BIN / f"vigil-{name}"), "--config", str(cfg), *command],
                                               stdout=log, stderr=log))
         hub_url = f"http://127.0.0.1:{hub_port}"
-        cameras = '"cameras": ["demo-edge.front-door"]'
         print(f"""
 demo: a local Vigil system is running (Ctrl-C stops everything)
   hub:       {hub_url}   ({hub_url}/readyz; log {work / 'hub.log'}); API token {HUB_TOKEN} (admin):
@@ -122,7 +121,8 @@ demo: a local Vigil system is running (Ctrl-C stops everything)
                -d '{{"camera": "demo-edge.front-door", "start": '$(date -d '-5 min' +%s)', "end": '$(date +%s)'}}' \\
                | python3 -c 'import json, sys; print(json.load(sys.stdin)["playlist_url"])')"
   export:    curl -H 'Authorization: Bearer {HUB_TOKEN}' {hub_url}/api/v1/exports \\
-               -d '{{{cameras}, "start": '$(date -d -2min +%s)', "end": '$(date +%s)', "reason": "demo"}}'
+               -d '{{"cameras": [{{"camera": "demo-edge.front-door", "start": '$(date -d -2min +%s)',
+                                "end": '$(date +%s)'}}], "reason": "demo"}}'
              then GET /api/v1/exports/ID for its files; check it: vigil-hub verify-export ID --config {hub_cfg}
 Segments reach the bucket every {args.segment_seconds} s.
 """, flush=True)

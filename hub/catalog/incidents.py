@@ -1,0 +1,303 @@
+"""Incidents: camera links, tags, the explicit hold, and their full-text index.
+
+Every write is one transaction: the row change, its audit entry and the incident's full-text row
+(`incident_fts`, rowid = incident id, rebuilt whenever the incident, its tags or its annotations
+change) commit together. The caller (the API) has checked the input: the cameras it names exist
+(cameras and incidents are never deleted).
+
+Search: user words are quoted before they reach FTS5 (`fts_query`), so no input is a syntax error;
+every word must match, `word*` is a prefix. FTS5 is SQLite's; a PostgreSQL catalog answers the same
+questions with `tsvector`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, NamedTuple, TypedDict
+
+from hub.catalog.audit import write_audit
+from hub.catalog.db import Reader, Row, Sql, Writer
+from shared.enums import HOLDING_STATUSES, SEVERITIES
+from shared.timeutil import now_us, us_to_iso
+
+DEFAULT_TAG_COLOUR = "#808080"
+# an incident holds its footage while open or investigating, or while explicitly held
+HOLDING = f"(i.status IN ({', '.join(repr(s) for s in HOLDING_STATUSES)}) OR i.hold = 1)"
+RANK_CAP = 5000  # a search ranks at most this many of its newest matches (bench/README.md, "Hub API")
+
+
+class Link(NamedTuple):
+    """An incident's camera and time range."""
+    node: str
+    camera: str
+    start_us: int
+    end_us: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Incident:
+    id: int
+    title: str
+    description: str
+    severity: str
+    status: str
+    assignee: str | None
+    hold: bool
+    start_us: int                    # envelope of the links
+    end_us: int
+    created_us: int
+    created_by: str
+    updated_us: int
+    updated_by: str
+    links: list[Link]
+    tags: list[str]
+    snippet: str | None = None       # with a search: the best match, terms in <mark>…</mark>
+
+    @property
+    def holding(self) -> bool:
+        return self.hold or self.status in HOLDING_STATUSES
+
+
+@dataclasses.dataclass(frozen=True)
+class NewIncident:
+    title: str
+    links: list[Link]
+    description: str = ""
+    severity: str = "medium"
+    status: str = "open"
+    assignee: str | None = None
+    hold: bool = False
+    tags: list[str] = dataclasses.field(default_factory=list)
+
+
+class IncidentChanges(TypedDict, total=False):
+    """The fields an update sets (absent: unchanged)."""
+    title: str
+    description: str
+    severity: str
+    status: str
+    assignee: str | None
+    hold: bool
+    tags: list[str]
+    links: list[Link]
+
+
+@dataclasses.dataclass(frozen=True)
+class IncidentQuery:
+    status: tuple[str, ...] = ()
+    severity: tuple[str, ...] = ()
+    assignee: str | None = None
+    camera: tuple[str, str] | None = None
+    start_us: int | None = None      # with end_us: overlapping this range
+    end_us: int | None = None
+    tag: str | None = None
+    holding: bool | None = None
+    q: str | None = None             # full-text words
+    sort: str = "-updated"
+    limit: int = 100
+    offset: int = 0
+
+
+# -- shared pieces of the queries ---------------------------------------------------------------
+def _reindex(db: Sql, incident_id: int) -> None:
+    row = db.row("SELECT title, description FROM incidents WHERE id = ?", (incident_id,))
+    db.run("DELETE FROM incident_fts WHERE rowid = ?", (incident_id,))
+    if row is None:
+        return
+    notes = " \n".join(r[0] for r in db.rows("SELECT text FROM annotations WHERE incident_id = ? ORDER BY id",
+                                             (incident_id,)))
+    tags = " ".join(r[0] for r in db.rows("SELECT tag FROM incident_tags WHERE incident_id = ? ORDER BY tag",
+                                          (incident_id,)))
+    db.run("INSERT INTO incident_fts (rowid, title, description, annotations, tags) VALUES (?, ?, ?, ?, ?)",
+           (incident_id, row[0], row[1], notes, tags))
+
+
+def _links(db: Sql, incident_id: int) -> list[Link]:
+    return [Link(*r) for r in db.rows("SELECT node, camera, start_us, end_us FROM incident_links "
+                                      "WHERE incident_id = ? ORDER BY node, camera, start_us", (incident_id,))]
+
+
+def _tags(db: Sql, incident_id: int) -> list[str]:
+    return [r[0] for r in db.rows("SELECT tag FROM incident_tags WHERE incident_id = ? ORDER BY tag", (incident_id,))]
+
+
+def _incident(db: Sql, row: Row, snippet: str | None = None) -> Incident:
+    return Incident(row["id"], row["title"], row["description"], row["severity"], row["status"], row["assignee"],
+                    bool(row["hold"]), row["start_us"], row["end_us"], row["created_us"], row["created_by"],
+                    row["updated_us"], row["updated_by"], _links(db, row["id"]), _tags(db, row["id"]), snippet)
+
+
+def links_json(links: list[Link]) -> list[dict[str, str]]:
+    return [{"camera": f"{n}.{c}", "start": us_to_iso(a), "end": us_to_iso(b)} for n, c, a, b in links]
+
+
+def _ensure_tags(db: Sql, names: list[str]) -> None:
+    now = now_us()
+    db.run_many("INSERT INTO tags (name, colour, category, created_us) VALUES (?, ?, '', ?) ON CONFLICT DO NOTHING",
+                [(n, DEFAULT_TAG_COLOUR, now) for n in names])
+
+
+def _set_links(db: Sql, incident_id: int, links: list[Link]) -> None:
+    db.run("DELETE FROM incident_links WHERE incident_id = ?", (incident_id,))
+    db.run_many("INSERT INTO incident_links (incident_id, node, camera, start_us, end_us) VALUES (?, ?, ?, ?, ?)",
+                [(incident_id, *link) for link in links])
+
+
+def _set_tags(db: Sql, incident_id: int, tags: list[str]) -> None:
+    _ensure_tags(db, tags)
+    db.run("DELETE FROM incident_tags WHERE incident_id = ?", (incident_id,))
+    db.run_many("INSERT INTO incident_tags (incident_id, tag) VALUES (?, ?)", [(incident_id, t) for t in tags])
+
+
+def fts_query(text: str) -> str | None:
+    """User words -> a safe FTS5 query (every word must match; quoted, so no syntax errors; `word*`
+    is a prefix), or None when the text has no word to search for."""
+    words = re.findall(r"\w+\*?", text)
+    if not words:
+        return None
+    return " ".join(f'"{w.rstrip("*")}"' + ("*" if w.endswith("*") else "") for w in words)
+
+
+def _filters(q: IncidentQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE conditions (and their arguments) of a query's filters, full-text search aside."""
+    where: list[str] = []
+    args: list[Any] = []
+    if q.status:
+        where.append(f"i.status IN ({','.join('?' * len(q.status))})")
+        args += q.status
+    if q.severity:
+        where.append(f"i.severity IN ({','.join('?' * len(q.severity))})")
+        args += q.severity
+    if q.assignee is not None:
+        where.append("i.assignee = ?")
+        args.append(q.assignee)
+    if q.holding is not None:
+        where.append(HOLDING if q.holding else f"NOT {HOLDING}")
+    if q.tag is not None:
+        where.append("EXISTS (SELECT 1 FROM incident_tags t WHERE t.incident_id = i.id AND t.tag = ?)")
+        args.append(q.tag)
+    ranged = q.start_us is not None and q.end_us is not None
+    if q.camera is not None:
+        cond = "l.incident_id = i.id AND l.node = ? AND l.camera = ?"
+        args += list(q.camera)
+        if ranged:
+            cond += " AND l.start_us < ? AND l.end_us > ?"
+            args += [q.end_us, q.start_us]
+        where.append(f"EXISTS (SELECT 1 FROM incident_links l WHERE {cond})")
+    elif ranged:
+        where.append("i.start_us < ? AND i.end_us > ?")
+        args += [q.end_us, q.start_us]
+    return where, args
+
+
+# -- reads and writes ---------------------------------------------------------------------------
+class IncidentReads(Reader):
+    def incident(self, incident_id: int) -> Incident | None:
+        row = self.db.row("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        return None if row is None else _incident(self.db, row)
+
+    def incidents(self, query: IncidentQuery) -> tuple[list[Incident], bool]:
+        """A page of incidents, and whether a search was capped to its newest RANK_CAP matches.
+
+        With `q`, the page is chosen first (no snippets), then snippets are made for its rows only:
+        FTS5's snippet() is far dearer than the match. Ranking by relevance scores every match, so it
+        looks at the newest RANK_CAP matches only (the same page as ranking them all whenever a
+        search matches fewer; broader ones say `search_capped`)."""
+        q = query
+        where: list[str] = []
+        args: list[Any] = []
+        source = "FROM incidents i"
+        capped = False
+        fts = fts_query(q.q) if q.q else None
+        if q.q and fts is None:
+            return [], False          # no word to look for: nothing matches
+        if fts:
+            source = "FROM incident_fts JOIN incidents i ON i.id = incident_fts.rowid"
+            where.append("incident_fts MATCH ?")
+            args.append(fts)
+            if q.sort == "rank":
+                bound = self.db.value("SELECT rowid FROM incident_fts WHERE incident_fts MATCH ? ORDER BY rowid DESC "
+                                      "LIMIT 1 OFFSET ?", (fts, RANK_CAP))
+                if bound is not None:
+                    capped = True
+                    where.append("incident_fts.rowid > ?")
+                    args.append(bound)
+        filters, filter_args = _filters(q)
+        where += filters
+        args += filter_args
+        by_id = "incident_fts.rowid" if fts else "i.id"  # with a search, FTS5 walks its rowids in order cheaply
+        order = {"-updated": "i.updated_us DESC", "updated": "i.updated_us", "-created": f"{by_id} DESC",
+                 "created": by_id, "-severity": "i.severity_rank DESC, i.id DESC", "severity": "i.severity_rank, i.id",
+                 "-start": "i.start_us DESC", "start": "i.start_us",
+                 "rank": "incident_fts.rank" if fts else "i.updated_us DESC"}[q.sort]
+        sql = (f"SELECT i.id {source} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order}, i.id DESC "
+               "LIMIT ? OFFSET ?")
+        ids = [r[0] for r in self.db.rows(sql, (*args, q.limit, q.offset))]
+        if not ids:
+            return [], capped
+        marks = ",".join("?" * len(ids))
+        rows = {r["id"]: r for r in self.db.rows(f"SELECT * FROM incidents WHERE id IN ({marks})", ids)}
+        snippets: dict[int, str] = {}
+        if fts:
+            snippets = {r[0]: r[1] for r in self.db.rows(
+                "SELECT rowid, snippet(incident_fts, -1, '<mark>', '</mark>', '…', 16) FROM incident_fts "
+                f"WHERE incident_fts MATCH ? AND rowid IN ({marks})", (fts, *ids))}
+        return [_incident(self.db, rows[i], snippets.get(i, "") if fts else None) for i in ids if i in rows], capped
+
+
+class IncidentWrites(Writer):
+    def create_incident(self, new: NewIncident, actor: str) -> int:
+        links, tags = list(new.links), sorted(set(new.tags))
+        with self._transaction() as db:
+            now = now_us()
+            iid = db.insert(
+                "INSERT INTO incidents (title, description, severity, severity_rank, status, assignee, hold, start_us, "
+                "end_us, created_us, created_by, updated_us, updated_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "RETURNING id",
+                (new.title, new.description, new.severity, SEVERITIES.index(new.severity) + 1, new.status,
+                 new.assignee, int(new.hold), min(lk.start_us for lk in links), max(lk.end_us for lk in links), now,
+                 actor, now, actor))
+            _set_links(db, iid, links)
+            _set_tags(db, iid, tags)
+            _reindex(db, iid)
+            write_audit(db, actor, "create", "incident", iid, iid, {
+                "title": [None, new.title], "description": [None, new.description], "severity": [None, new.severity],
+                "status": [None, new.status], "assignee": [None, new.assignee], "hold": [None, new.hold],
+                "tags": [None, tags], "cameras": [None, links_json(links)]})
+        return iid
+
+    def update_incident(self, incident_id: int, changes: IncidentChanges, actor: str) -> bool:
+        """Apply the fields given; False if there is no such incident."""
+        with self._transaction() as db:
+            row = db.row("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+            if row is None:
+                return False
+            columns = {k: v for k, v in changes.items() if k not in ("tags", "links")}
+            if "hold" in columns:
+                columns["hold"] = int(columns["hold"])
+            audit: dict[str, Any] = {k: [bool(row[k]) if k == "hold" else row[k], bool(v) if k == "hold" else v]
+                                     for k, v in columns.items() if row[k] != v}
+            if "severity" in columns:
+                columns["severity_rank"] = SEVERITIES.index(columns["severity"]) + 1
+            if "links" in changes:
+                old, new = _links(db, incident_id), sorted(changes["links"])
+                if new != old:
+                    audit["cameras"] = [links_json(old), links_json(new)]
+                    _set_links(db, incident_id, new)
+                    columns["start_us"] = min(lk.start_us for lk in new)
+                    columns["end_us"] = max(lk.end_us for lk in new)
+            if "tags" in changes:
+                old_tags, tags = _tags(db, incident_id), sorted(set(changes["tags"]))
+                if tags != old_tags:
+                    audit["tags"] = [old_tags, tags]
+                    _set_tags(db, incident_id, tags)
+            if not audit:
+                return True
+            columns.update(updated_us=now_us(), updated_by=actor)
+            db.run(f"UPDATE incidents SET {', '.join(f'{k} = ?' for k in columns)} WHERE id = ?",
+                   (*columns.values(), incident_id))
+            _reindex(db, incident_id)
+            write_audit(db, actor, "update", "incident", incident_id, incident_id, audit)
+        return True
+

@@ -1,0 +1,133 @@
+"""Catalog migrations: released ones never change, and an old catalog upgraded takes every value of
+every enum (shared/enums.py) its CHECK constraints guard: no gap row, audit entry or export is ever
+refused for a value the code now uses."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import sql_rows
+
+from edge import catalog as edge_catalog
+from edge.catalog import Catalog
+from hub.catalog import HubCatalog, Link, NewAnnotation, NewIncident
+from hub.catalog import schema as hub_schema
+from shared import enums, sqlite
+from shared.timeutil import now_us
+
+# sha256 of the SQL of every released migration. A released migration is never edited: a change is
+# a new migration, whose hash is added here once it is released.
+RELEASED = {
+    "edge": {"SCHEMA_V1": "93295fe3cbe45e7eac04a71e0351e92cb89813d57dc1faca5b08f9569e07ff13",
+             "SCHEMA_V2": "b690c3ebf976952a8d92ca3a7526cab3acec300e9143eabb2f1eed8dd5cf5f08",
+             "SCHEMA_V3": "53a6e561ad486812cb8e00dde2845cea6c16902b48e0e9d14a531a171c07c1d3"},
+    "hub": {"SCHEMA_V1": "59bc88238bb6d9abb275e6f1b1e8896894dc0017200dde920d2fadb9f9959aa4",
+            "SCHEMA_V2": "d4964bd805960c1b3d877c4f0c179034287cddb7e80ade727a7b649a95730d99",
+            "SCHEMA_V3": "60260f237ed32574add586197a270203a887302ee0f81ea53e45aeacb4b78abc",
+            "SCHEMA_V4": "bcd594eead2ef725576204a7188ccab8930705aedfc3996a010a94083770e3c5",
+            "SCHEMA_V5": "9d851a1ffc1c13540c96165eb7730dc31587dcb446bb0bb4b06c8a23a6b66516"},
+}
+MODULES = {"edge": edge_catalog, "hub": hub_schema}
+# (table, column) -> the enum its CHECK must list, in the newest schema
+ENUM_CHECKS = {
+    "edge": {("gaps", "reason"): enums.EDGE_GAP_REASONS},
+    "hub": {("incidents", "severity"): enums.SEVERITIES, ("incidents", "status"): enums.INCIDENT_STATUSES,
+            ("annotations", "kind"): enums.ANNOTATION_KINDS, ("audit", "entity"): enums.AUDIT_ENTITIES,
+            ("audit", "action"): enums.AUDIT_ACTIONS, ("exports", "status"): enums.EXPORT_STATUSES},
+}
+
+
+@pytest.mark.parametrize("side", sorted(RELEASED))
+def test_released_migrations_are_frozen(side: str) -> None:
+    module = MODULES[side]
+    assert len(module.MIGRATIONS) == len(RELEASED[side]), (
+        f"{side}: {len(module.MIGRATIONS)} migrations, {len(RELEASED[side])} pinned here: pin the new one's hash")
+    for name, digest in RELEASED[side].items():
+        got = hashlib.sha256(getattr(module, name).encode()).hexdigest()
+        assert got == digest, f"{side} {name} was edited after its release: put the change in a new migration"
+
+
+def _checks(db: Path) -> dict[tuple[str, str], set[str]]:
+    """(table, column) -> the values of each `column IN (...)` CHECK in the schema."""
+    out = {}
+    for table, sql in sql_rows(db, "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql IS NOT NULL"):
+        for column, values in re.findall(r"CHECK \((\w+) IN \(([^)]*)\)\)", sql):
+            out[(table, column)] = set(re.findall(r"'([^']*)'", values))
+    return out
+
+
+def test_every_enum_matches_its_check(tmp_path: Path) -> None:
+    (tmp_path / "edge").mkdir()
+    Catalog(tmp_path / "edge").close()
+    HubCatalog(tmp_path).close()
+    for side, db in (("edge", tmp_path / "edge" / "catalog.db"), ("hub", tmp_path / "hub.db")):
+        checks = _checks(db)
+        for key, values in ENUM_CHECKS[side].items():
+            assert checks[key] == set(values), f"{side} {key}: CHECK lists {sorted(checks[key])}, " \
+                                               f"shared/enums.py {sorted(values)}: add a migration"
+
+
+def _at_version(db: Path, steps: list) -> None:
+    conn = sqlite.connect(db)
+    try:
+        sqlite.migrate(conn, steps)
+    finally:
+        conn.close()
+
+
+def test_an_edge_catalog_from_v1_upgraded_takes_every_gap_reason(tmp_path: Path) -> None:
+    db = tmp_path / "catalog.db"
+    _at_version(db, edge_catalog.MIGRATIONS[:1])
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO gaps (camera, start_us, end_us, reason, detail, created_us) "
+                     "VALUES ('cam', 1, 2, 'edge_restart', 'before the upgrade', 3)")
+    conn.close()
+    catalog = Catalog(tmp_path)        # upgrades to the newest version
+    try:
+        t = now_us()
+        for i, reason in enumerate(enums.EDGE_GAP_REASONS):
+            catalog.add_gap("cam", t + i * 10, t + i * 10 + 5, reason, f"gap {i}")
+        gaps = catalog.gaps("cam")
+    finally:
+        catalog.close()
+    assert [g.reason for g in gaps] == ["edge_restart", *enums.EDGE_GAP_REASONS]
+    assert gaps[0].detail == "before the upgrade" and gaps[0].rev > 0
+
+
+def test_a_hub_catalog_from_v1_upgraded_takes_every_enum_and_audits_exports(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    _at_version(db, hub_schema.MIGRATIONS[:1])
+    _at_version(db, hub_schema.MIGRATIONS[:3])
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO cameras (node, camera) VALUES ('e1', 'cam')")
+        conn.execute("INSERT INTO audit (at_us, actor, action, entity, entity_id, incident_id, changes) "
+                     "VALUES (1, 'ops', 'create', 'tag', 'x', NULL, '{}')")
+    conn.close()
+    catalog = HubCatalog(tmp_path)     # v3 -> newest: the audit table is rebuilt
+    try:
+        t = now_us()
+        link = Link("e1", "cam", t, t + 1_000_000)
+        ids = [catalog.create_incident(NewIncident(f"i{n}", [link], severity=sev, status=status), "ops")
+               for n, (sev, status) in enumerate(zip(enums.SEVERITIES, enums.INCIDENT_STATUSES, strict=True))]
+        for kind in enums.ANNOTATION_KINDS:
+            catalog.create_annotation(NewAnnotation("e1", "cam", t, t, kind, "x", ids[0]), "ops")
+        catalog.create_export("20261203T000000Z-00000000", [link], "case", "ops", t + 10**9)
+        for status in enums.EXPORT_STATUSES:
+            catalog.set_export_status("20261203T000000Z-00000000", status)
+        reader = catalog.reader()
+        audit = reader.audit(limit=1000)
+        exported = reader.audit(entity="export")
+    finally:
+        catalog.close()
+    assert audit[-1].entity == "tag" and audit[-1].id == 1, "the rows before the upgrade are kept"
+    assert {a.entity for a in audit} == set(enums.AUDIT_ENTITIES)
+    assert [(a.action, a.changes.get("status")) for a in reversed(exported)] == [
+        ("create", None), ("update", ["running", "done"]), ("update", ["done", "failed"]),
+        ("update", ["failed", "expired"])]
+    assert exported[-1].actor == "ops" and exported[0].actor == "vigil-hub"
