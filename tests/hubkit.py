@@ -116,6 +116,12 @@ class InProcessHub:
         status, _, data = self.request(method, path, body, role)
         return status, data
 
+    def get_bytes(self, path: str, role: str = "viewer") -> bytes:
+        """The bytes of a GET that must succeed (a file, a manifest exactly as signed)."""
+        resp = self.client.get(path, headers={"Authorization": f"Bearer {HUB_TOKENS[role]}"})
+        assert resp.status_code == 200, (path, resp.status_code, resp.text[:300])
+        return resp.content
+
     def raw(self, method: str, path: str, content: bytes, role: str = "admin") -> tuple[int, Any]:
         """A request with a body of any bytes (not JSON, too large, ...)."""
         resp = self.client.request(method, path, content=content,
@@ -179,8 +185,24 @@ def fmp4_run(media_h264: Path, seconds: float, out: Path) -> tuple[bytes, list[b
     return data[:first_moof], frags
 
 
-def seed_footage(hub: InProcessHub, media_h264: Path, node: str, camera: str, start_us: int, files: int,
-                 fragments_per_file: int = 2, run_id: int = 1, first_seq: int = 1) -> list[StoredSegment]:
+class HubStorage:
+    """The catalog and bucket a `vigil-hub` config names, to seed footage before that process starts."""
+
+    def __init__(self, config: Path, workdir: Path) -> None:
+        cfg = load_hub_config(config)
+        cfg.hub.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = HubCatalog(cfg.hub.data_dir)
+        self.store = ObjectStore(cfg.s3)
+        self.store.ensure_bucket()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def seed_footage(hub: InProcessHub | HubStorage, media_h264: Path, node: str, camera: str, start_us: int,
+                 files: int, fragments_per_file: int = 2, run_id: int = 1, first_seq: int = 1) -> list[StoredSegment]:
     """`files` consecutive segment files of one run (4 s each by default) starting at `start_us`,
     stored as ingest stores them: verified object, then catalog row."""
     init, frags = fmp4_run(media_h264, 2 * files * fragments_per_file + 2,

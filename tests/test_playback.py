@@ -1,37 +1,79 @@
-"""Exports, thumbnails and playlists over real recorded footage (the `footage` fixture: a real edge
-recorded a GStreamer test camera with an outage in the middle; a real hub stored it in S3)."""
+"""Exports, thumbnails and playlists over real footage: fragmented MP4 segments cut from a test
+camera's H.264 as the edge cuts them (tests/hubkit.py `seed_footage`): a run of six 4-s files,
+an outage of about 20 s, a second run of five. The hub runs in the test process (real catalog,
+real SeaweedFS, the API through Starlette's TestClient, the export runner's own thread), except
+for the crash test, which kills a real `vigil-hub`."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
 import subprocess
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import av
-from conftest import FRAME_US, HUB_TOKENS, VENV_BIN, Footage, decode_errors, metric_value, wait_for
+import pytest
+from conftest import FRAME_US, VENV_BIN, decode_errors, metric_value, sql_write, wait_for
+from hubkit import HubStorage, InProcessHub, seed_footage
 
-from shared.timeutil import iso_to_us, us_to_iso
+from shared.timeutil import iso_to_us, now_us, us_to_iso
+from tools.apps import Hub
+from tools.services import Mosquitto, SeaweedS3
 
 API = "/api/v1"
+CAMERA = "play.door"
 
 
-def _fetch(footage: Footage, path: str, role: str = "viewer") -> bytes:
-    """GET as `role`, following the hub's redirect to a presigned URL (without the bearer token)."""
-    req = urllib.request.Request(footage.hub.url + path, headers={"Authorization": f"Bearer {HUB_TOKENS[role]}"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.read()
+@dataclasses.dataclass
+class Footage:
+    """One camera's footage at a hub: two runs of segments with an outage between."""
+    hub: InProcessHub
+    camera: str                     # NODE.CAMERA
+    segments: list[dict[str, Any]]  # the hub's segment JSON, by start time
+    outage: tuple[int, int]         # (start_us, end_us) of the outage (no footage inside)
+
+    @property
+    def start_us(self) -> int:
+        return iso_to_us(self.segments[0]["start"])
+
+    @property
+    def end_us(self) -> int:
+        return iso_to_us(self.segments[-1]["end"])
 
 
-def _wait_export(footage: Footage, export_id: str, timeout: float = 90) -> dict[str, Any]:
+def _seed(target: InProcessHub | HubStorage, media: dict[str, Path]) -> tuple[int, int]:
+    """Two runs of footage of play.door starting an hour ago; the outage between them."""
+    first = seed_footage(target, media["h264"], "play", "door", now_us() - 3600 * 10**6, 6, run_id=1)
+    outage = (first[-1].end_us, first[-1].end_us + 20_000_000)
+    seed_footage(target, media["h264"], "play", "door", outage[1], 5, run_id=2, first_seq=7)
+    return outage
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, media: dict[str, Path]
+            ) -> Iterator[Footage]:
+    hub = InProcessHub(tmp_path_factory.mktemp("playback") / "hub", shared_s3, nodes=("play",),
+                       extra='[api]\nmedia = "proxy"\n')
+    try:
+        outage = _seed(hub, media)
+        status, page = hub.api("GET", f"{API}/cameras/{CAMERA}/segments?start={now_us() / 1e6 - 7200}"
+                                      f"&end={now_us() / 1e6}&limit=100")
+        assert status == 200 and len(page["segments"]) == 11, page
+        yield Footage(hub, CAMERA, page["segments"], outage)
+    finally:
+        hub.close()
+
+
+def _wait_export(hub: InProcessHub | Hub, export_id: str, timeout: float = 90) -> dict[str, Any]:
     def finished() -> Any:
-        status, job = footage.hub.api("GET", f"{API}/exports/{export_id}", role="viewer")
+        status, job = hub.api("GET", f"{API}/exports/{export_id}", role="viewer")
         assert status == 200, job
         return job if job["status"] in ("done", "failed") else None
-    return wait_for(f"export {export_id}", finished, timeout, every=0.25)
+    return wait_for(f"export {export_id}", finished, timeout, every=0.1)
 
 
 def _verify(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,12 +81,12 @@ def _verify(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-def _download(footage: Footage, job: dict[str, Any], into: Path) -> Path:
+def _download(hub: InProcessHub, job: dict[str, Any], into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
     for f in job["files"]:
-        (into / f["name"]).write_bytes(_fetch(footage, f["url"]))
+        (into / f["name"]).write_bytes(hub.get_bytes(f["url"]))
     for name in ("manifest.json", "manifest.json.sig"):
-        (into / name).write_bytes(_fetch(footage, f"{API}/exports/{job['id']}/files/{name}"))
+        (into / name).write_bytes(hub.get_bytes(f"{API}/exports/{job['id']}/files/{name}"))
     return into
 
 
@@ -83,11 +125,11 @@ def test_export_of_a_range_with_a_gap_is_playable_signed_and_held(footage: Foota
     # the export holds its footage from the moment it is asked for
     status, held = hub.api("GET", f"{API}/holds?camera={footage.camera}")
     assert any(h["kind"] == "export" and h["export"] == job["id"] for h in held["holds"]), held
-    job = _wait_export(footage, job["id"])
+    job = _wait_export(hub, job["id"])
     assert job["status"] == "done", job
     assert job["progress"] == 1.0 and len(job["files"]) == 1 and job["files"][0]["name"] == "play.door.mp4"
 
-    folder = _download(footage, job, tmp_path / "export")
+    folder = _download(hub, job, tmp_path / "export")
     mp4 = folder / "play.door.mp4"
     assert decode_errors(mp4) == ""
     boxes = _top_level_boxes(mp4)
@@ -184,7 +226,7 @@ def test_export_requests_are_checked_and_failures_say_why(footage: Footage) -> N
     status, job = hub.api("POST", f"{API}/exports", {**ok, "cameras": [
         {**link, "start": t0 / 1e6 - 7200, "end": t0 / 1e6 - 3600}]}, role="operator")
     assert status == 202
-    job = _wait_export(footage, job["id"])
+    job = _wait_export(hub, job["id"])
     assert job["status"] == "failed" and "no stored footage" in job["error"], job
     assert hub.api("GET", f"{API}/exports/{job['id']}/files/manifest.json")[0] == 404
     assert not [h for h in hub.api("GET", f"{API}/holds")[1]["holds"] if h.get("export") == job["id"]]
@@ -192,31 +234,38 @@ def test_export_requests_are_checked_and_failures_say_why(footage: Footage) -> N
     assert job["id"] in [e["id"] for e in listed]
 
 
-def test_an_export_survives_a_hub_crash_and_expires_with_its_hold(footage: Footage) -> None:
-    hub = footage.hub
-    body = {"cameras": [{"camera": footage.camera, "start": footage.start_us / 1e6, "end": footage.end_us / 1e6}],
-            "reason": "crash test"}
-    status, job = hub.api("POST", f"{API}/exports", body, role="operator")
-    assert status == 202
-    hub.close()                      # kill -9, whatever the job was doing
-    hub.start()
-    job = _wait_export(footage, job["id"])
-    assert job["status"] == "done", job
-    verified = _verify(job["id"], "--config", str(hub.config))
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    # expiry (exports.keep_days): the files go and the hold ends at the next retention pass
-    import sqlite3
-    conn = sqlite3.connect(hub.data_dir / "hub.db", timeout=10)
-    with conn:
-        conn.execute("UPDATE exports SET expires_us = 1 WHERE id = ?", (job["id"],))
-    conn.close()
-    status, result = hub.api("POST", f"{API}/retention/run")
-    assert status == 200 and result["expired_exports"] >= 1, result
-    job = hub.api("GET", f"{API}/exports/{job['id']}")[1]
-    assert job["status"] == "expired" and job["files"] == []
-    gone = _verify(job["id"], "--config", str(hub.config))
-    assert gone.returncode == 2 and "no export" in gone.stderr
-    assert not [h for h in hub.api("GET", f"{API}/holds")[1]["holds"] if h.get("export") == job["id"]]
+def test_an_export_survives_a_hub_crash_and_expires_with_its_hold(tmp_path: Path, broker: Mosquitto, s3: SeaweedS3,
+                                                                  media: dict[str, Path]) -> None:
+    """A real `vigil-hub`, killed (-9) while the export is queued or running."""
+    hub = Hub(tmp_path / "hub", broker, s3, extra_nodes=[{"id": "play", "url": "http://127.0.0.1:9"}])
+    storage = HubStorage(hub.config, tmp_path / "seed")
+    try:
+        _seed(storage, media)
+    finally:
+        storage.close()
+    try:
+        hub.start()
+        start, end = now_us() - 3600 * 10**6, now_us()
+        body = {"cameras": [{"camera": CAMERA, "start": start / 1e6, "end": end / 1e6}], "reason": "crash test"}
+        status, job = hub.api("POST", f"{API}/exports", body, role="operator")
+        assert status == 202
+        hub.close()                      # kill -9, whatever the job was doing
+        hub.start()
+        job = _wait_export(hub, job["id"])
+        assert job["status"] == "done", job
+        verified = _verify(job["id"], "--config", str(hub.config))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        # expiry (exports.keep_days): the files go and the hold ends at the next retention pass
+        sql_write(hub.data_dir / "hub.db", "UPDATE exports SET expires_us = 1 WHERE id = ?", (job["id"],))
+        status, result = hub.api("POST", f"{API}/retention/run")
+        assert status == 200 and result["expired_exports"] >= 1, result
+        job = hub.api("GET", f"{API}/exports/{job['id']}")[1]
+        assert job["status"] == "expired" and job["files"] == []
+        gone = _verify(job["id"], "--config", str(hub.config))
+        assert gone.returncode == 2 and "no export" in gone.stderr
+        assert not [h for h in hub.api("GET", f"{API}/holds")[1]["holds"] if h.get("export") == job["id"]]
+    finally:
+        hub.close()
 
 
 def test_incident_playlist_is_the_cameras_playlist_for_its_range(footage: Footage) -> None:
@@ -249,9 +298,9 @@ def test_thumbnail_is_the_first_keyframe_of_the_segment_at_an_instant(footage: F
         frame = next(c.decode(video=0))
         assert (frame.width, frame.height) == (320, 180)      # the 640x360 camera, scaled
     # cached in S3: the second answer is the same bytes, made once
-    made = metric_value(hub.metrics(), "vigil_hub_thumbnails_made_total")
+    made = metric_value(hub.metrics_text(), "vigil_hub_thumbnails_made_total")
     assert hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={at / 1e6}", role="viewer")[2] == jpeg
-    assert metric_value(hub.metrics(), "vigil_hub_thumbnails_made_total") == made
+    assert metric_value(hub.metrics_text(), "vigil_hub_thumbnails_made_total") == made
     # in the outage: the nearer segment's; before any footage: the first one's
     gap_mid = (footage.outage[0] + footage.outage[1]) // 2
     status, headers, _ = hub.request("GET", f"{API}/cameras/{footage.camera}/thumbnail?at={(gap_mid + 1e6) / 1e6}",
