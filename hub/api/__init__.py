@@ -31,6 +31,7 @@ from hub.api.openapi import document
 from hub.api.routing import Endpoint, Router, Services
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
+from hub.exports import Exporter
 from hub.metrics import HubMetrics
 from hub.store import ObjectStore
 from hub.thumbnails import Thumbnails
@@ -42,7 +43,7 @@ __all__ = ["HubApi"]
 class HubApi:
     def __init__(self, cfg: HubConfig, metrics: HubMetrics, catalog: HubCatalog, store: ObjectStore,
                  ready: Callable[[], list[str]], run_retention: Callable[[], Any],
-                 holds_changed: Callable[[], None], exporter: Any) -> None:
+                 holds_changed: Callable[[], None], exporter: Exporter) -> None:
         token_key = playback.load_key(cfg.api.token_key, cfg.hub.data_dir)
         self.services = Services(cfg=cfg, metrics=metrics, catalog=catalog, store=store, exporter=exporter,
                                  thumbnails=Thumbnails(store, metrics), token_key=token_key, ready=ready,

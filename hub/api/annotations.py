@@ -98,7 +98,7 @@ class AnnotationOut(Struct):
     @classmethod
     def of(cls, a: Annotation) -> AnnotationOut:
         return cls(id=a.id, camera=f"{a.node}.{a.camera}", start=us_to_iso(a.start_us), end=us_to_iso(a.end_us),
-                   kind=a.kind, text=a.text, incident=a.incident_id, created=us_to_iso(a.created_us),  # type: ignore[arg-type]
+                   kind=a.kind, text=a.text, incident=a.incident_id, created=us_to_iso(a.created_us),
                    created_by=a.created_by, updated=us_to_iso(a.updated_us), updated_by=a.updated_by)
 
 

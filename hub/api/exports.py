@@ -67,7 +67,7 @@ class ExportOut(Struct):
         done = job.status == "done"
         files = [ExportFile(**{k: f[k] for k in ("name", "camera", "bytes", "sha256", "duration_s", "start", "end")},
                             url=base + f["name"]) for f in job.result.get("files", [])] if done else []
-        return cls(id=job.id, status=job.status, progress=job.progress, error=job.error,  # type: ignore[arg-type]
+        return cls(id=job.id, status=job.status, progress=job.progress, error=job.error,
                    cameras=[LinkOut.of(c) for c in job.cameras], start=us_to_iso(job.start_us),
                    end=us_to_iso(job.end_us), reason=job.reason, requester=job.requester,
                    created=us_to_iso(job.created_us), updated=us_to_iso(job.updated_us),

@@ -39,7 +39,7 @@ Description = text(20000)
 Assignee = text(64)
 TagName = Annotated[str, Meta(pattern=r"^\w[\w .:-]{0,39}$", description="1-40 letters, digits, space . : _ -")]
 IncidentId = Annotated[int, Meta(ge=1, le=2**62)]
-INCIDENT_SORTS = ("-updated", "updated", "-created", "created", "-severity", "severity", "-start", "start", "rank")
+IncidentSort = Literal["-updated", "updated", "-created", "created", "-severity", "severity", "-start", "start", "rank"]
 
 
 class IncidentCreate(Struct):
@@ -86,8 +86,8 @@ class IncidentOut(Struct):
 
     @classmethod
     def of(cls, i: Incident) -> IncidentOut:
-        return cls(id=i.id, title=i.title, description=i.description, severity=i.severity,  # type: ignore[arg-type]
-                   status=i.status, assignee=i.assignee, hold=i.hold, holding=i.holding, tags=i.tags,  # type: ignore[arg-type]
+        return cls(id=i.id, title=i.title, description=i.description, severity=i.severity, status=i.status,
+                   assignee=i.assignee, hold=i.hold, holding=i.holding, tags=i.tags,
                    cameras=[LinkOut.of(link) for link in i.links],
                    start=us_to_iso(i.start_us), end=us_to_iso(i.end_us), created=us_to_iso(i.created_us),
                    created_by=i.created_by, updated=us_to_iso(i.updated_us), updated_by=i.updated_by,
@@ -112,7 +112,7 @@ class IncidentsQuery(Params):
     q: Annotated[str, Meta(max_length=200, pattern=r"\w", description="full-text search over titles, descriptions, "
                                                                        "annotations, tags; word* matches a prefix")] \
         | None = None
-    sort: Literal[INCIDENT_SORTS] | None = None               # type: ignore[valid-type]
+    sort: IncidentSort | None = None
     limit: Limit = 100
     offset: Offset = 0
     codes: ClassVar[dict[str, str]] = {"q": "bad_query"}
@@ -143,8 +143,8 @@ class AuditOut(Struct):
 
     @classmethod
     def of(cls, a: AuditEntry) -> AuditOut:
-        return cls(id=a.id, at=us_to_iso(a.at_us), actor=a.actor, action=a.action,  # type: ignore[arg-type]
-                   entity=a.entity, entity_id=a.entity_id, incident=a.incident_id, changes=a.changes)  # type: ignore[arg-type]
+        return cls(id=a.id, at=us_to_iso(a.at_us), actor=a.actor, action=a.action, entity=a.entity,
+                   entity_id=a.entity_id, incident=a.incident_id, changes=a.changes)
 
 
 class AuditList(Struct):

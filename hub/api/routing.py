@@ -22,7 +22,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 from starlette.applications import Starlette
@@ -40,6 +40,11 @@ from hub.config import ROLES, HubConfig
 from hub.metrics import HubMetrics
 from shared.http import ApiError, error_response
 from shared.timeutil import us_to_iso
+
+if TYPE_CHECKING:
+    from hub.exports import Exporter
+    from hub.store import ObjectStore
+    from hub.thumbnails import Thumbnails
 
 log = logging.getLogger(__name__)
 API = "/api/v1"
@@ -84,10 +89,9 @@ class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Page(Params):
-    """limit and offset of a listing."""
+    """The limit and offset of a listing."""
     limit: Limit = 100
     offset: Offset = 0
-
 
 
 def decode_params(kind: type, raw: Mapping[str, str], where: str) -> Any:
@@ -274,9 +278,9 @@ class Services:
     cfg: HubConfig
     metrics: HubMetrics
     catalog: HubCatalog              # writes; reads go through Ctx.reader
-    store: Any                       # hub.store.ObjectStore
-    exporter: Any                    # hub.exports.Exporter
-    thumbnails: Any                  # hub.thumbnails.Thumbnails
+    store: ObjectStore
+    exporter: Exporter
+    thumbnails: Thumbnails
     token_key: bytes                 # signs playback tokens
     ready: Callable[[], list[str]]
     run_retention: Callable[[], Any]

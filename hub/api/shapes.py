@@ -127,17 +127,15 @@ Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time", "examp
 CameraText = Annotated[str, Meta(pattern=CAMERA_PATTERN)]           # a camera id in an answer
 NonBlank = r"^[^\x00]*\S[^\x00]*$"                                  # some text, no NUL
 NoNul = r"^[^\x00]*$"
-
-
 PAGE_MAX = 1000
 Limit = Annotated[int, Meta(ge=1, le=PAGE_MAX, description=f"page size (1-{PAGE_MAX})")]
 Offset = Annotated[int, Meta(ge=0, le=10_000_000, description="rows to skip")]
 
 
 def csv_of(choices: tuple[str, ...]) -> Any:
+    """A query value listing some of `choices`, comma-separated."""
     one = "|".join(choices)
     return Annotated[str, Meta(pattern=f"^({one})(,({one}))*$", description=f"comma-separated: {', '.join(choices)}")]
-
 
 
 def text(max_length: int, *, required: bool = False, description: str = "") -> Any:

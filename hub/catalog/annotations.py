@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 from hub.catalog.audit import write_audit
 from hub.catalog.db import Reader, Row, Writer
 from hub.catalog.incidents import DEFAULT_TAG_COLOUR, _reindex
+from shared.enums import AnnotationKind
 from shared.timeutil import now_us, us_to_iso
 
 
@@ -29,7 +30,7 @@ class Annotation:
     camera: str
     start_us: int
     end_us: int                      # = start_us for an instant
-    kind: str
+    kind: AnnotationKind
     text: str
     incident_id: int | None
     created_us: int

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from hub.catalog.db import Reader, Sql
+from shared.enums import AuditAction, AuditEntity
 from shared.timeutil import now_us
 
 
@@ -17,8 +18,8 @@ class AuditEntry:
     id: int
     at_us: int
     actor: str
-    action: str
-    entity: str
+    action: AuditAction
+    entity: AuditEntity
     entity_id: str
     incident_id: int | None
     changes: dict[str, Any]

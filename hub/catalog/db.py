@@ -6,7 +6,7 @@ the id an insert made. A statement that fails because another connection holds t
 SQLite error is a bug and propagates. This class is the seam a second backend (PostgreSQL: a
 psycopg connection from a pool, `%s` placeholders) implements; the query modules keep to SQL both
 engines run (`ON CONFLICT`, `RETURNING`, row values), apart from the full-text search in
-`records.py`.
+`incidents.py`.
 """
 
 from __future__ import annotations

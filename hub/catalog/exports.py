@@ -14,6 +14,7 @@ from typing import Any
 from hub.catalog.audit import write_audit
 from hub.catalog.db import Reader, Row, Sql, Writer
 from hub.catalog.incidents import Link, links_json
+from shared.enums import ExportStatus
 from shared.timeutil import now_us, us_to_iso
 
 HUB_ACTOR = "vigil-hub"          # the audit trail's actor for what the hub did by itself
@@ -22,7 +23,7 @@ HUB_ACTOR = "vigil-hub"          # the audit trail's actor for what the hub did 
 @dataclasses.dataclass(frozen=True)
 class ExportJob:
     id: str
-    status: str
+    status: ExportStatus
     start_us: int
     end_us: int
     reason: str

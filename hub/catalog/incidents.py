@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, TypedDict
 
 from hub.catalog.audit import write_audit
 from hub.catalog.db import Reader, Row, Sql, Writer
-from shared.enums import HOLDING_STATUSES, SEVERITIES
+from shared.enums import HOLDING_STATUSES, SEVERITIES, IncidentStatus, Severity
 from shared.timeutil import now_us, us_to_iso
 
 DEFAULT_TAG_COLOUR = "#808080"
@@ -40,8 +40,8 @@ class Incident:
     id: int
     title: str
     description: str
-    severity: str
-    status: str
+    severity: Severity
+    status: IncidentStatus
     assignee: str | None
     hold: bool
     start_us: int                    # envelope of the links
