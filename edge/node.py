@@ -30,8 +30,8 @@ from edge.metrics import EdgeMetrics
 from edge.retention import disk_usage
 from edge.uplink import MqttLink
 from edge.writer import CatalogWriter, recover_stray_files
-from shared import __version__, litestream
-from shared.process import run_until_signal, start_http_server
+from shared import __version__
+from shared.process import data_dir_problem, run_until_signal, start_http_server
 from shared.timeutil import now_us, us_to_iso
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,7 @@ class EdgeNode:
     def start(self) -> None:
         cfg = self.config
         data_dir = cfg.node.data_dir
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            probe = data_dir / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise StartupError(f"node.data_dir: cannot write to {data_dir} ({exc.strerror})") from None
-        rep = cfg.replication()
-        if rep is not None and (problem := litestream.unchecked_problem(rep)):
+        if problem := data_dir_problem(data_dir, "node.data_dir", cfg.replication()):
             raise StartupError(problem)
         self.catalog = Catalog(data_dir)
         self.writer = CatalogWriter(self.catalog, cfg.recording, self.metrics, doorbells=cfg.mqtt is not None,

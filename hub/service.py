@@ -23,8 +23,8 @@ from hub.metrics import CatalogRows, HubMetrics
 from hub.registry import Ingestor
 from hub.retention import HubRetention
 from hub.store import ObjectStore, StoreError
-from shared import __version__, litestream
-from shared.process import run_until_signal, start_http_server
+from shared import __version__
+from shared.process import data_dir_problem, run_until_signal, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,7 @@ class HubService:
     def start(self) -> None:
         cfg = self.cfg
         data_dir = cfg.hub.data_dir
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            probe = data_dir / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise StartupError(f"hub.data_dir: cannot write to {data_dir} ({exc.strerror})") from None
-        rep = cfg.replication()
-        if rep is not None and (problem := litestream.unchecked_problem(rep)):
+        if problem := data_dir_problem(data_dir, "hub.data_dir", cfg.replication()):
             raise StartupError(problem)
         self.catalog = HubCatalog(data_dir)
         store = ObjectStore(cfg.s3, max_pool=2 * cfg.ingest.pull_concurrency + 4)

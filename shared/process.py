@@ -1,5 +1,5 @@
-"""What the edge and hub processes share: an HTTP server on its own thread, and running until
-SIGTERM/SIGINT."""
+"""What the edge and hub processes share: the start-up check of their data dir, an HTTP server on
+its own thread, and running until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -8,13 +8,28 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from shared import systemd
+from shared import litestream, systemd
+from shared.litestream import Replication
 
 log = logging.getLogger(__name__)
+
+
+def data_dir_problem(data_dir: Path, key: str, replication: Replication | None) -> str | None:
+    """Why an app cannot start on `data_dir` (config key `key`): the folder cannot be written, or
+    Litestream is on and no restore has looked for the missing catalog's replica. None when fine."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"{key}: cannot write to {data_dir} ({exc.strerror})"
+    return None if replication is None else litestream.unchecked_problem(replication)
 
 
 def start_http_server(app: Any, host: str, port: int, timeout: float = 10.0, cert_file: str = "",

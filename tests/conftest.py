@@ -220,12 +220,11 @@ def check_row_matches_file(data_dir: Path, row: SegmentRow) -> None:
 
 @dataclasses.dataclass
 class Footage:
-    """One camera's real recording, stored at a running hub: a run of 4-s segments (2-s GOPs), a
-    camera outage, a second run. The edge and the camera are stopped once the hub holds every
-    segment, so the footage no longer changes; the hub, its broker and S3 keep running."""
-    hub: Hub
-    s3: SeaweedS3
-    broker: Mosquitto
+    """One camera's footage at a hub: a run of 4-s segments (2-s GOPs), an outage, a second run.
+    The `footage` fixture records it with a real edge into a running `vigil-hub` (then stops the
+    edge and the camera, so the footage no longer changes); tests/test_playback.py seeds it into a
+    hub in the test process."""
+    hub: Any                       # tools.apps.Hub, or hubkit.InProcessHub
     camera: str                    # NODE.CAMERA
     segments: list[dict[str, Any]]  # the hub's segment JSON, by start time
     outage: tuple[int, int]         # (start_us, end_us) of the camera outage (no footage inside)
@@ -281,7 +280,7 @@ def footage(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]):
         assert before_ and after, "the footage needs segments on both sides of the outage"
         outage = (iso_to_us(before_[-1]["end"]), iso_to_us(after[0]["start"]))
         assert outage[1] - outage[0] > 2_000_000, f"the outage left no gap: {outage}"
-        yield Footage(hub, s3, broker, "play.door", segments, outage)
+        yield Footage(hub, "play.door", segments, outage)
     finally:
         for stop in reversed(started):
             try:

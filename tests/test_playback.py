@@ -6,7 +6,6 @@ for the crash test, which kills a real `vigil-hub`."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import itertools
 import json
@@ -17,7 +16,7 @@ from typing import Any
 
 import av
 import pytest
-from conftest import FRAME_US, VENV_BIN, decode_errors, metric_value, sql_write, wait_for
+from conftest import FRAME_US, VENV_BIN, Footage, decode_errors, metric_value, sql_write, wait_for
 from hubkit import HubStorage, InProcessHub, seed_footage
 
 from shared.timeutil import iso_to_us, now_us, us_to_iso
@@ -26,23 +25,6 @@ from tools.services import Mosquitto, SeaweedS3
 
 API = "/api/v1"
 CAMERA = "play.door"
-
-
-@dataclasses.dataclass
-class Footage:
-    """One camera's footage at a hub: two runs of segments with an outage between."""
-    hub: InProcessHub
-    camera: str                     # NODE.CAMERA
-    segments: list[dict[str, Any]]  # the hub's segment JSON, by start time
-    outage: tuple[int, int]         # (start_us, end_us) of the outage (no footage inside)
-
-    @property
-    def start_us(self) -> int:
-        return iso_to_us(self.segments[0]["start"])
-
-    @property
-    def end_us(self) -> int:
-        return iso_to_us(self.segments[-1]["end"])
 
 
 def _seed(target: InProcessHub | HubStorage, media: dict[str, Path]) -> tuple[int, int]:
