@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from conftest import wait_for
 
 from tools.processes import ManagedProcess, free_ports
 from tools.services import Mosquitto, SeaweedS3
@@ -157,9 +158,12 @@ def test_mosquitto_auth_retained_and_persistence(tmp_path: Path) -> None:
         assert broker.port == port and broker.pid != pid
         assert broker.subscribe_collect("vigil/t/#", 1.0) == [("vigil/t/state", b'{"v": 2}', True)]
 
-        # Crash: only what autosave (every 1 s) wrote survives.
+        # Crash: only what autosave (every 1 s) wrote survives. It wrote after about 1.2 s on an idle
+        # machine (a fixed 1.5-s pause failed under load): kill once the file holds the message.
         broker.publish("vigil/t/late", b"late", retain=True)
-        time.sleep(1.5)
+        db = broker.workdir / "mosquitto.db"
+        wait_for("autosave to write the retained message", lambda: db.exists() and b"vigil/t/late" in db.read_bytes(),
+                 10, every=0.1)
         broker.kill()
         assert not broker.running
         broker.restart()
