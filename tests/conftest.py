@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 import sqlite3
 import subprocess
@@ -86,8 +87,9 @@ def broker(tmp_path: Path):
 
 
 @pytest.fixture
-def s3(tmp_path: Path):
-    """A real S3 server (SeaweedFS `weed mini`) with the bucket `vigil`."""
+def private_s3(tmp_path: Path):
+    """A real S3 server (SeaweedFS `weed mini`) of this test's own, with the bucket `vigil`: for a
+    test that changes its identities or restarts it."""
     server = SeaweedS3.start(tmp_path / "s3")
     yield server
     server.stop()
@@ -99,6 +101,41 @@ def shared_s3(tmp_path_factory: pytest.TempPathFactory):
     server = SeaweedS3.start(tmp_path_factory.mktemp("shared-s3"), bucket=None)
     yield server
     server.stop()
+
+
+class S3Bucket:
+    """A bucket of one test's own on the worker's shared S3 server: what a test or a `vigil-hub`
+    config needs of an S3 server (endpoint, keys, bucket, `client()`, `list_keys()`), without a way
+    to stop, restart or reconfigure the server the other tests use (those tests take `private_s3`)."""
+
+    def __init__(self, server: SeaweedS3, bucket: str) -> None:
+        self._server = server
+        self.bucket = bucket
+        self.endpoint_url = server.endpoint_url
+        self.access_key = server.access_key
+        self.secret_key = server.secret_key
+        self.region = server.region
+
+    def client(self, **kw: Any) -> Any:
+        return self._server.client(**kw)
+
+    def list_keys(self, prefix: str = "", bucket: str | None = None) -> dict[str, int]:
+        return self._server.list_keys(prefix, bucket or self.bucket)
+
+    def __repr__(self) -> str:
+        return f"<S3Bucket {self.bucket} at {self.endpoint_url}>"
+
+
+_bucket_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def s3(shared_s3: SeaweedS3) -> S3Bucket:
+    """A real S3 server (SeaweedFS `weed mini`, the worker's shared one) with a new, empty bucket of
+    this test's own. Starting and stopping a server of its own took each test about 3 s."""
+    bucket = S3Bucket(shared_s3, f"vigil-t{next(_bucket_numbers)}")
+    shared_s3.client().create_bucket(Bucket=bucket.bucket)
+    return bucket
 
 
 def edge_mqtt(broker: Mosquitto, **extra: Any) -> dict[str, Any]:

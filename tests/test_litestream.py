@@ -92,8 +92,9 @@ class Replicator:
         self.proc.wait(10)
 
 
-def test_replaced_edge_gets_its_catalog_back_and_continues_its_seqs(media, testcams, broker, s3, edge_factory,
+def test_replaced_edge_gets_its_catalog_back_and_continues_its_seqs(media, testcams, broker, private_s3, edge_factory,
                                                                     hub_factory, tmp_path: Path) -> None:
+    s3 = private_s3   # scope_edge_key() adds an identity and restarts the server
     scope_edge_key(s3)
     cams = testcams([f"door=h264file:{media['h264']}"])
     metrics_port = free_port()
@@ -199,7 +200,8 @@ def _metric(text: str, name: str) -> float:
     return metric_total(parse_metrics(text), name)
 
 
-def test_edge_key_is_scoped_to_its_replica_prefix(s3) -> None:
+def test_edge_key_is_scoped_to_its_replica_prefix(private_s3) -> None:
+    s3 = private_s3   # scope_edge_key() adds an identity and restarts the server
     scope_edge_key(s3)
     client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1", aws_access_key_id=EDGE_KEY,
                           aws_secret_access_key=EDGE_SECRET,
@@ -241,7 +243,7 @@ def test_hub_restores_its_catalog(broker, s3, hub_factory, tmp_path: Path) -> No
     hub = hub_factory(broker, s3, extra="\n".join(["[litestream]", "sync_seconds = 0.5",
                                                    f'metrics_listen = "127.0.0.1:{metrics_port}"', ""]),
                       ingest={"accept_new_nodes": True, "reconcile_seconds": 5})
-    assert run("vigil-hub", hub.config, "restore").stdout.startswith("restore: no replica at s3://vigil/litestream/hub")
+    assert run("vigil-hub", hub.config, "restore").stdout.startswith(f"restore: no replica at s3://{s3.bucket}/litestream/hub")
     proc = subprocess.Popen([str(VENV_BIN / "vigil-hub"), "--config", str(hub.config), "replicate"],
                             stdout=open(tmp_path / "hub-litestream.log", "wb"), stderr=subprocess.STDOUT)
     try:

@@ -16,7 +16,8 @@ def _store(s3, bucket: str | None = None, endpoint: str | None = None) -> Object
 
 
 def test_put_is_idempotent_multipart_above_the_threshold_and_refuses_to_overwrite(s3) -> None:
-    store = _store(s3, bucket="fresh-bucket")
+    fresh = f"{s3.bucket}-fresh"   # a bucket nobody made yet
+    store = _store(s3, bucket=fresh)
     store.ensure_bucket()  # created when missing
     store.ensure_bucket()  # and fine when present
     client = s3.client()
@@ -30,7 +31,7 @@ def test_put_is_idempotent_multipart_above_the_threshold_and_refuses_to_overwrit
             return io.BytesIO(data) if as_file else data  # noqa: B023 - used at once
         first = store.put_verified(key, payload(body), size, sha, {"node": "n1", "seq": "1"})
         assert first.created and first.conflict_sha256 is None
-        got = client.get_object(Bucket="fresh-bucket", Key=key)
+        got = client.get_object(Bucket=fresh, Key=key)
         assert got["Body"].read() == body
         assert got["Metadata"]["sha256"] == sha and got["Metadata"]["node"] == "n1"
         again = store.put_verified(key, payload(body), size, sha, {})
@@ -38,10 +39,10 @@ def test_put_is_idempotent_multipart_above_the_threshold_and_refuses_to_overwrit
         other = os.urandom(1000)
         clash = store.put_verified(key, payload(other), 1000, hashlib.sha256(other).hexdigest(), {})
         assert clash.conflict_sha256 == sha
-        assert client.get_object(Bucket="fresh-bucket", Key=key)["Body"].read() == body, "overwritten"
+        assert client.get_object(Bucket=fresh, Key=key)["Body"].read() == body, "overwritten"
     assert store.conditional_puts is True  # SeaweedFS refuses If-None-Match: * on an existing key
-    assert not [k for k in s3.list_keys(bucket="fresh-bucket") if k.startswith(".vigil/")], "probe left behind"
-    parts = client.head_object(Bucket="fresh-bucket", Key=recording_key("n1", "cam", 1_795_255_200_000_000 + (6 << 20),
+    assert not [k for k in s3.list_keys(bucket=fresh) if k.startswith(".vigil/")], "probe left behind"
+    parts = client.head_object(Bucket=fresh, Key=recording_key("n1", "cam", 1_795_255_200_000_000 + (6 << 20),
                                                                           6 << 20))["ETag"]
     assert parts.strip('"').endswith("-1"), f"the large object was not uploaded in parts (ETag {parts})"
 
