@@ -30,9 +30,22 @@ from tools.services import Mosquitto, SeaweedS3
 FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 
 
-# Modules that take minutes go first, so that with `-n 2` (scripts/test.sh) the other worker runs
-# the rest alongside them instead of one worker finishing alone at the end.
-SLOW_MODULES = ("test_sync.py", "test_recording.py", "test_durability.py", "test_ansible.py", "test_litestream.py")
+# The slowest modules go first, longest first (seconds on 4 workers in parentheses), so that with
+# `-n 4 --no-loadscope-reorder` (scripts/test.sh) the other workers run the rest alongside them
+# instead of one worker finishing alone at the end. xdist hands out whole modules in this order
+# (without --no-loadscope-reorder it would order them by how many tests they hold).
+SLOW_MODULES = (
+    "test_sync.py",             # (210) one scripted run with outages
+    "test_ansible.py",          # (110) the playbooks, twice
+    "test_retention.py",        # (100) small disks filling up
+    "test_recording.py",        # (90) ten cameras, one flaky
+    "test_sync_trust.py",       # (60)
+    "test_durability.py",       # (60)
+    "test_hub_fuzz.py",         # (50)
+    "test_litestream.py",       # (50)
+    "test_player_browser.py",   # (40) with the `footage` fixture (about 27 s)
+    "test_mqtt_tls.py",         # (30)
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
