@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import check_row_matches_file, decode_errors, sql_write
+from conftest import check_row_matches_file, decode_errors, metric_value, sql_write, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +36,19 @@ def files_match_rows(edge) -> list:
     return rows
 
 
-def record_on_small_disk(testcams, edge_factory, media, tmp_path: Path, megabytes: int, seconds: float,
-                         recording: dict) -> tuple:
-    """Record one camera onto a tmpfs of `megabytes` for `seconds`; returns (edge, first row, rows,
-    gaps, seconds SIGTERM took), after checking that files and rows match and the newest decode."""
+def record_on_small_disk(testcams, edge_factory, media, tmp_path: Path, megabytes: int, recording: dict,
+                         what: str, until, then: float = 4.0) -> tuple:
+    """Record one camera onto a tmpfs of `megabytes` until `until(edge)` says the disk filled up
+    (`what`), then `then` s more; returns (edge, first row, rows, gaps, seconds SIGTERM took), after
+    checking that files and rows match and the newest decode."""
     cams = testcams([f"cam=h264file:{media['h264']}"])
     with small_disk(tmp_path / "disk", megabytes) as disk:
         edge = edge_factory([{"id": "cam", "url": cams.url("cam")}], {"segment_seconds": 2, **recording},
                             data_dir=disk / "data")
         edge.start()
         first = edge.wait_segments("cam", 1, timeout=30)[0]
-        time.sleep(seconds)
+        wait_for(what, lambda: until(edge), timeout=90)
+        time.sleep(then)   # and recording goes on
         stop_took = edge.stop()
         rows = files_match_rows(edge)
         assert rows[0].seq > first.seq, "the oldest segments were not deleted"
@@ -61,10 +63,27 @@ def record_on_small_disk(testcams, edge_factory, media, tmp_path: Path, megabyte
         return edge, first, rows, gaps, stop_took
 
 
+def _evicted(edge) -> float:
+    with edge.get("/metrics") as resp:
+        text = resp.read().decode()
+    return metric_value(text, "vigil_edge_segments_deleted_total", {"reason": "disk_pressure", "synced": "false"})
+
+
+def _disk_full_gaps(edge) -> int:
+    c = edge.catalog()
+    try:
+        return len([g for g in c.gaps("cam") if g.reason == "disk_full"])
+    finally:
+        c.close()
+
+
 def test_disk_pressure_deletes_oldest_and_recording_continues(testcams, edge_factory, media, tmp_path) -> None:
+    # the disk reaches the threshold after about 28 s; 6 evictions (of 2-s segments) take 3 or more
+    # retention passes, which must merge into one gap (it recorded 45 s, about 13 evictions, before)
     _edge, first, rows, gaps, _ = record_on_small_disk(
-        testcams, edge_factory, media, tmp_path, megabytes=6, seconds=45,
-        recording={"min_free_percent": 40, "retention_interval_seconds": 0.5})
+        testcams, edge_factory, media, tmp_path, megabytes=6,
+        recording={"min_free_percent": 40, "retention_interval_seconds": 0.5},
+        what="6 segments evicted under disk pressure", until=lambda edge: _evicted(edge) >= 6)
     assert rows[-1].end_us > time.time() * 1e6 - 5_000_000, "recording stopped"
     assert [g.reason for g in gaps] == ["evicted"]  # adjacent evictions merge into one gap
     assert gaps[0].start_us == first.start_us and gaps[0].end_us == rows[0].start_us
@@ -73,9 +92,12 @@ def test_disk_pressure_deletes_oldest_and_recording_continues(testcams, edge_fac
 
 def test_full_disk_never_stops_recording(testcams, edge_factory, media, tmp_path) -> None:
     """No free-space threshold at all: writes hit ENOSPC, and the edge recovers by itself."""
+    # the disk is full after about 30 s, then every 6 s or so; twice is enough to show the edge
+    # recovers by itself each time (it recorded 50 s, four times, before)
     edge, _first, rows, gaps, stop_took = record_on_small_disk(
-        testcams, edge_factory, media, tmp_path, megabytes=4, seconds=50,
-        recording={"min_free_percent": 0, "retention_interval_seconds": 60})
+        testcams, edge_factory, media, tmp_path, megabytes=4,
+        recording={"min_free_percent": 0, "retention_interval_seconds": 60},
+        what="the disk full twice", until=lambda edge: _disk_full_gaps(edge) >= 2)
     assert stop_took < 5
     assert rows[-1].end_us > time.time() * 1e6 - 8_000_000, "recording stopped"
     assert {g.reason for g in gaps} == {"evicted", "disk_full"}, gaps
