@@ -37,7 +37,7 @@ FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 SLOW_MODULES = (
     "test_sync.py",             # (210) one scripted run with outages
     "test_ansible.py",          # (110) the playbooks, twice
-    "test_retention.py",        # (100) small disks filling up
+    "test_retention.py",        # (90) small disks filling up
     "test_recording.py",        # (90) ten cameras, one flaky
     "test_sync_trust.py",       # (60)
     "test_durability.py",       # (60)
