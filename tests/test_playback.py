@@ -16,7 +16,7 @@ from typing import Any
 
 import av
 import pytest
-from conftest import FRAME_US, VENV_BIN, Footage, decode_errors, metric_value, sql_write, wait_for
+from conftest import FRAME_US, VENV_BIN, Footage, S3Bucket, decode_errors, metric_value, sql_write, wait_for
 from hubkit import HubStorage, InProcessHub, seed_footage
 
 from shared.timeutil import iso_to_us, now_us, us_to_iso
@@ -216,7 +216,7 @@ def test_export_requests_are_checked_and_failures_say_why(footage: Footage) -> N
     assert job["id"] in [e["id"] for e in listed]
 
 
-def test_an_export_survives_a_hub_crash_and_expires_with_its_hold(tmp_path: Path, broker: Mosquitto, s3: SeaweedS3,
+def test_an_export_survives_a_hub_crash_and_expires_with_its_hold(tmp_path: Path, broker: Mosquitto, s3: S3Bucket,
                                                                   media: dict[str, Path]) -> None:
     """A real `vigil-hub`, killed (-9) while the export is queued or running."""
     hub = Hub(tmp_path / "hub", broker, s3, extra_nodes=[{"id": "play", "url": "http://127.0.0.1:9"}])
