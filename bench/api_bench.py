@@ -9,9 +9,9 @@
    in global time order (as the hub ingests them, so rowids interleave all cameras), the `cameras`
    extent rows as `insert_segment` keeps them, `nodes` (online, nothing to pull), `camera_status`,
    50 tags and `--incidents` incidents with 1-3 camera links, 1-4 tags, 1-3 annotations, an audit row
-   and the `incident_fts` row exactly as `hub.records.Records._reindex` writes it. Text is drawn from
+   and the `incident_fts` row exactly as `hub.catalog.incidents._reindex` writes it. Text is drawn from
    a fixed word list with a Zipf law; everything is seeded, so one size always gives the same db.
-2. serve: the real `vigil-hub` on that data dir (the `Hub` class of tests/conftest.py), with
+2. serve: the real `vigil-hub` on that data dir (the `Hub` class of tools/apps.py), with
    `accept_new_nodes = true`, no `[[nodes]]`, retention effectively off, and MQTT and S3 pointed at
    closed loopback ports: the hub logs that it cannot reach them, retries in the background and
    serves the API meanwhile (simpler than starting Mosquitto and SeaweedFS, which no measured route
@@ -20,14 +20,14 @@
    `--requests` timed ones per kind, random cameras and windows inside the filled span:
    segments (1 h, limit=1000), timeline (24 h), incidents?q= (one or two random words, limit=50);
    then the same with `--threads` client threads at once.
-4. explain (`--explain`, by default when a p99 misses the target): each route's SQL run directly on
-   the db (EXPLAIN QUERY PLAN, SQL time without HTTP and JSON), and for full-text search the
-   variants measured as fixes (rank only the newest 5000 matches; `sort=-created` by FTS rowid).
-5. `--index-test`: copy the db, add a covering index for the timeline query, time both indexes.
+4. explain (`--explain`, by default when a p99 misses the target): each route's catalog read
+   without HTTP and JSON (`CatalogReader` in this process: its time, the statement it ran and that
+   statement's EXPLAIN QUERY PLAN), and for full-text search the variants measured as fixes before
+   (rank only the newest 5000 matches; `sort=-created` by FTS rowid).
 
     .venv/bin/python bench/api_bench.py                               # 10 M segments, 100 k incidents
     .venv/bin/python bench/api_bench.py --sizes 1000000,3000000,10000000 --reuse --warm-cache \
-        --explain always --index-test                                 # the README's run (~20 min)
+        --explain always                                              # the README's run (~20 min)
     .venv/bin/python bench/api_bench.py --segments 200000 --incidents 10000 --requests 200   # quick
 
 Every process it starts (vigil-hub) is stopped by its PID in a `finally`.
@@ -58,9 +58,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benchlib import code_fingerprint, percentile  # noqa: E402
 
-from hub import records  # noqa: E402
-from hub.catalog import HubCatalog  # noqa: E402
+from hub.catalog import ROWS, SPANS, HubCatalog, IncidentQuery  # noqa: E402
+from hub.catalog.incidents import fts_query  # noqa: E402
 from hub.store import recording_key  # noqa: E402
+from shared.enums import ANNOTATION_KINDS, INCIDENT_STATUSES, SEVERITIES  # noqa: E402
 from shared.timeutil import us_to_iso  # noqa: E402
 from tools.apps import HUB_TOKENS, Hub  # noqa: E402
 from tools.processes import free_port  # noqa: E402
@@ -335,15 +336,15 @@ def fill_incidents(conn: sqlite3.Connection, p: dict[str, int], span: dict[str, 
             s = a + pyrng.randint(-120, 120) * US
             links.append((*cams[c], s, s + length))
         links = list(dict.fromkeys(links))
-        sev = pyrng.choices(records.SEVERITIES, weights=(4, 3, 2, 1))[0]
-        status = pyrng.choices(records.STATUSES, weights=(1, 1, 4, 6))[0]
+        sev = pyrng.choices(SEVERITIES, weights=(4, 3, 2, 1))[0]
+        status = pyrng.choices(INCIDENT_STATUSES, weights=(1, 1, 4, 6))[0]
         created = min(links, key=lambda lk: lk[2])[2] + pyrng.randint(60, 7200) * US
         updated = created + pyrng.randint(0, 3 * 86400) * US
         actor = pyrng.choice(ACTORS)
         title = words.text(pyrng.randint(4, 9), capital=True)
         desc = words.text(pyrng.randint(15, 60), capital=True) + "."
         tags = sorted({TAG_NAMES[i] for i in rng.choice(len(TAG_NAMES), size=pyrng.randint(1, 4), p=tag_p)})
-        batch["inc"].append((iid, title, desc, sev, records.SEVERITIES.index(sev) + 1, status,
+        batch["inc"].append((iid, title, desc, sev, SEVERITIES.index(sev) + 1, status,
                              pyrng.choice((None, *ACTORS)), int(pyrng.random() < 0.05),
                              min(lk[2] for lk in links), max(lk[3] for lk in links), created, actor, updated, actor))
         batch["link"] += [(iid, *lk) for lk in links]
@@ -357,8 +358,8 @@ def fill_incidents(conn: sqlite3.Connection, p: dict[str, int], span: dict[str, 
             notes.append(text)
             when = created + pyrng.randint(0, 86400) * US
             batch["ann"].append((aid, node, cam, at, at if pyrng.random() < 0.5 else min(e, at + 30 * US),
-                                 pyrng.choice(records.ANNOTATION_KINDS), text, iid, when, actor, when, actor))
-        # as hub.records.Records._reindex writes it: annotations by id joined with " \n", tags by name with " "
+                                 pyrng.choice(ANNOTATION_KINDS), text, iid, when, actor, when, actor))
+        # as hub.catalog.incidents._reindex writes it: annotations by id joined with " \n", tags by name with " "
         batch["fts"].append((iid, title, desc, " \n".join(notes), " ".join(tags)))
         batch["audit"].append((created, actor, "create", "incident", str(iid), iid,
                                json.dumps({"title": [None, title], "severity": [None, sev], "tags": [None, tags]})))
@@ -596,20 +597,15 @@ def measure(hub: Hub, span: dict[str, Any], cameras: int, n: int, warm: int, thr
     return out
 
 
-# -- explain ----------------------------------------------------------------------------------------
-# copies of the routes' SQL (hub/api.py list_segments, get_timeline); FTS_SQL is the search as it was
-# before hub/records.py list_incidents adopted the capped ranking and snippets-for-the-page-only
-# measured here (kept so the variants below stay comparable)
-SEG_SQL = ("SELECT node, seq, camera, run_id, start_us, end_us, bytes, sha256, video_codec, audio_codec, recovered, "
-           "length(fragments) / 32 AS fragments, stored_us FROM segments WHERE node = ? AND camera = ? "
-           "AND start_us >= ? AND start_us < ? AND end_us > ? AND deleting = 0 AND (start_us, seq) > (?, ?) "
-           "ORDER BY start_us, seq LIMIT ?")
-TL_SQL = ("SELECT start_us, end_us, run_id FROM segments WHERE node = ? AND camera = ? AND start_us >= ? "
-          "AND start_us < ? AND end_us > ? AND deleting = 0")
+# -- explain ---------------------------------------------------------------------------------------
+# The segment list and the timeline are timed and planned through the catalog's own reader (the
+# statement it ran is taken from SQLite's trace). FTS_SQL is the search as it was before the
+# catalog adopted the capped ranking and snippets-for-the-page-only measured here (kept so that
+# the variants below stay comparable); "catalog" is what the route runs today.
 FTS_SQL = ("SELECT i.*, snippet(incident_fts, -1, '<mark>', '</mark>', '…', 16) AS snip "
            "FROM incident_fts JOIN incidents i ON i.id = incident_fts.rowid WHERE incident_fts MATCH ? "
            "ORDER BY incident_fts.rank, i.id DESC LIMIT ? OFFSET ?")
-# what `sort=-created` runs today (snippet() is computed for every match before the sort) and a fix
+# what `sort=-created` ran before (snippet() computed for every match before the sort) and the fix
 FTS_SQL_CREATED = FTS_SQL.replace("ORDER BY incident_fts.rank, i.id DESC", "ORDER BY i.id DESC, i.id DESC")
 FTS_SQL_CREATED_FIX = FTS_SQL.replace("ORDER BY incident_fts.rank, i.id DESC", "ORDER BY incident_fts.rowid DESC")
 # candidate fix for rank: rank only the newest RANK_CAP matches (FTS5 walks rowids backwards cheaply)
@@ -626,32 +622,48 @@ def timed(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> tuple[fl
     return (time.perf_counter() - t) * 1000, len(rows)
 
 
-def plan(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[str]:
+def plan(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[str]:
     return [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
 
 
+def windows(kind: str, n: int, rng: random.Random, cams: list[tuple[str, str]], span: dict[str, Any]
+            ) -> list[tuple[str, str, int, int]]:
+    """(node, camera, start_us, end_us) of the requests `make_requests` would make."""
+    out = []
+    for path in make_requests(kind, n, rng, cams, span):
+        m = re.match(r".*/cameras/(\w+)\.(\w+)/\w+\?start=(\d+)&end=(\d+)", path)
+        assert m
+        out.append((m[1], m[2], int(m[3]) * US, int(m[4]) * US))
+    return out
+
+
 def explain(db_dir: Path, span: dict[str, Any], cameras: int, n: int) -> dict[str, Any]:
-    """The routes' SQL without HTTP: plan, time, and for search the candidate fix."""
+    """The routes' catalog reads without HTTP: plan, time, and for search the candidate fixes."""
     conn = sqlite3.connect(f"file:{db_dir / 'data' / 'hub.db'}?mode=ro", uri=True)
+    catalog = HubCatalog(db_dir / "data", readonly=True)
+    reader = catalog.reader()
+    ran: list[str] = []
+    reader.db.conn.set_trace_callback(ran.append)   # each statement as run, its parameters filled in
     rng = random.Random(SEED + 11)
     cams = camera_ids(cameras)
     out: dict[str, Any] = {}
-    seg_args, tl_args = [], []
-    for path in make_requests("segments", n, rng, cams, span):
-        m = re.match(r".*/cameras/(\w+)\.(\w+)/segments\?start=(\d+)&end=(\d+)", path)
-        assert m
-        a, b = int(m[3]) * US, int(m[4]) * US
-        seg_args.append((m[1], m[2], a - SEG_US, b, a, -1, -1, 1001))
-    for path in make_requests("timeline", n, rng, cams, span):
-        m = re.match(r".*/cameras/(\w+)\.(\w+)/timeline\?start=(\d+)&end=(\d+)", path)
-        assert m
-        a, b = int(m[3]) * US, int(m[4]) * US
-        tl_args.append((m[1], m[2], a - SEG_US, b, a))
-    for name, sql, argl in (("segments", SEG_SQL, seg_args), ("timeline", TL_SQL, tl_args)):
-        times = [timed(conn, sql, args) for args in argl]
-        out[name] = {"plan": plan(conn, sql, argl[0]), **summary([t / 1000 for t, _ in times]),
-                     "rows_mean": round(sum(r for _, r in times) / len(times), 1)}
-    queries = [records.fts_query(urllib.parse.unquote(p.split("q=")[1].split("&")[0]))
+    reads = {  # as list_segments (limit=1000, one more to know there is a next page) and get_timeline read
+        "segments": (windows("segments", n, rng, cams, span),
+                     lambda w: reader.segments_overlapping(*w, view=ROWS, after=None, limit=1001)),
+        "timeline": (windows("timeline", n, rng, cams, span),
+                     lambda w: reader.segments_overlapping(*w, view=SPANS)),
+    }
+    for name, (wins, read) in reads.items():
+        times, rows = [], []
+        for w in wins:
+            t = time.perf_counter()
+            rows.append(len(read(w)))
+            times.append(time.perf_counter() - t)
+        ran.clear()
+        read(wins[0])
+        out[name] = {"sql": ran[-1], "plan": plan(conn, ran[-1]), **summary(times),
+                     "rows_mean": round(sum(rows) / len(rows), 1)}
+    queries = [fts_query(urllib.parse.unquote(p.split("q=")[1].split("&")[0]))
                for p in make_requests("search", n, rng, cams, span)]
 
     def capped(q: str) -> list[Any]:
@@ -665,6 +677,7 @@ def explain(db_dir: Path, span: dict[str, Any], cameras: int, n: int) -> dict[st
 
     counts = [conn.execute(FTS_COUNT, (q,)).fetchone()[0] for q in queries]
     variants = {
+        "catalog": lambda q: reader.incidents(IncidentQuery(q=q, sort="rank", limit=50)),
         "route": lambda q: conn.execute(FTS_SQL, (q, 50, 0)).fetchall(),
         "rank_only": lambda q: conn.execute(FTS_RANK_ONLY, (q,)).fetchall(),
         "count": lambda q: conn.execute(FTS_COUNT, (q,)).fetchall(),
@@ -676,79 +689,45 @@ def explain(db_dir: Path, span: dict[str, Any], cameras: int, n: int) -> dict[st
     # the capped ranking gives the route's page whenever a query has at most RANK_CAP matches
     same = all([r[0] for r in conn.execute(FTS_SQL, (q, 50, 0))] == [r[0] for r in capped(q)]
                for q, c in zip(queries, counts, strict=True) if c <= RANK_CAP)
-    order = sorted(range(len(queries)), key=lambda i: times["route"][i])
+    order = sorted(range(len(queries)), key=lambda i: times["catalog"][i])
     slow = [{"q": queries[i], "matches": counts[i], **{k: round(v[i], 1) for k, v in times.items()}}
             for i in order[-3:]]
-    out["search"] = {"plan": plan(conn, FTS_SQL, (queries[0], 50, 0)), **summary([t / 1000 for t in times["route"]]),
+    ran.clear()
+    variants["catalog"](queries[0])
+    page_sql = next(sql for sql in ran if sql.startswith("SELECT i.id"))   # the statement that picks the page
+    out["search"] = {"sql": page_sql, "plan": plan(conn, page_sql), **summary([t / 1000 for t in times["catalog"]]),
                      "matches_p50": percentile(counts, 50), "matches_p99": percentile(counts, 99),
                      "matches_max": max(counts), "capped_same_page_when_under_cap": same, "slowest": slow,
                      "variants": {k: summary([t / 1000 for t in v]) for k, v in times.items()},
                      "created_plan": plan(conn, FTS_SQL_CREATED, (queries[0], 50, 0)),
                      "created_fix_plan": plan(conn, FTS_SQL_CREATED_FIX, (queries[0], 50, 0))}
     conn.close()
+    catalog.close()
     return out
 
 
 def print_explain(ex: dict[str, Any]) -> None:
     for kind in KINDS:
         e = ex[kind]
-        print(f"[explain {kind}] SQL only: p50 {e['p50']} ms, p99 {e['p99']}, max {e['max']}"
+        print(f"[explain {kind}] catalog read only: p50 {e['p50']} ms, p99 {e['p99']}, max {e['max']}"
               + (f"; {e['rows_mean']} rows" if "rows_mean" in e else ""))
+        print(f"    {e['sql']}")
         for line in e["plan"]:
             print(f"    {line}")
     s = ex["search"]
     v = s["variants"]
     print(f"[explain search] matches per query: p50 {s['matches_p50']:.0f}, p99 {s['matches_p99']:.0f}, "
           f"max {s['matches_max']}")
-    labels = {"route": "the route (rank, snippet, join)", "rank_only": "ORDER BY rank LIMIT 50 alone",
+    labels = {"catalog": "the catalog's search (the route today)", "route": "before: rank all, snippet all",
+              "rank_only": "ORDER BY rank LIMIT 50 alone",
               "count": "count(*) of the matches", "capped": f"rank only the newest {RANK_CAP} matches",
-              "created_now": "sort=-created as the route runs it", "created_fix": "sort=-created by fts rowid"}
+              "created_now": "before: sort=-created", "created_fix": "sort=-created by fts rowid"}
     for k, label in labels.items():
         print(f"    {label:40} p50 {v[k]['p50']:7.2f} ms, p99 {v[k]['p99']:7.2f}, max {v[k]['max']:7.2f}")
     print(f"    capped ranking = the route's page for every query with <= {RANK_CAP} matches: "
           f"{s['capped_same_page_when_under_cap']}")
     for q in s["slowest"]:
-        print(f"    slow: {q['q']!r}: {q['matches']} matches, route {q['route']} ms, capped {q['capped']} ms")
-
-
-def index_test(db_dir: Path, span: dict[str, Any], cameras: int, n: int) -> dict[str, Any]:
-    """Copy the db, add a covering index for the timeline query, time TL_SQL with the old and the new index."""
-    copy = db_dir.parent / f"{db_dir.name}-indextest"
-    shutil.rmtree(copy, ignore_errors=True)
-    copy.mkdir()
-    try:
-        t = time.monotonic()
-        shutil.copyfile(db_dir / "data" / "hub.db", copy / "hub.db")
-        conn = sqlite3.connect(copy / "hub.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        t1 = time.monotonic()
-        conn.execute("CREATE INDEX segments_camera_span ON segments (node, camera, start_us, end_us, run_id, deleting)")
-        build_s = time.monotonic() - t1
-        conn.close()
-        grow = (copy / "hub.db").stat().st_size - (db_dir / "data" / "hub.db").stat().st_size
-        print(f"[index] copy + CREATE INDEX segments_camera_span: {time.monotonic() - t:.0f} s (index build "
-              f"{build_s:.0f} s, +{grow / 1e6:.0f} MB)", flush=True)
-        conn = sqlite3.connect(f"file:{copy / 'hub.db'}?mode=ro", uri=True)
-        rng = random.Random(SEED + 13)
-        argl = []
-        for path in make_requests("timeline", n, rng, camera_ids(cameras), span):
-            m = re.match(r".*/cameras/(\w+)\.(\w+)/timeline\?start=(\d+)&end=(\d+)", path)
-            assert m
-            a, b = int(m[3]) * US, int(m[4]) * US
-            argl.append((m[1], m[2], a - SEG_US, b, a))
-        out: dict[str, Any] = {"index_build_s": round(build_s, 1), "index_mb": round(grow / 1e6)}
-        for name, index in (("old", "segments_camera_start"), ("covering", "segments_camera_span")):
-            sql = TL_SQL.replace("FROM segments", f"FROM segments INDEXED BY {index}")
-            [timed(conn, sql, args) for args in argl[:50]]  # warm
-            out[name] = {"plan": plan(conn, sql, argl[0]),
-                         **summary([timed(conn, sql, args)[0] / 1000 for args in argl])}
-            print(f"[index] timeline SQL with {index}: p50 {out[name]['p50']} ms, p99 {out[name]['p99']}, "
-                  f"max {out[name]['max']}; {out[name]['plan'][0]}", flush=True)
-        out["default_plan"] = plan(conn, TL_SQL, argl[0])
-        conn.close()
-        return out
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
+        print(f"    slow: {q['q']!r}: {q['matches']} matches, catalog {q['catalog']} ms, before {q['route']} ms")
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -785,8 +764,6 @@ def run_size(a: argparse.Namespace, segments: int) -> dict[str, Any]:
     if a.explain == "always" or (a.explain == "miss" and missed):
         res["explain"] = explain(db_dir, span, a.cameras, min(a.requests, 300))
         print_explain(res["explain"])
-    if a.index_test:
-        res["index_test"] = index_test(db_dir, span, a.cameras, min(a.requests, 300))
     return res
 
 
@@ -827,11 +804,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=4, help="client threads of the concurrent run (default 4)")
     ap.add_argument("--explain", choices=("miss", "always", "never"), default="miss",
                     help="run the SQL analysis when a p99 misses the target (default), always, or never")
-    ap.add_argument("--index-test", action="store_true",
-                    help="also copy each db, add a covering index for the timeline query and time both (slow)")
     ap.add_argument("--warm-cache", action="store_true",
                     help="read the db file once before starting the hub (needs RAM > db size to stay cached)")
-    ap.add_argument("--no-api", action="store_true", help="skip the HTTP measurement (fill, explain, index test)")
+    ap.add_argument("--no-api", action="store_true", help="skip the HTTP measurement (fill, explain)")
     ap.add_argument("--delete", action="store_true", help="delete each size's dir after measuring it")
     ap.add_argument("--json", type=Path, help="write every figure to this JSON file")
     a = ap.parse_args(argv)
@@ -849,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     rc = 0
     code = code_fingerprint()
-    print(f"hub code: {code} (commit + hash of hub/*.py and shared/*.py)", flush=True)
+    print(f"hub code: {code} (commit + hash of hub/ and shared/)", flush=True)
     try:
         for n in sizes:
             results.append(run_size(a, n))

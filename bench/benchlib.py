@@ -20,10 +20,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def code_fingerprint() -> str:
-    """The commit plus a hash of hub/ and shared/ as they are on disk (the hub runs from the working tree)."""
+    """The commit plus a hash of every .py under hub/ and shared/ as they are on disk (the hub runs
+    from the working tree)."""
     h = hashlib.sha256()
-    for f in sorted([*(REPO / "hub").glob("*.py"), *(REPO / "shared").glob("*.py")]):
-        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted([*(REPO / "hub").rglob("*.py"), *(REPO / "shared").rglob("*.py")]):
+        h.update(str(f.relative_to(REPO)).encode() + f.read_bytes())
     try:
         head = (REPO / ".git" / "HEAD").read_text().strip()
         if head.startswith("ref: "):

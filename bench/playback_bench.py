@@ -2,7 +2,7 @@
 """Playback benchmark: HLS playlists, first byte of a fragment through the hub, export throughput.
 
 Everything is a real process on 127.0.0.1 (SeaweedFS `weed mini` as S3, Mosquitto, `vigil-hub`, and for
-the export part a GStreamer test camera and `vigil-edge`), configured as tests/conftest.py does. One run:
+the export part a GStreamer test camera and `vigil-edge`), configured by tools/apps.py. One run:
 
 1. catalog: one synthetic camera `synth.cam1` with `--hours` of 60-s files back to back, each 30 fragments
    (2-s GOPs) of `--bitrate-mbps` (1 Mbit/s: ≈250 kB per fragment, ≈7.5 MB per file), written through
@@ -58,19 +58,20 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(1, str(REPO))
-sys.path.insert(2, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "bench"))
 import record_bench  # noqa: E402 - the /proc readers, shared with the other benchmarks
 from benchlib import code_fingerprint, percentile, stop_services  # noqa: E402
-from conftest import edge_mqtt  # noqa: E402
 
 from hub import playback  # noqa: E402
-from hub.catalog import HubCatalog, StoredSegment, decode_fragments  # noqa: E402 - the routes' own decoder
+from hub.catalog import HubCatalog, SegmentRow, StoredSegment  # noqa: E402
 from hub.config import S3Config  # noqa: E402
+from hub.exports import file_sha256  # noqa: E402
+from hub.remux import remux, source_of  # noqa: E402
 from hub.store import ObjectStore, recording_key  # noqa: E402
+from shared import fragments  # noqa: E402
 from shared.timeutil import us_to_iso  # noqa: E402
-from tools.apps import HUB_TOKENS, Edge, Hub  # noqa: E402
+from tools.apps import HUB_TOKENS, Edge, Hub, edge_mqtt  # noqa: E402
 from tools.cameras import TestCam, ensure_media  # noqa: E402
 from tools.services import Mosquitto, SeaweedS3  # noqa: E402
 
@@ -95,9 +96,6 @@ TARGET_EXPORT_RATIO = 0.5
 
 HUB_EXTRA = ('[retention]\nrecording_days = 36500\ninterval_seconds = 86400\n\n'
              '[api]\nmedia = "{media}"\n')
-# the route's SQL (hub/api.py get_playlist), for the in-process server-side timing
-PLAYLIST_SQL = ("SELECT seq, run_id, init_bytes, fragments FROM segments WHERE node = ? AND camera = ? "
-                "AND start_us >= ? AND start_us < ? AND end_us > ? AND deleting = 0 ORDER BY start_us, seq")
 
 
 class BenchError(Exception):
@@ -422,16 +420,15 @@ def measure_playlists(rig: Rig, a: argparse.Namespace, span: tuple[int, int]) ->
 
 
 def in_process_playlists(data_dir: Path, windows: list[tuple[int, int]]) -> dict[str, Any]:
-    """The route's work without HTTP: its SQL + fragment decoding, then build_playlist, then UTF-8."""
-    conn = HubCatalog(data_dir, readonly=True).conn   # what HubApi.read_conn opens
+    """The route's work without HTTP: its catalog read + fragment decoding, then build_playlist, then UTF-8."""
+    catalog = HubCatalog(data_dir, readonly=True)
+    reader = catalog.reader()   # what each API worker thread reads with
     try:
-        max_seg = conn.execute("SELECT max_segment_us FROM cameras WHERE node = ? AND camera = ?",
-                               (NODE, CAMERA)).fetchone()[0]
         sql_t, build_t, enc_t = [], [], []
         for start, end in windows:
             t = time.perf_counter()
-            files = [playback.PlaylistFile(f"{NODE}.{r[0]}", r[1], r[2], decode_fragments(r[3])) for r in conn.execute(
-                PLAYLIST_SQL, (NODE, CAMERA, start - max_seg, end, start))]
+            files = [playback.PlaylistFile(f"{NODE}.{r.seq}", r.run_id, r.init_bytes, fragments.to_rows(r.fragments))
+                     for r in reader.segments_overlapping(NODE, CAMERA, start, end)]
             t1 = time.perf_counter()
             text = playback.build_playlist(files, start, end, lambda sid: f"../../segments/{sid}/media.mp4")
             t2 = time.perf_counter()
@@ -441,7 +438,7 @@ def in_process_playlists(data_dir: Path, windows: list[tuple[int, int]]) -> dict
             build_t.append(t2 - t1)
             enc_t.append(t3 - t2)
     finally:
-        conn.close()
+        catalog.close()
     return {"sql": summary(sql_t), "build": summary(build_t), "encode": summary(enc_t)}
 
 
@@ -620,26 +617,21 @@ def plain_copy(s3: SeaweedS3, keys: list[tuple[str, int]], work: Path) -> dict[s
             "bench_cpu_s": round(self_cpu_s() - cpu0, 2), "seaweedfs_cpu_s": round(cpu_s(s3.pid) - s3cpu0, 2)}
 
 
-def source_rows(data_dir: Path, footage: dict[str, Any]) -> list[sqlite3.Row]:
+def source_rows(data_dir: Path, footage: dict[str, Any]) -> list[SegmentRow]:
     """The footage's segment rows as the exporter selects them (overlapping the range, time order)."""
-    conn = sqlite3.connect(f"file:{data_dir / 'hub.db'}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
+    catalog = HubCatalog(data_dir, readonly=True)
     try:
-        return conn.execute("SELECT node, seq, run_id, start_us, end_us, bytes, sha256, object_key, fragments "
-                            "FROM segments WHERE node = ? AND camera = ? AND start_us < ? AND end_us > ? "
-                            "AND deleting = 0 ORDER BY start_us, seq",
-                            (EDGE_NODE, EDGE_CAMERA, footage["end_us"], footage["start_us"])).fetchall()
+        return catalog.reader().segments_overlapping(EDGE_NODE, EDGE_CAMERA, footage["start_us"], footage["end_us"])
     finally:
-        conn.close()
+        catalog.close()
 
 
-def export_breakdown(s3: SeaweedS3, rows: list[sqlite3.Row], footage: dict[str, Any], work: Path
+def export_breakdown(s3: SeaweedS3, rows: list[SegmentRow], footage: dict[str, Any], work: Path
                      ) -> dict[str, Any]:
-    """The export's steps one after the other in this process, with hub.exports' and hub.store's own
-    functions on the same footage: download + sha256 of each source, remux, sha256 of the output, upload.
-    Where POST → done goes (minus queueing, catalog updates, manifest and signature)."""
+    """The export's steps one after the other in this process, with hub.remux's, hub.exports' and
+    hub.store's own functions on the same footage: download + sha256 of each source, remux, sha256
+    of the output, upload. Where POST → done goes (minus queueing, catalog updates, manifest and signature)."""
     try:
-        from hub import exports as hub_exports
         store = ObjectStore(s3_config(s3))
         store.client.head_bucket(Bucket=store.bucket)
         d = Path(tempfile.mkdtemp(prefix="breakdown-", dir=work))
@@ -649,19 +641,17 @@ def export_breakdown(s3: SeaweedS3, rows: list[sqlite3.Row], footage: dict[str, 
             local: dict[int, Path] = {}
             sources = []
             for r in rows:
-                path = d / f"{r['seq']}.mp4"
-                size, digest = store.download(r["object_key"], path)
-                if (size, digest) != (r["bytes"], r["sha256"]):
-                    raise BenchError(f"{r['object_key']}: downloaded {size} bytes, sha256 {digest}")
-                local[r["seq"]] = path
-                starts = tuple(t for _o, _n, t, _d in decode_fragments(r["fragments"]))
-                sources.append(hub_exports.Source(r["object_key"], r["sha256"], r["bytes"], r["node"], r["seq"],
-                                                  r["run_id"], r["start_us"], r["end_us"], starts))
+                path = d / f"{r.seq}.mp4"
+                size, digest = store.download(r.object_key, path)
+                if (size, digest) != (r.bytes, r.sha256):
+                    raise BenchError(f"{r.object_key}: downloaded {size} bytes, sha256 {digest}")
+                local[r.seq] = path
+                sources.append(source_of(r))
             t1 = time.perf_counter()
-            outs = hub_exports.remux(sources, lambda src: local[src.seq], footage["start_us"], footage["end_us"], d,
+            outs = remux(sources, lambda src: local[src.seq], footage["start_us"], footage["end_us"], d,
                                      "breakdown", "breakdown", lambda n: None)
             t2 = time.perf_counter()
-            hashed = [(o.path, *hub_exports.file_sha256(o.path)) for o in outs]
+            hashed = [(o.path, *file_sha256(o.path)) for o in outs]
             t3 = time.perf_counter()
             for path, size, digest in hashed:
                 with open(path, "rb") as body:
@@ -672,7 +662,7 @@ def export_breakdown(s3: SeaweedS3, rows: list[sqlite3.Row], footage: dict[str, 
             shutil.rmtree(d, ignore_errors=True)
     except Exception as exc:  # the exporter is new: report, do not fail the run
         return {"error": f"{exc.__class__.__name__}: {exc}"}
-    total = sum(r["bytes"] for r in rows)
+    total = sum(r.bytes for r in rows)
     steps = {"download_sha256_s": t1 - t0, "remux_s": t2 - t1, "output_sha256_s": t3 - t2, "upload_s": t4 - t3}
     return {**{k: round(v, 3) for k, v in steps.items()}, "total_s": round(t4 - t0, 3),
             "mb_s": round(total / MB / (t4 - t0), 2), "output_bytes": sum(size for _, size, _ in hashed)}
@@ -919,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         code = result["code"] = code_fingerprint()
-        print(f"work dir: {root}; hub code {code} (commit + hash of hub/*.py and shared/*.py)", flush=True)
+        print(f"work dir: {root}; hub code {code} (commit + hash of hub/ and shared/)", flush=True)
         run(a, root, result, rig)
         if code_fingerprint().split("+")[1] != code.split("+")[1]:
             print(f"WARNING: hub/ or shared/ changed on disk during the run ({code} -> {code_fingerprint()}); the "

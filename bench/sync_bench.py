@@ -3,8 +3,8 @@
 
 Everything is a real process on 127.0.0.1: one test RTSP server (tools/testcam.py) with N x K looped
 1080p15 H.264 mounts (≈4 Mbit/s each), a Mosquitto broker, SeaweedFS (`weed mini`, S3), N
-`vigil-edge` processes and one `vigil-hub`, configured like the Edge and Hub classes of
-tests/conftest.py do. One run measures, in order:
+`vigil-edge` processes and one `vigil-hub`, configured by the Edge and Hub classes of
+tools/apps.py. One run measures, in order:
 
 1. live:  the hub keeps up while the edges record for `--live-seconds`; ingest lag per segment
    (hub `segments.stored_us - end_us`), segments/s and MB/s ingested;
@@ -39,15 +39,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(1, str(REPO))
+sys.path.insert(0, str(REPO))
 import record_bench  # noqa: E402 - the /proc readers, shared with the recorder benchmark
 from benchlib import stop_services  # noqa: E402
-from conftest import edge_mqtt  # noqa: E402
 
 from hub.config import S3Config  # noqa: E402
 from hub.store import make_s3_client  # noqa: E402
-from tools.apps import Edge, Hub  # noqa: E402
+from tools.apps import Edge, Hub, edge_mqtt  # noqa: E402
 from tools.cameras import TestCam, ensure_media  # noqa: E402
 from tools.services import Mosquitto, SeaweedS3  # noqa: E402
 
@@ -600,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
              f"p95 {fmt(p95, 3)} s"),
         ]
         print_report(result)
-    except (BenchError, AssertionError) as exc:  # AssertionError: conftest's Edge/Hub failed to start
+    except (BenchError, AssertionError) as exc:  # AssertionError: tools.apps' Edge/Hub failed to start
         print(f"\nerror: {exc}", file=sys.stderr)
         rc = 1
     except KeyboardInterrupt:

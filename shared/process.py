@@ -3,6 +3,7 @@ its own thread, and running until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -46,6 +47,15 @@ def start_http_server(app: Any, host: str, port: int, timeout: float = 10.0, cer
     return server if server.started else None
 
 
+def settle_garbage_collector() -> None:
+    """Move everything start-up made (modules, config, boto3's service models: ~100 k objects) out
+    of the cyclic collector's sight. A full collection runs every few hundred requests (each one
+    promotes its short-lived rows); it scanned all of those objects and paused every thread for
+    ~40 ms, which showed as the hub API's p99. Frozen, it scans only what was made since."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_until_signal(start: Callable[[], None], stop_event: threading.Event, shutdown: Callable[[], None],
                      healthy: systemd.Health | None = None) -> None:
     """Install SIGTERM/SIGINT handlers that set `stop_event`, start, tell systemd (READY=1 and the
@@ -56,6 +66,7 @@ def run_until_signal(start: Callable[[], None], stop_event: threading.Event, shu
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     start()
+    settle_garbage_collector()
     systemd.serve(stop_event, healthy or (lambda: (True, "running")))
     stop_event.wait()
     systemd.notify("STOPPING=1", "STATUS=stopping")

@@ -23,6 +23,7 @@ from shared.timeutil import iso_to_us
 from tools.apps import HUB_TOKENS as HUB_TOKENS  # TOKEN, HUB_TOKENS and VENV_BIN: the tests import them from here
 from tools.apps import TOKEN as TOKEN
 from tools.apps import Edge, Hub
+from tools.apps import edge_mqtt as edge_mqtt
 from tools.cameras import TestCam, ensure_media
 from tools.processes import VENV_BIN as VENV_BIN
 from tools.services import Mosquitto, SeaweedS3
@@ -149,10 +150,6 @@ def s3(shared_s3: SeaweedS3) -> S3Bucket:
     bucket = S3Bucket(shared_s3, f"vigil-t{next(_bucket_numbers)}")
     shared_s3.client().create_bucket(Bucket=bucket.bucket)
     return bucket
-
-
-def edge_mqtt(broker: Mosquitto, **extra: Any) -> dict[str, Any]:
-    return {"url": broker.url, "username": "edge", "password": "edge-secret", **extra}
 
 
 @pytest.fixture

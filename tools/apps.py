@@ -33,7 +33,7 @@ from edge.catalog import Catalog, SegmentRow
 from tools.processes import VENV_BIN, ManagedProcess, free_port
 from tools.services import Mosquitto, SeaweedS3
 
-__all__ = ["HUB_TOKENS", "TOKEN", "Edge", "Hub"]
+__all__ = ["HUB_TOKENS", "TOKEN", "Edge", "Hub", "edge_mqtt"]
 
 TOKEN = "test-token-0123456789"
 # hub API tokens by role; the hub's config holds their sha256 under the names f"{role}-desk"
@@ -41,6 +41,11 @@ HUB_TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0
               "admin": "admin-token-0123456789"}
 
 HEALTHY_TIMEOUT_S = 30.0
+
+
+def edge_mqtt(broker: Mosquitto, **extra: Any) -> dict[str, Any]:
+    """An edge's `[mqtt]` settings for `broker`, as the broker's default `edge` user."""
+    return {"url": broker.url, "username": "edge", "password": "edge-secret", **extra}
 
 
 class _App(ManagedProcess):
