@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from edge.catalog import Catalog, SegmentRow
 from edge.metrics import EdgeMetrics
+from shared.config import ascii_digits
 from shared.http import ApiError, error_response, parse_range
 from shared.timeutil import us_to_iso
 
@@ -153,7 +154,7 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
 
     async def segment_file(request: Request) -> Response:
         raw = request.path_params["seq"]
-        if not raw.isdigit():
+        if not ascii_digits(raw):
             raise ApiError(400, "bad_parameter", f"seq must be a positive integer, got {raw!r}")
         seq = int(raw)
         row = await read(lambda c: c.segment(seq))

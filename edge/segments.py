@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 SEGMENTS_DIR = "segments"
 PART_SUFFIX = ".part"
-_NAME = re.compile(r"^(?P<start>\d{8}T\d{6}\.\d{6}Z)-r(?P<run>\d+)\.mp4$")
+_NAME = re.compile(r"(?P<start>[0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-r(?P<run>[0-9]+)\.mp4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,7 @@ def final_path_of(path: Path) -> Path:
 
 def parse_name(path: Path) -> tuple[int, int] | None:
     """(start_us, run_id) from a segment file name, final or `.part`."""
-    m = _NAME.match(final_path_of(path).name)
+    m = _NAME.fullmatch(final_path_of(path).name)
     return (compact_to_us(m["start"]), int(m["run"])) if m else None
 
 

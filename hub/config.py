@@ -130,6 +130,12 @@ class ApiConfig:
     max_range_days: float = field(31.0, check=between(0.01, 3660),
                                   doc="longest time range one query may ask for")
     max_body_kb: int = field(256, check=between(1, 65536), doc="largest request body accepted")
+    max_playlist_hours: float = field(24.0, check=between(0.01, 744),
+                                      doc="longest range one HLS playlist covers (a player asks for the next one "
+                                          "when it gets there); a 24-h playlist of 2-s fragments is 3.7 MB")
+    playlists_per_client: int = field(2, check=between(1, 64),
+                                      doc="playlists one client (API token, or playback token) may have the hub "
+                                          "build at once; more get 429 with Retry-After")
     token_key: str = field("", secret=True, check=lambda v: None if not v or len(v) >= 32 else
                            "must be at least 32 characters (or empty: a random key in hub.data_dir)",
                            doc="secret that signs playback tokens (empty: a random key kept in hub.data_dir); "

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,31 +59,38 @@ def build_playlist(files: list[PlaylistFile], start_us: int, end_us: int, media_
     """The m3u8 text for the fragments of `files` (in time order) overlapping [start_us, end_us).
 
     `media_uri(segment_id)` gives the URI of a file's bytes (relative to the playlist)."""
+    return "".join(playlist_chunks(files, start_us, end_us, media_uri, now))
+
+
+def playlist_chunks(files: list[PlaylistFile], start_us: int, end_us: int, media_uri: Any,
+                    now: int | None = None) -> Iterator[str]:
+    """`build_playlist` as it is made: the header, then the text of one file after another, so a
+    long playlist is sent while it is built and never held whole."""
     now = now_us() if now is None else now
-    entries: list[str] = []
-    longest = 1.0
+    chosen = [(f, [fr for fr in f.fragments if fr[2] + fr[3] > start_us and fr[2] < end_us]) for f in files]
+    chosen = [(f, frags) for f, frags in chosen if frags]
+    target = math.ceil(max((fr[3] / 1e6 for _f, frags in chosen for fr in frags), default=1.0))
+    finished = end_us <= now
+    yield "\n".join(["#EXTM3U", f"#EXT-X-VERSION:{HLS_VERSION}", f"#EXT-X-TARGETDURATION:{max(1, target)}",
+                     "#EXT-X-MEDIA-SEQUENCE:0", f"#EXT-X-PLAYLIST-TYPE:{'VOD' if finished else 'EVENT'}",
+                     "#EXT-X-INDEPENDENT-SEGMENTS"]) + "\n"
     prev_end: int | None = None
     prev_run: int | None = None
-    for f in files:
-        frags = [fr for fr in f.fragments if fr[2] + fr[3] > start_us and fr[2] < end_us]
-        if not frags:
-            continue
+    for f, frags in chosen:
+        entries = []
         first_start = frags[0][2]
         if prev_end is not None and (f.run != prev_run or abs(first_start - prev_end) > CONTIGUOUS_US):
             entries.append("#EXT-X-DISCONTINUITY")
         uri = media_uri(f.segment_id)
         entries.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(first_start)}")
         entries.append(f'#EXT-X-MAP:URI="{uri}",BYTERANGE="{f.init_bytes}@0"')
-        longest = max(longest, max(fr[3] for fr in frags) / 1e6)
         entries += [f"#EXTINF:{duration / 1e6:.3f},\n#EXT-X-BYTERANGE:{size}@{offset}\n{uri}"
                     for offset, size, _frag_start, duration in frags]
+        yield "\n".join(entries) + "\n"
         last = frags[-1]
         prev_end, prev_run = last[2] + last[3], f.run
-    finished = end_us <= now
-    head = ["#EXTM3U", f"#EXT-X-VERSION:{HLS_VERSION}", f"#EXT-X-TARGETDURATION:{math.ceil(longest)}",
-            "#EXT-X-MEDIA-SEQUENCE:0", f"#EXT-X-PLAYLIST-TYPE:{'VOD' if finished else 'EVENT'}",
-            "#EXT-X-INDEPENDENT-SEGMENTS"]
-    return "\n".join(head + entries + (["#EXT-X-ENDLIST"] if finished else [])) + "\n"
+    if finished:
+        yield "#EXT-X-ENDLIST\n"
 
 
 # -- tokens ---------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 T = TypeVar("T")
 ENV_PREFIX = "VIGIL_"
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# an id (node, camera): always `fullmatch` it (`match` with `$` lets a trailing newline through)
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class ConfigError(Exception):
@@ -35,8 +36,13 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
+def ascii_digits(text: str) -> bool:
+    """`text` is one or more of 0-9 (`str.isdigit` also takes "²" and "٣", which `int` refuses or reads)."""
+    return text.isascii() and text.isdigit()
+
+
 def check_id(value: str) -> str | None:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         return f"{value!r} is not a valid id (lower-case letters, digits and '-', 1-63 chars, not starting with '-')"
     return None
 
@@ -44,7 +50,7 @@ def check_id(value: str) -> str | None:
 def check_listen(value: str) -> str | None:
     """HOST:PORT for a server to listen on."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not ascii_digits(port) or not 0 < int(port) < 65536:
         return f"{value!r} is not HOST:PORT"
     return None
 
@@ -193,7 +199,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
+                if not ascii_digits(part) or int(part) >= len(node):
                     break
                 if last:
                     node[int(part)] = value

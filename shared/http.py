@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
+from shared.config import ascii_digits
+
 
 class ApiError(Exception):
     """A request the API answers with an error: HTTP status, a stable code, words for a person."""
@@ -39,7 +41,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first_s, sep, last_s = spec.strip().partition("-")
     first_s, last_s = first_s.strip(), last_s.strip()
-    if not sep or not (first_s.isdigit() or (not first_s and last_s.isdigit())) or (last_s and not last_s.isdigit()):
+    if not sep or not (ascii_digits(first_s) or (not first_s and ascii_digits(last_s))) or (
+            last_s and not ascii_digits(last_s)):
         return None
     if not first_s:                 # bytes=-n: the last n bytes
         n = int(last_s)

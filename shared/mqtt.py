@@ -224,11 +224,11 @@ class Topics:
         if "/".join(parts[: self._depth]) != self.prefix:
             raise MessageError("unknown_topic", f"topic {topic[:200]!r} is outside {self.prefix}/")
         rest = parts[self._depth:]
-        if len(rest) >= 2 and ID_PATTERN.match(rest[0]):
+        if len(rest) >= 2 and ID_PATTERN.fullmatch(rest[0]):
             node = rest[0]
             if len(rest) == 2 and rest[1] in ("status", "segment", "synced", "holds"):
                 return node, rest[1], None
-            if len(rest) == 4 and rest[1] == "camera" and rest[3] == "status" and ID_PATTERN.match(rest[2]):
+            if len(rest) == 4 and rest[1] == "camera" and rest[3] == "status" and ID_PATTERN.fullmatch(rest[2]):
                 return node, "camera_status", rest[2]
         raise MessageError("unknown_topic", f"unknown topic {topic[:200]!r}")
 
@@ -388,7 +388,7 @@ def _hold(item: Any) -> HoldRange:
     if not isinstance(item, dict):
         raise MessageError("bad_field", "each hold must be an object")
     camera = _get(item, "camera", str)
-    if not ID_PATTERN.match(camera):
+    if not ID_PATTERN.fullmatch(camera):
         raise MessageError("bad_field", "a hold's 'camera' is not a camera id")
     start_us, end_us = _iso_to_us(item, "start"), _iso_to_us(item, "end")
     if end_us <= start_us:
@@ -414,7 +414,7 @@ def decode(kind: str, payload: bytes) -> Message:
         if state == "offline":
             return NodeStatus(state, session)
         cameras = _get(d, "cameras", list)
-        if not all(isinstance(c, str) and ID_PATTERN.match(c) for c in cameras) or len(cameras) > 1000:
+        if not all(isinstance(c, str) and ID_PATTERN.fullmatch(c) for c in cameras) or len(cameras) > 1000:
             raise MessageError("bad_field", "'cameras' must be a list of camera ids")
         disk = _get(d, "disk", dict, required=False) or {}
         backlog = _get(d, "backlog", dict, required=False) or {}
@@ -439,7 +439,7 @@ def decode(kind: str, payload: bytes) -> Message:
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise MessageError("bad_field", "'sha256' is not 64 lower-case hex digits")
         camera = _get(d, "camera", str)
-        if not ID_PATTERN.match(camera):
+        if not ID_PATTERN.fullmatch(camera):
             raise MessageError("bad_field", "'camera' is not a camera id")
         seq = _get(d, "seq", int)
         if seq == 0:

@@ -42,7 +42,7 @@ def watchdog_seconds() -> float | None:
     """The watchdog timeout systemd set for this process (`WatchdogSec=`), or None."""
     usec = os.environ.get("WATCHDOG_USEC", "")
     pid = os.environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0 or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 1e6
 

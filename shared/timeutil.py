@@ -16,11 +16,12 @@ US_PER_S = 1_000_000
 INSTANT_MIN_US = 0
 INSTANT_MAX_US = 253402300800 * US_PER_S - 1
 
-_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-                      r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$")
+# ASCII digits only (`\d` takes every script's digits), matched whole (`fullmatch`)
+_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+                      r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))")
 # Epoch seconds as text: up to 11 digits (year 5138) and a fraction; `date +%s.%N` gives 9 digits,
 # those beyond microseconds are cut
-EPOCH_PATTERN = r"^\d{1,11}(\.\d{1,9})?$"
+EPOCH_PATTERN = r"^[0-9]{1,11}(\.[0-9]{1,9})?$"
 _EPOCH = re.compile(EPOCH_PATTERN)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -54,9 +55,9 @@ def iso_to_us(text: str) -> int:
     """An RFC 3339 date-time (ISO 8601 with a zone, `T` between date and time) as microseconds
     since the epoch, exactly (digits beyond microseconds are cut); ValueError otherwise, saying why.
     The inverse of `us_to_iso`."""
-    m = _RFC3339.match(text)
+    m = _RFC3339.fullmatch(text)
     if m is None:
-        if re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$", text):
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?", text):
             raise ValueError(f"{text[:40]!r} has no time zone (add Z for UTC)")
         raise ValueError(f"{text[:40]!r} is not an RFC 3339 time (2026-11-21T10:00:00Z)")
     year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
@@ -87,7 +88,7 @@ def parse_instant(value: str | int | float) -> int:
             raise ValueError("NaN is not a time")
         seconds = min(max(value, INSTANT_MIN_US // US_PER_S), INSTANT_MAX_US // US_PER_S + 1)
         us = seconds * US_PER_S if isinstance(seconds, int) else round(seconds * US_PER_S)
-    elif _EPOCH.match(value):
+    elif _EPOCH.fullmatch(value):
         whole, _, frac = value.partition(".")
         us = int(whole) * US_PER_S + int(frac[:6].ljust(6, "0"))
     else:

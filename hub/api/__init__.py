@@ -28,7 +28,7 @@ from hub.api.fleet import Fleet
 from hub.api.footage import Footage
 from hub.api.incidents import Incidents
 from hub.api.openapi import document
-from hub.api.routing import Endpoint, Router, Services
+from hub.api.routing import ClientSlots, Endpoint, Router, Services
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
 from hub.exports import Exporter
@@ -47,7 +47,9 @@ class HubApi:
         token_key = playback.load_key(cfg.api.token_key, cfg.hub.data_dir)
         self.services = Services(cfg=cfg, metrics=metrics, catalog=catalog, store=store, exporter=exporter,
                                  thumbnails=Thumbnails(store, metrics), token_key=token_key, ready=ready,
-                                 run_retention=run_retention, holds_changed=holds_changed)
+                                 run_retention=run_retention, holds_changed=holds_changed,
+                                 playlist_slots=ClientSlots(cfg.api.playlists_per_client, "playlists",
+                                                            "api.playlists_per_client"))
         admin = Admin(self.services)
         self.endpoints: list[Endpoint] = [
             *admin.endpoints(), *Fleet(self.services).endpoints(), *Footage(self.services).endpoints(),

@@ -27,14 +27,14 @@ from shared.http import ApiError
 from shared.timeutil import us_to_iso
 
 Note = text(20000)
-Colour = Annotated[str, Meta(pattern=r"^#[0-9a-fA-F]{6}$", description="#rrggbb")]
+Colour = Annotated[str, Meta(pattern=r"^#[0-9a-fA-F]{6}$(?!\n)", description="#rrggbb")]
 Category = text(40)
 IncidentRef = whole_number(1, 2**62, "an incident's id")
 
 
 class TagOut(Struct):
     name: str
-    colour: Annotated[str, Meta(pattern="^#[0-9a-f]{6}$")]
+    colour: Annotated[str, Meta(pattern=r"^#[0-9a-f]{6}$(?!\n)")]
     category: str
     created: Timestamp
 

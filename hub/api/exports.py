@@ -30,7 +30,7 @@ from shared.enums import EXPORT_STATUSES, ExportStatus
 from shared.http import ApiError
 from shared.timeutil import us_to_iso
 
-ExportId = Annotated[str, Meta(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$", description="export id")]
+ExportId = Annotated[str, Meta(pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$", description="export id")]
 
 
 class ExportFile(Struct):

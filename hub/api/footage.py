@@ -3,8 +3,9 @@ the playback tokens that open them to players without headers."""
 
 from __future__ import annotations
 
-import gzip
 import logging
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, UnsetType
@@ -12,9 +13,9 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from hub import playback, timeline
 from hub.api.fleet import CameraPath
-from hub.api.routing import API, Ctx, Endpoint, Params, Services, camera_row, check_range
+from hub.api.routing import API, Ctx, Endpoint, Params, Services, camera_row, check_range, client_of
 from hub.api.shapes import CameraId, CameraText, Instant, Limit, QueryTime, Struct, Timestamp, whole_number
-from hub.catalog import SPANS, CatalogReader, HoldSpan, SegmentRow
+from hub.catalog import SPANS, HoldSpan, SegmentRow
 from hub.store import ObjectStore, StoreError
 from hub.thumbnails import Undecodable
 from shared import fragments
@@ -23,7 +24,8 @@ from shared.http import ApiError, parse_range
 from shared.timeutil import iso_to_us, now_us, us_to_iso
 
 log = logging.getLogger(__name__)
-GZIP_PLAYLIST_BYTES = 64 * 1024
+GZIP_PLAYLIST_FILES = 60          # ~64 kB of playlist with 2-s fragments in 60-s files
+STREAM_PIECE_BYTES = 64 * 1024
 MEDIA_URI = "../../segments/{}/media.mp4"
 
 
@@ -35,13 +37,13 @@ class RangeQuery(Params):
 
 class SegmentsQuery(RangeQuery):
     limit: Limit = 100
-    cursor: Annotated[str, Meta(pattern=r"^\d{1,18}\.\d{1,18}$", description="next_cursor of the last page")] \
+    cursor: Annotated[str, Meta(pattern=r"^[0-9]{1,18}\.[0-9]{1,18}$", description="next_cursor of the last page")] \
         | None = None
     codes: ClassVar[dict[str, str]] = {"cursor": "bad_cursor"}
 
 
 class SegmentPath(Params):
-    id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}\.\d{1,18}$", description="segment id NODE.SEQ")]
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}\.[0-9]{1,18}$", description="segment id NODE.SEQ")]
 
     @property
     def node_seq(self) -> tuple[str, int]:
@@ -269,13 +271,11 @@ class Footage:
     def get_playlist(self, ctx: Ctx) -> Response:
         q = ctx.query
         node, cam = ctx.path.camera
-        check_range(q.start, q.end, self.s.max_range_us)
         if ctx.grant is not None and (ctx.grant.camera != f"{node}.{cam}" or q.start < ctx.grant.start_us
                                       or q.end > ctx.grant.end_us):
             raise ApiError(403, "token_scope", "the playback token is for another camera or a narrower range")
         suffix = f"?token={ctx.token}" if ctx.grant is not None else ""
-        return playlist_response(ctx.reader, node, cam, q.start, q.end, MEDIA_URI + suffix,
-                                 ctx.headers.get("accept-encoding", ""))
+        return playlist_response(self.s, ctx, node, cam, q.start, q.end, MEDIA_URI + suffix)
 
     def get_thumbnail(self, ctx: Ctx) -> Response:
         node, cam = ctx.path.camera
@@ -283,9 +283,11 @@ class Footage:
         if ctx.grant is not None and not ctx.grant.covers(f"{node}.{cam}", at, at + 1):
             raise ApiError(403, "token_scope", "the playback token does not cover this camera and instant")
         camera_row(ctx.reader, node, cam)
-        row = ctx.reader.segment_near(node, cam, at)
+        within = None if ctx.grant is None else (ctx.grant.start_us, ctx.grant.end_us)
+        row = ctx.reader.segment_near(node, cam, at, within)
         if row is None:
-            raise ApiError(404, "no_footage", f"the hub holds no footage of {node}.{cam}")
+            raise ApiError(404, "no_footage", f"the hub holds no footage of {node}.{cam}"
+                           + (" in the playback token's range" if within else ""))
         try:
             jpeg = self.s.thumbnails.jpeg(row)
         except Undecodable as exc:
@@ -334,16 +336,46 @@ class Footage:
         ]
 
 
-def playlist_response(reader: CatalogReader, node: str, cam: str, start_us: int, end_us: int, uri: str,
-                      accept_encoding: str) -> Response:
-    """The HLS playlist of a camera's range (gzip for a long one, when the client takes it)."""
-    camera_row(reader, node, cam)
-    files = [playback.PlaylistFile(f"{node}.{r.seq}", r.run_id, r.init_bytes, fragments.to_rows(r.fragments))
-             for r in reader.segments_overlapping(node, cam, start_us, end_us)]
-    body = playback.build_playlist(files, start_us, end_us, uri.format).encode()
+def playlist_response(s: Services, ctx: Ctx, node: str, cam: str, start_us: int, end_us: int, uri: str,
+                      what: str = "playlist") -> Response:
+    """The HLS playlist of a camera's range, sent while it is built (gzip when the client takes it
+    and it is long). Every playlist, a camera's or an incident's, is checked here: at most
+    api.max_playlist_hours, and api.playlists_per_client being built at once per client."""
+    check_range(start_us, end_us, s.max_playlist_us, what, "api.max_playlist_hours")
+    camera_row(ctx.reader, node, cam)
+    release = s.playlist_slots.take(client_of(ctx))
+    try:
+        files = [playback.PlaylistFile(f"{node}.{r.seq}", r.run_id, r.init_bytes, fragments.to_rows(r.fragments))
+                 for r in ctx.reader.segments_overlapping(node, cam, start_us, end_us)]
+    except BaseException:
+        release()
+        raise
+    gzipped = "gzip" in ctx.headers.get("accept-encoding", "") and len(files) > GZIP_PLAYLIST_FILES
     headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
-    if len(body) > GZIP_PLAYLIST_BYTES and "gzip" in accept_encoding:
-        body = gzip.compress(body, compresslevel=1)   # a 24-h playlist: 3.7 MB -> 0.5 MB in ~11 ms
+    if gzipped:
         headers["Content-Encoding"] = "gzip"
-    return Response(body, media_type="application/vnd.apple.mpegurl", headers=headers)
+    return StreamingResponse(_playlist_body(playback.playlist_chunks(files, start_us, end_us, uri.format), gzipped,
+                                            release), media_type="application/vnd.apple.mpegurl", headers=headers)
+
+
+def _playlist_body(chunks: Iterator[str], gzipped: bool, release: Callable[[], None]) -> Iterator[bytes]:
+    """`chunks` as bytes in pieces of ~64 kB (each piece is one hop from the event loop to a
+    worker thread), gzip-compressed on the way (level 1: a 24-h playlist, 3.7 MB, becomes 0.5 MB);
+    the client's playlist slot is released when the body is sent or the client went away."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31) if gzipped else None
+    pending: list[bytes] = []
+    size = 0
+    try:
+        for text in chunks:
+            data = text.encode()
+            pending.append(packer.compress(data) if packer else data)
+            size += len(data)
+            if size >= STREAM_PIECE_BYTES:
+                yield b"".join(pending)
+                pending, size = [], 0
+        if packer:
+            pending.append(packer.flush())
+        yield b"".join(pending)
+    finally:
+        release()
 

@@ -26,7 +26,19 @@ from hub.api.routing import (
     next_offset,
     optional_range,
 )
-from hub.api.shapes import CameraId, CameraText, Limit, Offset, QueryTime, Struct, Timestamp, csv_of, iso, text
+from hub.api.shapes import (
+    CameraId,
+    CameraText,
+    Limit,
+    Offset,
+    QueryText,
+    QueryTime,
+    Struct,
+    Timestamp,
+    csv_of,
+    iso,
+    text,
+)
 from hub.catalog import AuditEntry, CatalogReader, HoldRow, Incident, IncidentChanges, IncidentQuery, NewIncident
 from shared.enums import INCIDENT_STATUSES, SEVERITIES, AuditAction, AuditEntity, IncidentStatus, Severity
 from shared.http import ApiError
@@ -37,7 +49,7 @@ MAX_TAGS = 32
 Title = text(200, required=True)
 Description = text(20000)
 Assignee = text(64)
-TagName = Annotated[str, Meta(pattern=r"^\w[\w .:-]{0,39}$", description="1-40 letters, digits, space . : _ -")]
+TagName = Annotated[str, Meta(pattern=r"^\w[\w .:-]{0,39}$(?!\n)", description="1-40 letters, digits, space . : _ -")]
 IncidentId = Annotated[int, Meta(ge=1, le=2**62)]
 IncidentSort = Literal["-updated", "updated", "-created", "created", "-severity", "severity", "-start", "start", "rank"]
 
@@ -82,7 +94,8 @@ class IncidentOut(Struct):
     created_by: str
     updated: Timestamp
     updated_by: str
-    snippet: Annotated[str, Meta(description="with q: the best match, terms in <mark>…</mark>")] | UnsetType = UNSET
+    snippet: Annotated[str, Meta(description="with q: the best match as HTML: the text escaped, the terms in "
+                                             "<mark>…</mark>")] | UnsetType = UNSET
 
     @classmethod
     def of(cls, i: Incident) -> IncidentOut:
@@ -103,15 +116,15 @@ class IncidentList(Struct):
 class IncidentsQuery(Params):
     status: csv_of(INCIDENT_STATUSES) | None = None            # type: ignore[valid-type]
     severity: csv_of(SEVERITIES) | None = None                 # type: ignore[valid-type]
-    assignee: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    assignee: Annotated[str, Meta(min_length=1, max_length=200, pattern=QueryText)] | None = None
     camera: CameraId | None = None
     start: Annotated[QueryTime, Meta(description="with end: overlapping this range")] | None = None
     end: Annotated[QueryTime, Meta(description="with start")] | None = None
-    tag: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    tag: Annotated[str, Meta(min_length=1, max_length=200, pattern=QueryText)] | None = None
     holding: Annotated[bool, Meta(description="only incidents that hold (or do not hold) footage")] | None = None
-    q: Annotated[str, Meta(max_length=200, pattern=r"\w", description="full-text search over titles, descriptions, "
-                                                                       "annotations, tags; word* matches a prefix")] \
-        | None = None
+    q: Annotated[str, Meta(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*\w[^\x00-\x1f\x7f]*$(?!\n)",
+                           description="full-text search over titles, descriptions, annotations, tags; word* "
+                                       "matches a prefix")] | None = None
     sort: IncidentSort | None = None
     limit: Limit = 100
     offset: Offset = 0
@@ -256,8 +269,10 @@ class Incidents:
                 raise ApiError(404, "unknown_camera", f"incident {ctx.path.id} does not cover camera {want}")
         node, cam = links[0].node, links[0].camera        # links are ordered by camera: the first camera
         links = [lk for lk in links if (lk.node, lk.camera) == (node, cam)]
-        return playlist_response(ctx.reader, node, cam, min(lk.start_us for lk in links),
-                                 max(lk.end_us for lk in links), MEDIA_URI, ctx.headers.get("accept-encoding", ""))
+        return playlist_response(self.s, ctx, node, cam, min(lk.start_us for lk in links),
+                                 max(lk.end_us for lk in links), MEDIA_URI,
+                                 f"incident {ctx.path.id}'s ranges on {node}.{cam} (play each range with the "
+                                 "camera's playlist)")
 
     def list_audit(self, ctx: Ctx) -> AuditList:
         q = ctx.query

@@ -20,6 +20,8 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,6 +40,7 @@ from hub.api.shapes import CameraId, CameraText, Instant, Limit, Offset, Timesta
 from hub.catalog import CatalogBusy, CatalogReader, HubCatalog, Link
 from hub.config import ROLES, HubConfig
 from hub.metrics import HubMetrics
+from shared.config import ascii_digits
 from shared.http import ApiError, error_response
 from shared.timeutil import us_to_iso
 
@@ -94,9 +97,19 @@ class Page(Params):
     offset: Offset = 0
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def decode_params(kind: type, raw: Mapping[str, str], where: str) -> Any:
     """The path or query parameters as their shape: a bad path value is 404 (no such resource), a bad
-    query value 400 (`missing_parameter`, `unknown_parameter`, `bad_parameter` or its own code)."""
+    query value 400 (`missing_parameter`, `unknown_parameter`, `bad_parameter` or its own code).
+    No path or query value holds a control character: one is refused before any pattern sees it
+    (Python's `$` matches before a final newline, so `^id$` alone would let `id\n` through)."""
+    bad = next((name for name, v in raw.items() if _CONTROL.search(v)), None)
+    if bad is not None:
+        if where == "path":
+            raise ApiError(404, "not_found", f"{bad}: control characters are not part of any id")
+        raise ApiError(400, "bad_parameter", f"{bad[:40]!r}: control characters are not allowed in a query value")
     try:
         value = msgspec.convert(dict(raw), kind, strict=False, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
@@ -188,7 +201,7 @@ class Router:
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         too_large = ApiError(413, "body_too_large", f"the body exceeds {self.max_body} bytes (api.max_body_kb)")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+        if declared is not None and (not ascii_digits(declared) or int(declared) > self.max_body):
             raise too_large
         data = bytearray()
         async for chunk in request.stream():
@@ -285,10 +298,53 @@ class Services:
     ready: Callable[[], list[str]]
     run_retention: Callable[[], Any]
     holds_changed: Callable[[], None]
+    playlist_slots: ClientSlots
 
     @property
     def max_range_us(self) -> int:
         return int(self.cfg.api.max_range_days * 86400e6)
+
+    @property
+    def max_playlist_us(self) -> int:
+        return min(self.max_range_us, int(self.cfg.api.max_playlist_hours * 3600e6))
+
+
+class ClientSlots:
+    """At most `limit` requests of one kind in flight per client; the next gets 429."""
+
+    def __init__(self, limit: int, what: str, setting: str) -> None:
+        self.limit, self.what, self.setting = limit, what, setting
+        self._lock = threading.Lock()
+        self._busy: dict[str, int] = {}
+
+    def take(self, client: str) -> Callable[[], None]:
+        """A slot for `client` (ApiError 429 when it has `limit` already); call the result once done."""
+        with self._lock:
+            n = self._busy.get(client, 0)
+            if n >= self.limit:
+                raise ApiError(429, "too_many_requests", f"{n} {self.what} of this client are being made; "
+                               f"wait for one ({self.setting} = {self.limit})", {"Retry-After": "1"})
+            self._busy[client] = n + 1
+        released = threading.Event()
+
+        def release() -> None:
+            if released.is_set():
+                return
+            released.set()
+            with self._lock:
+                left = self._busy[client] - 1
+                if left:
+                    self._busy[client] = left
+                else:
+                    del self._busy[client]
+        return release
+
+
+def client_of(ctx: Ctx) -> str:
+    """Who a request is for the per-client limits: its API token's name, or its playback token."""
+    if ctx.token is not None:
+        return "playback:" + hashlib.sha256(ctx.token.encode()).hexdigest()[:16]
+    return "token:" + ctx.actor
 
 
 # -- checks the handlers share ----------------------------------------------------------------------

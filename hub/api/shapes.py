@@ -44,7 +44,7 @@ class CameraId:
     @classmethod
     def parse(cls, text: str) -> CameraId:
         node, sep, camera = text.partition(".")
-        if not sep or not ID_PATTERN.match(node) or not ID_PATTERN.match(camera):
+        if not sep or not ID_PATTERN.fullmatch(node) or not ID_PATTERN.fullmatch(camera):
             raise ValueError(f"bad_camera: {text[:80]!r} is not a camera id (NODE.CAMERA)")
         return cls(node, camera)
 
@@ -127,6 +127,9 @@ Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time", "examp
 CameraText = Annotated[str, Meta(pattern=CAMERA_PATTERN)]           # a camera id in an answer
 NonBlank = r"^[^\x00]*\S[^\x00]*$"                                  # some text, no NUL
 NoNul = r"^[^\x00]*$"
+# a query string's text: no control characters (routing.decode_params refuses them in every query
+# and path value); `(?!\n)` because Python's `$` also matches before a final newline
+QueryText = r"^[^\x00-\x1f\x7f]*$(?!\n)"
 PAGE_MAX = 1000
 Limit = Annotated[int, Meta(ge=1, le=PAGE_MAX, description=f"page size (1-{PAGE_MAX})")]
 Offset = Annotated[int, Meta(ge=0, le=10_000_000, description="rows to skip")]

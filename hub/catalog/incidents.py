@@ -13,6 +13,7 @@ questions with `tsvector`.
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 from typing import Any, NamedTuple, TypedDict
 
@@ -52,7 +53,7 @@ class Incident:
     updated_by: str
     links: list[Link]
     tags: list[str]
-    snippet: str | None = None       # with a search: the best match, terms in <mark>…</mark>
+    snippet: str | None = None       # with a search: the best match as HTML: escaped text, terms in <mark>…</mark>
 
     @property
     def holding(self) -> bool:
@@ -120,6 +121,15 @@ def _links(db: Sql, incident_id: int) -> list[Link]:
 
 def _tags(db: Sql, incident_id: int) -> list[str]:
     return [r[0] for r in db.rows("SELECT tag FROM incident_tags WHERE incident_id = ? ORDER BY tag", (incident_id,))]
+
+
+# FTS5 marks the matches with these (private-use characters), then the text is HTML-escaped and
+# they become <mark> and </mark>: a title like `<img onerror=...>` comes back as text, never markup
+_OPEN, _CLOSE = "\ue000", "\ue001"
+
+
+def _marked_html(snippet: str) -> str:
+    return html.escape(snippet, quote=True).replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>")
 
 
 def _incident(db: Sql, row: Row, snippet: str | None = None) -> Incident:
@@ -240,8 +250,8 @@ class IncidentReads(Reader):
         rows = {r["id"]: r for r in self.db.rows(f"SELECT * FROM incidents WHERE id IN ({marks})", ids)}
         snippets: dict[int, str] = {}
         if fts:
-            snippets = {r[0]: r[1] for r in self.db.rows(
-                "SELECT rowid, snippet(incident_fts, -1, '<mark>', '</mark>', '…', 16) FROM incident_fts "
+            snippets = {r[0]: _marked_html(r[1]) for r in self.db.rows(
+                f"SELECT rowid, snippet(incident_fts, -1, '{_OPEN}', '{_CLOSE}', '…', 16) FROM incident_fts "
                 f"WHERE incident_fts MATCH ? AND rowid IN ({marks})", (fts, *ids))}
         return [_incident(self.db, rows[i], snippets.get(i, "") if fts else None) for i in ids if i in rows], capped
 

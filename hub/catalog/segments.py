@@ -19,7 +19,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from hub.catalog.db import Reader, Row, Writer
 from hub.catalog.holds import HOLDING_SQL
-from shared.timeutil import now_us
+from shared.timeutil import INSTANT_MAX_US, INSTANT_MIN_US, now_us
 
 T = TypeVar("T")
 
@@ -111,15 +111,22 @@ class SegmentReads(Reader):
                           (node, seq))
         return None if row is None else SegmentRow.from_row(row)
 
-    def segment_near(self, node: str, camera: str, at_us: int) -> SegmentRow | None:
+    def segment_near(self, node: str, camera: str, at_us: int, within: tuple[int, int] | None = None
+                     ) -> SegmentRow | None:
         """The segment holding `at` (the latest starting one if several do), else the nearer of the
-        segments either side; None for a camera without footage."""
-        holding = self.segments_overlapping(node, camera, at_us, at_us + 1)
+        segments either side; None for a camera without footage. With `within` (start, end), only a
+        segment overlapping that range (a playback token's) is taken."""
+        lo, hi = within or (INSTANT_MIN_US, INSTANT_MAX_US + 1)
+        holding = self.segments_overlapping(node, camera, at_us, at_us + 1) if lo <= at_us < hi else []
         if holding:
             return holding[-1]
         cols = f"SELECT {SegmentRow.COLUMNS} FROM segments WHERE node = ? AND camera = ? AND deleting = 0"
-        before = self.db.row(cols + " AND start_us <= ? ORDER BY start_us DESC LIMIT 1", (node, camera, at_us))
-        after = self.db.row(cols + " AND start_us > ? ORDER BY start_us LIMIT 1", (node, camera, at_us))
+        # (the lower bound keeps the backward scan inside `within`, as in _OVERLAPPING)
+        before = self.db.row(cols + " AND start_us <= ? AND start_us < ? AND end_us > ? AND start_us >= ? - "
+                             "(SELECT max_segment_us FROM cameras WHERE node = ? AND camera = ?) "
+                             "ORDER BY start_us DESC LIMIT 1", (node, camera, at_us, hi, lo, lo, node, camera))
+        after = self.db.row(cols + " AND start_us > ? AND start_us < ? AND end_us > ? ORDER BY start_us LIMIT 1",
+                            (node, camera, at_us, hi, lo))
         if before is None or after is None:
             found = before or after
             return None if found is None else SegmentRow.from_row(found)
