@@ -10,11 +10,13 @@ opens every file; `EXT-X-DISCONTINUITY` marks a gap or a new run (a new muxer), 
 `EXT-X-GAP`, which hls.js skips over. The first entry is the fragment holding `start`; a range
 that reaches into the future is an `EVENT` playlist without `ENDLIST`.
 
-Token: `v1.<payload>.<mac>`, payload = base64url JSON {camera, start_us, end_us, exp}, mac =
-HMAC-SHA256 over the payload with the hub's key (`api.token_key`, or a random key kept in
+Token: `v2.<payload>.<mac>`, payload = base64url JSON {camera, start_us, end_us, exp, iss, iat},
+mac = HMAC-SHA256 over the payload with the hub's key (`api.token_key`, or a random key kept in
 `<data_dir>/playback-token.key`). It grants read access to that camera's segments overlapping
 that range until `exp`, and nothing else; it cannot be widened (the range and camera are under
-the MAC) or used after expiry.
+the MAC) or used after expiry. `iss` is the name of the API token that asked for it and `iat`
+when: the API refuses it once that API token is no longer configured, or once an admin revoked
+that issuer's (or every issuer's) tokens made before some instant (`hub/catalog/tokens.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ HLS_VERSION = 6
 TOKEN_KEY_FILE = "playback-token.key"
 MAX_TOKEN_SECONDS = 7 * 86400
 MAX_TOKEN_CHARS = 1024
+TOKEN_VERSION = "v2"      # v1 (until December 2026) had no issuer and cannot be revoked: refused
 # consecutive files of one run closer than this play on without a discontinuity
 CONTIGUOUS_US = 500_000
 
@@ -106,6 +109,8 @@ class PlaybackGrant:
     start_us: int
     end_us: int
     exp_us: int
+    issuer: str            # the name of the API token that asked for it
+    issued_us: int
 
     def covers(self, camera: str, start_us: int, end_us: int) -> bool:
         return camera == self.camera and start_us < self.end_us and end_us > self.start_us
@@ -140,22 +145,26 @@ def _unb64(text: str) -> bytes:
 
 def sign(key: bytes, grant: PlaybackGrant) -> str:
     payload = _b64(json.dumps({"camera": grant.camera, "start_us": grant.start_us, "end_us": grant.end_us,
-                               "exp": grant.exp_us}, separators=(",", ":")).encode())
+                               "exp": grant.exp_us, "iss": grant.issuer, "iat": grant.issued_us},
+                              separators=(",", ":")).encode())
     mac = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    return f"v1.{payload}.{mac}"
+    return f"{TOKEN_VERSION}.{payload}.{mac}"
 
 
 def verify(key: bytes, token: str) -> PlaybackGrant:
     """The grant of a valid, unexpired token; TokenError(401) otherwise."""
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != "v1" or len(token) > MAX_TOKEN_CHARS:
+    if len(parts) != 3 or len(token) > MAX_TOKEN_CHARS or not parts[0].startswith("v"):
         raise TokenError(401, "bad_token", "not a playback token")
+    if parts[0] != TOKEN_VERSION:
+        raise TokenError(401, "bad_token", f"a playback token of an older format ({parts[0][:8]}); ask for a new one")
     want = _b64(hmac.new(key, parts[1].encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(want, parts[2]):
         raise TokenError(401, "bad_token", "the playback token's signature does not match")
     try:
         d = json.loads(_unb64(parts[1]))
-        grant = PlaybackGrant(str(d["camera"]), int(d["start_us"]), int(d["end_us"]), int(d["exp"]))
+        grant = PlaybackGrant(str(d["camera"]), int(d["start_us"]), int(d["end_us"]), int(d["exp"]), str(d["iss"]),
+                              int(d["iat"]))
     except (ValueError, KeyError, TypeError):
         raise TokenError(401, "bad_token", "the playback token is malformed") from None
     if grant.exp_us <= now_us():

@@ -15,7 +15,7 @@ from hub import playback, timeline
 from hub.api.fleet import CameraPath
 from hub.api.routing import API, Ctx, Endpoint, Params, Services, camera_row, check_range, client_of
 from hub.api.shapes import CameraId, CameraText, Instant, Limit, QueryTime, Struct, Timestamp, whole_number
-from hub.catalog import SPANS, HoldSpan, SegmentRow
+from hub.catalog import EVERY_ISSUER, SPANS, HoldSpan, SegmentRow
 from hub.store import ObjectStore, StoreError
 from hub.thumbnails import Undecodable
 from shared import fragments
@@ -153,6 +153,17 @@ class PlaybackTokenCreate(Struct):
     start: Instant
     end: Instant
     ttl_seconds: whole_number(1, playback.MAX_TOKEN_SECONDS, "how long the token works (default 1 h)") = 3600  # type: ignore[valid-type,assignment]
+
+
+class PlaybackTokenRevoke(Struct):
+    issuer: Annotated[str, Meta(min_length=1, max_length=200, description="the name of the API token whose playback "
+                                "tokens stop working")] | None = None
+    all: Annotated[bool, Meta(description="true: every issuer's playback tokens")] = False
+
+
+class PlaybackRevocation(Struct):
+    issuer: Annotated[str, Meta(description="the API token's name, or * for every issuer")]
+    revoked_before: Timestamp
 
 
 class PlaybackToken(Struct):
@@ -302,12 +313,26 @@ class Footage:
         b = ctx.body
         check_range(b.start, b.end, self.s.max_range_us)
         camera_row(ctx.reader, *b.camera)
-        grant = playback.PlaybackGrant(str(b.camera), b.start, b.end, now_us() + b.ttl_seconds * 1_000_000)
+        now = now_us()
+        grant = playback.PlaybackGrant(str(b.camera), b.start, b.end, now + b.ttl_seconds * 1_000_000, ctx.actor, now)
         token = playback.sign(self.s.token_key, grant)
         return PlaybackToken(token=token, camera=grant.camera, start=us_to_iso(b.start), end=us_to_iso(b.end),
                              expires=us_to_iso(grant.exp_us),
                              playlist_url=f"{API}/cameras/{grant.camera}/playlist.m3u8?start={us_to_iso(b.start)}"
                                           f"&end={us_to_iso(b.end)}&token={token}")
+
+    def revoke_playback_tokens(self, ctx: Ctx) -> PlaybackRevocation:
+        b = ctx.body
+        if (b.issuer is None) == (not b.all):
+            raise ApiError(422, "bad_body", "name an issuer (the API token's name) or set all: true, not both")
+        if b.issuer is not None and not any(t.name == b.issuer for t in self.s.cfg.tokens):
+            raise ApiError(422, "unknown_issuer", f"no API token is named {b.issuer[:60]!r} ([[tokens]] names)")
+        issuer = EVERY_ISSUER if b.all else b.issuer
+        before = now_us()
+        self.s.catalog.revoke_playback_tokens(issuer, before)
+        log.warning("playback tokens revoked", extra={"issuer": issuer, "before": us_to_iso(before),
+                                                      "by": ctx.actor})
+        return PlaybackRevocation(issuer=issuer, revoked_before=us_to_iso(before))
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -333,6 +358,10 @@ class Footage:
             Endpoint("POST", f"{API}/playback-tokens", self.create_playback_token,
                      "A signed, expiring, read-only token for one camera and range (for players that cannot send "
                      "headers)", body=PlaybackTokenCreate, response=PlaybackToken, status=201, tag="playback"),
+            Endpoint("POST", f"{API}/playback-tokens/revoke", self.revoke_playback_tokens,
+                     "Revoke the playback tokens one API token (or every one) issued until now",
+                     role="admin", body=PlaybackTokenRevoke, response=PlaybackRevocation, tag="playback",
+                     errors=(422,)),
         ]
 
 

@@ -235,9 +235,20 @@ class Router:
     def _run(self, ep: Endpoint, ctx: Ctx) -> Any:
         ctx.reader = self.catalog.reader()
         try:
+            if ctx.grant is not None:
+                self._check_issuer(ctx.grant, ctx.reader)
             return ep.handler(ctx)
         except CatalogBusy:
             raise ApiError(503, "busy", "the catalog is busy; retry") from None
+
+    def _check_issuer(self, grant: playback.PlaybackGrant, reader: CatalogReader) -> None:
+        """A playback token works while the API token that issued it is configured and an admin has
+        not revoked that issuer's (or every issuer's) tokens made before it was."""
+        if not any(t.name == grant.issuer for t in self.cfg.tokens):
+            raise ApiError(401, "token_revoked", "the API token that issued this playback token is no longer "
+                                                 "configured; ask for a new one")
+        if grant.issued_us < reader.playback_revoked_before(grant.issuer):
+            raise ApiError(401, "token_revoked", "this playback token was revoked; ask for a new one")
 
     def _route(self, ep: Endpoint) -> Callable[[Request], Any]:
         template = ep.path

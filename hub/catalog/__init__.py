@@ -12,7 +12,8 @@ annotations, the audit trail and export jobs. The rest of the hub sees typed row
         r.stored_seqs(node, seqs)           #   (ingest threads: no connection per thread)
 
 The queries live in one module per table group (`fleet`, `segments`, `holds`, `incidents`,
-`annotations`, `audit`, `exports`), as read and write mixins that `CatalogReader` and `HubCatalog` combine; `schema`
+`annotations`, `audit`, `exports`, `tokens`), as read and write mixins that `CatalogReader` and
+`HubCatalog` combine; `schema`
 holds the migrations. A PostgreSQL catalog is another `Sql` (db.py) and schema list under the same
 methods. A segment row is written only after its object is in S3 with a verified sha256, so a row
 always means "stored".
@@ -53,11 +54,12 @@ from hub.catalog.segments import (
     SegmentWrites,
     StoredSegment,
 )
+from hub.catalog.tokens import EVERY_ISSUER, TokenReads, TokenWrites
 from shared import sqlite
 
 __all__ = [
-    "CATALOG_NAME", "ROWS", "SPANS", "Annotation", "AnnotationChanges", "AuditEntry", "CameraRow", "CatalogBusy",
-    "CatalogError", "CatalogReader", "DoomedSegment", "EdgeGap", "ExportJob", "GapSpan", "HoldRow",
+    "CATALOG_NAME", "EVERY_ISSUER", "ROWS", "SPANS", "Annotation", "AnnotationChanges", "AuditEntry", "CameraRow",
+    "CatalogBusy", "CatalogError", "CatalogReader", "DoomedSegment", "EdgeGap", "ExportJob", "GapSpan", "HoldRow",
     "HoldSpan", "HubCatalog", "Incident", "IncidentChanges", "IncidentQuery", "Link", "NewAnnotation", "NewIncident",
     "NodeRow", "QuarantineRow", "SegmentRow", "SegmentSpan", "StoredSegment", "Tag", "links_json",
 ]
@@ -67,7 +69,8 @@ COUNTED_TABLES = ("segments", "gaps", "incidents", "annotations", "tags", "audit
                   "exports")
 
 
-class CatalogReader(FleetReads, SegmentReads, HoldReads, IncidentReads, AnnotationReads, AuditReads, ExportReads):
+class CatalogReader(FleetReads, SegmentReads, HoldReads, IncidentReads, AnnotationReads, AuditReads, ExportReads,
+                    TokenReads):
     """Every read of the catalog, on one connection."""
 
     def __init__(self, db: Sql) -> None:
@@ -78,7 +81,7 @@ class CatalogReader(FleetReads, SegmentReads, HoldReads, IncidentReads, Annotati
         return {t: int(self.db.value(f"SELECT count(*) FROM {t}")) for t in COUNTED_TABLES}
 
 
-class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, ExportWrites):
+class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, ExportWrites, TokenWrites):
     """The catalog's writer (one connection, one transaction at a time) and its readers."""
 
     def __init__(self, data_dir: Path, readonly: bool = False) -> None:

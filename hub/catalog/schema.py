@@ -289,4 +289,14 @@ CREATE VIEW holds_in_force AS
 """
 
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
+SCHEMA_V6 = """
+-- Playback tokens name their issuer and when they were made; a row here revokes the tokens an
+-- issuer (an API token's name, or '*' for every issuer) made before `before_us`.
+CREATE TABLE playback_revocations (
+    issuer TEXT PRIMARY KEY,
+    before_us INTEGER NOT NULL
+);
+"""
+
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]
