@@ -3,6 +3,7 @@ its own thread, and running until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from shared import litestream, systemd
 from shared.litestream import Replication
@@ -33,13 +35,59 @@ def data_dir_problem(data_dir: Path, key: str, replication: Replication | None) 
     return None if replication is None else litestream.unchecked_problem(replication)
 
 
+HEADER_TIMEOUT_S = 10.0       # a request line and headers must arrive within this
+MAX_CONNECTIONS = 1000         # open connections (and requests) at once; more get 503
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request head: a client that has not
+    sent a whole request line and headers within HEADER_TIMEOUT_S of connecting (or of the end of
+    its previous response) is disconnected. uvicorn alone keeps such a connection open for as long
+    as bytes trickle in (slowloris: 45 s and counting with one byte every few seconds)."""
+
+    header_timeout = HEADER_TIMEOUT_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not self._cycle_when_armed and self._head_deadline is not None:
+            self._head_deadline.cancel()      # a new request's head arrived
+            self._head_deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if getattr(self, "_head_deadline", None) is not None:
+            self._head_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        if getattr(self, "_head_deadline", None) is not None:
+            self._head_deadline.cancel()
+        self._cycle_when_armed = self.cycle
+        self._head_deadline: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
 def start_http_server(app: Any, host: str, port: int, timeout: float = 10.0, cert_file: str = "",
                       key_file: str = "") -> uvicorn.Server | None:
     """Serve `app` with uvicorn on a daemon thread (HTTPS with `cert_file` + `key_file`); the
-    server once it listens, None if it could not."""
+    server once it listens, None if it could not. Request heads must arrive within
+    HEADER_TIMEOUT_S, idle keep-alive connections close after 5 s, and beyond MAX_CONNECTIONS
+    connections and requests at once the answer is 503."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off",
                                            access_log=False, ssl_certfile=cert_file or None,
-                                           ssl_keyfile=key_file or None))
+                                           ssl_keyfile=key_file or None, http=GuardedH11Protocol,
+                                           timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS))
     threading.Thread(target=server.run, name="http", daemon=True).start()
     deadline = time.monotonic() + timeout
     while not server.started and time.monotonic() < deadline and not server.should_exit:
