@@ -1,6 +1,8 @@
 """Thumbnails: a JPEG (320 px wide) of a segment's first frame, a keyframe.
 
-Only the init section and the first fragment are read from S3 and only that one frame is decoded
+Only the init section and the first fragment (at most THUMBNAIL_READ_MAX of it: its keyframe comes
+first, and a long-GOP camera's fragment can be a minute of video) are read from S3, within the
+segment's size whatever its fragment index says, and only that one frame is decoded
 (PyAV, `mjpeg` encoder). Made on first request and kept in S3 beside the recordings
 (`thumbnails/…jpg`, the recording's key with that prefix; retention deletes it with the segment).
 """
@@ -21,6 +23,7 @@ from shared import fragments
 
 log = logging.getLogger(__name__)
 THUMBNAIL_WIDTH = 320
+THUMBNAIL_READ_MAX = 8 << 20      # bytes of the first fragment read: a 4K keyframe is ~0.5-2 MB
 
 
 class Undecodable(Exception):
@@ -69,8 +72,13 @@ class Thumbnails:
         jpeg = self.store.get_small(key)
         if jpeg is not None:
             return jpeg
-        offset, size = fragments.to_rows(segment.fragments)[0][:2]
-        head = self.store.read_range(segment.object_key, 0, offset + size - 1)
+        rows = fragments.to_rows(segment.fragments)
+        if not rows or not 0 < rows[0][0] < segment.bytes or rows[0][1] <= 0:
+            raise Undecodable(f"segment {segment.node}.{segment.seq}'s fragment index does not fit its "
+                              f"{segment.bytes} bytes")
+        offset, size = rows[0][:2]
+        end = min(offset + size, segment.bytes, offset + THUMBNAIL_READ_MAX)
+        head = self.store.read_range(segment.object_key, 0, end - 1)
         try:
             jpeg = make_thumbnail(head)
         except (ValueError, av.FFmpegError) as exc:

@@ -187,6 +187,29 @@ def test_a_thumbnail_through_a_token_stays_inside_its_range(rig: Rig) -> None:
     assert status == 200 and jpeg[:3] == b"\xff\xd8\xff" and headers["x-vigil-segment"] == f"e1.{rig.footage[0].seq}"
 
 
+def test_a_lying_fragment_index_costs_a_bounded_read(rig: Rig) -> None:
+    """Finding 15: the thumbnail reads the init section and the start of the first fragment, never
+    more than the segment's size or THUMBNAIL_READ_MAX, whatever the row's fragment index says."""
+    hub = rig.hub
+    real = rig.footage[0]
+    first = fragments.to_rows(real.fragments)[0]
+    data = hub.store.read_range(real.object_key, 0, real.bytes - 1)
+    at = now_us() - 10 * DAY_US
+    for seq, frag in ((9000, (first[0], 10**12, at, 2_000_000)),           # a first fragment of a terabyte
+                      (9001, (10**12, first[1], at, 2_000_000))):           # one far past the file's end
+        key = recording_key("e1", "liar", at, seq)
+        hub.store.put_verified(key, data, len(data), real.sha256, {})
+        assert hub.catalog.insert_segment(StoredSegment("e1", seq, "liar", 1, at, at + 2_000_000, real.bytes,
+                                                        real.sha256, real.init_bytes, "h264", None,
+                                                        fragments.to_blob([frag]), False, key))
+        status, _, body = hub.request("GET", f"{API}/cameras/e1.liar/thumbnail?at={(at + 1) / 1e6}",
+                                            role="viewer")
+        if seq == 9000:
+            assert status == 200 and body[:3] == b"\xff\xd8\xff", (status, body)
+        else:
+            assert status == 422 and "does not fit" in body["error"]["message"], (status, body)
+
+
 def test_a_playback_token_opens_nothing_outside_its_camera_and_range(rig: Rig) -> None:
     """Every route that takes a playback token, asked for another camera or another range."""
     hub = rig.hub
