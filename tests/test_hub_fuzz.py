@@ -13,8 +13,9 @@ the API, so the by-id paths have something to find.
     test_openapi_matches_routes         the served document, the route table and the Starlette app agree
 
 What JSON Schema cannot say (`end` after `start` and at most `api.max_range_days` later, a body naming
-a camera or incident the hub knows, an annotation's instant or range but not both) the handlers check
-and answer 400/422, each tested on its own in tests/test_hub_api.py; positive cases are made to keep
+a camera or incident the hub knows, an annotation's instant or range but not both, a revocation's
+issuer or all but not both) the handlers check and answer 400/422, each tested on its own in
+tests/test_hub_api.py and tests/test_hostile_client.py; positive cases are made to keep
 those rules (`keep_cross_field_rules`) before they are sent, negative ones are sent as generated.
 """
 
@@ -158,7 +159,12 @@ def keep_cross_field_rules(case: Any, seeded: Seeded) -> None:
     if not isinstance(body, dict):
         return
     path = case.operation.path
-    if path.endswith("/playback-tokens"):
+    if path.endswith("/playback-tokens/revoke"):       # one issuer (a configured API token) or all
+        if body.get("all"):
+            body.pop("issuer", None)
+        else:
+            body.update(issuer="viewer-desk", all=False)
+    elif path.endswith("/playback-tokens"):
         body["camera"] = "e1.cam1"
         _ordered(body, seeded.window[0])
     elif isinstance(body.get("cameras"), list) and body["cameras"]:   # incidents and exports: a range per camera
