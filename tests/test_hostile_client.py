@@ -12,6 +12,7 @@ import http.client
 import socket
 import threading
 import time
+import tracemalloc
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +143,23 @@ def test_every_playlist_is_capped_at_a_day(rig: Rig) -> None:
         assert hub.request("GET", f"{API}/cameras/e1.long/playlist.m3u8?start={s / 1e6}&end={e / 1e6}",
                            role="viewer")[0] == 200
     hub.api("PATCH", f"{API}/incidents/{inc['id']}", {"status": "closed"}, role="operator")
+
+
+def test_the_longest_allowed_playlist_costs_a_bounded_amount_of_memory(rig: Rig) -> None:
+    """The worst request a client may make: a day of 60-s files of 30 fragments (43,200 entries,
+    3.5 MB of text). Python allocations during the request (the catalog rows, the text as it is
+    sent, and the test client's copy of the body) peak at ≈14 MB; a 31-day playlist took 1.5 GB."""
+    a = rig.long_start_us
+    path = f"{API}/cameras/e1.long/playlist.m3u8?start={a / 1e6}&end={(a + DAY_US) / 1e6}"
+    rig.hub.request("GET", path, role="viewer")
+    tracemalloc.start()
+    try:
+        status, _, text = rig.hub.request("GET", path, role="viewer")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status == 200 and len(text) > 3_000_000
+    assert peak < 40e6, f"{peak / 1e6:.1f} MB"
 
 
 def test_a_client_builds_two_playlists_at_once_at_most(rig: Rig) -> None:
