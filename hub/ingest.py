@@ -19,17 +19,14 @@ until the next one; a segment that keeps failing for a reason of its own (hash o
 `ingest.max_attempts` and skipped, never blocking the others.
 
 Which nodes have lanes is the registry's business (`hub/registry.py`); what an edge answers is
-checked by its client (`hub/edge_client.py`). Every edge is untrusted input (issue 14): a listing
-row the client refuses is quarantined at once without a download, a gap row it refuses is left out;
-each is logged once and counted. A node's downloads in flight may declare at most
-`ingest.spool_quota_mb` together, and take their slots from the global ones fairly (`hub/slots.py`).
+checked by its client (`hub/edge_client.py`): a row it refuses is quarantined at once, never
+downloaded. Download slots and each node's spool quota: `hub/slots.py`.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
 import logging
 import tempfile
@@ -42,7 +39,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from hub.catalog import StoredSegment
 from hub.edge_client import EdgeClient, EdgeSegment, Limits, PullError
-from hub.slots import SpoolQuota
+from hub.slots import SpoolQuota, download_room
 from hub.store import StoreError, recording_key
 from shared import fragments
 from shared.timeutil import now_us
@@ -324,7 +321,9 @@ class NodeSync:
     def _pull_in_slot(self, row: EdgeSegment, live: bool) -> None:
         """The pull within this node's spool quota and a fair download slot (both waits bounded)."""
         try:
-            with self._spool_quota(row), self._slot(live):
+            slots = self.ingest.live_slots if live else self.ingest.catchup_slots
+            with download_room(self.spool, slots, self.node, row.bytes, self.ingest.cfg.ingest.slot_wait_seconds,
+                               self.ingest.stop_event):
                 retry = Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4),
                                  retry=retry_if_exception(_transient), reraise=True)
                 retry(self._pull_once, row)
@@ -333,29 +332,6 @@ class NodeSync:
             if exc.segment_failure:
                 self._segment_failed(row, exc)
             raise
-
-    @contextlib.contextmanager
-    def _slot(self, live: bool) -> Iterator[None]:
-        slots = self.ingest.live_slots if live else self.ingest.catchup_slots
-        wait = self.ingest.cfg.ingest.slot_wait_seconds
-        if not slots.acquire(self.node, wait, self.ingest.stop_event):
-            raise PullError("busy", f"no {'live' if live else 'catch-up'} download slot free within {wait:g} s "
-                                    "(ingest.slot_wait_seconds)")
-        try:
-            yield
-        finally:
-            slots.release(self.node)
-
-    @contextlib.contextmanager
-    def _spool_quota(self, row: EdgeSegment) -> Iterator[None]:
-        wait = self.ingest.cfg.ingest.slot_wait_seconds
-        if not self.spool.reserve(row.bytes, wait, self.ingest.stop_event):
-            raise PullError("busy", f"seq {row.seq}: node {self.node}'s downloads in flight hold "
-                                    f"{self.spool.used} bytes of ingest.spool_quota_mb")
-        try:
-            yield
-        finally:
-            self.spool.release(row.bytes)
 
     def _pull_once(self, row: EdgeSegment) -> None:
         ingest = self.ingest

@@ -15,9 +15,13 @@ alone always fits: `ingest.max_segment_mb` caps it).
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import threading
 import time
+from collections.abc import Iterator
+
+from hub.edge_client import PullError
 
 
 class FairSlots:
@@ -82,3 +86,23 @@ class SpoolQuota:
         with self.cond:
             self.used -= n
             self.cond.notify_all()
+
+
+@contextlib.contextmanager
+def download_room(quota: SpoolQuota, slots: FairSlots, node: str, nbytes: int, wait: float,
+                  stop: threading.Event) -> Iterator[None]:
+    """`nbytes` of the node's spool quota, then one of `slots`, each waited for up to `wait` s
+    (`busy` otherwise: the pass ends and is retried)."""
+    if not quota.reserve(nbytes, wait, stop):
+        raise PullError("busy", f"node {node}'s downloads in flight hold {quota.used} bytes of "
+                                f"ingest.spool_quota_mb; no room for {nbytes} more within {wait:g} s")
+    try:
+        if not slots.acquire(node, wait, stop):
+            raise PullError("busy", f"no download slot free for node {node} within {wait:g} s "
+                                    "(ingest.slot_wait_seconds)")
+        try:
+            yield
+        finally:
+            slots.release(node)
+    finally:
+        quota.release(nbytes)

@@ -27,6 +27,7 @@ from typing import Any
 
 from conftest import TOKEN, metric_value, sql_rows, wait_for
 
+from hub.slots import FairSlots
 from hub.store import recording_key
 from shared.enums import EDGE_GAP_REASONS
 from shared.timeutil import now_us, us_to_iso
@@ -395,3 +396,35 @@ def test_rows_with_bad_ids_or_fragment_indexes_are_refused(hub_factory, broker, 
         rss.close()
         for e in (edge, honest):
             e.close()
+
+
+def test_a_freed_slot_goes_to_the_waiting_node_that_holds_fewest() -> None:
+    """Finding 2, the slots alone: a node that took every slot does not get the next one while
+    another node waits, even if it asked first; waits are bounded."""
+    slots = FairSlots(2)
+    assert slots.acquire("dripper", 1) and slots.acquire("dripper", 1)
+    got: list[str] = []
+
+    def want(node: str) -> None:
+        if slots.acquire(node, 10):
+            got.append(node)
+    waiters = [threading.Thread(target=want, args=("dripper",)) for _ in range(4)]  # the dripper asks first
+    for w in waiters:
+        w.start()
+    time.sleep(0.2)
+    waiters.append(threading.Thread(target=want, args=("honest",)))
+    waiters[-1].start()
+    time.sleep(0.2)
+    assert got == []
+    slots.release("dripper")
+    wait_for("the honest node's slot", lambda: got, 2, every=0.02)
+    time.sleep(0.3)
+    assert got == ["honest"], got   # the dripper still holds one, the honest node one: full
+    for n in range(2, 6):
+        slots.release(got[-1])
+        wait_for("the dripper's next slot", lambda: len(got) == n, 2, every=0.02)  # noqa: B023
+    for w in waiters:
+        w.join()
+    t0 = time.monotonic()
+    assert not slots.acquire("late", 0.3)
+    assert 0.25 < time.monotonic() - t0 < 2
