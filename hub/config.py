@@ -70,7 +70,26 @@ class IngestConfig:
     max_attempts: int = field(5, check=between(1, 100),
                               doc="a segment that fails this many times for a reason of its own (hash "
                                   "mismatch, missing file) is quarantined and skipped")
-    timeout_seconds: float = field(30.0, check=between(1, 600), doc="HTTP connect/read timeout towards edges")
+    timeout_seconds: float = field(30.0, check=between(1, 600), doc="HTTP connect/read timeout towards edges "
+                                                                    "(and the fixed allowance of every download)")
+    max_listing_kb: int = field(4096, check=between(16, 1 << 20),
+                                doc="largest answer to one listing request (a page of segments or gaps); "
+                                    "more is refused (too_large)")
+    listing_seconds: float = field(30.0, check=between(1, 600),
+                                   doc="longest an edge may take to send a whole listing answer (too_slow)")
+    max_segment_mb: int = field(512, check=between(1, 1 << 20),
+                                doc="largest segment size a listing row may declare; a row declaring more is "
+                                    "refused before any download (too_large) and quarantined")
+    min_download_kbps: int = field(128, check=between(1, 1 << 20),
+                                   doc="slowest average rate (KiB/s) of a segment download: one may take "
+                                       "timeout_seconds plus its declared size at this rate (too_slow); keep it "
+                                       "under an edge's http.max_upload_mbps shared by its downloads")
+    spool_quota_mb: int = field(1024, check=between(1, 1 << 20),
+                                doc="declared bytes of one node's downloads in flight (spool and memory); a "
+                                    "download that would exceed it waits for the node's others")
+    slot_wait_seconds: float = field(120.0, check=between(1, 3600),
+                                     doc="longest a pull waits for a download slot (each node gets a fair share "
+                                         "of pull_concurrency) or spool quota before the pass ends (busy)")
     client_id: str = field("vigil-hub", check=check_id, doc="MQTT client id (the broker keeps its session)")
     session_expiry_seconds: int = field(7 * 86400, check=between(0, 2**32 - 1),
                                         doc="how long the broker queues doorbells while the hub is away "

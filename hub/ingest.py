@@ -19,24 +19,27 @@ until the next one; a segment that keeps failing for a reason of its own (hash o
 `ingest.max_attempts` and skipped, never blocking the others.
 
 Which nodes have lanes is the registry's business (`hub/registry.py`); what an edge answers is
-checked by its client (`hub/edge_client.py`).
+checked by its client (`hub/edge_client.py`): a row it refuses is quarantined at once, never
+downloaded. Download slots and each node's spool quota: `hub/slots.py`.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from hub.catalog import StoredSegment
-from hub.edge_client import EdgeClient, EdgeSegment, PullError
+from hub.edge_client import EdgeClient, EdgeSegment, Limits, PullError
+from hub.slots import SpoolQuota, download_room
 from hub.store import StoreError, recording_key
 from shared import fragments
 from shared.timeutil import now_us
@@ -45,8 +48,10 @@ if TYPE_CHECKING:
     from hub.registry import Ingestor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 PAGE = 50                 # rows asked of an edge at a time
 LIVE_WINDOW = 32          # doorbells the live lane keeps (newest); older ones are catch-up's
+LISTING_REFUSALS = ("bad_response", "too_large", "too_slow")  # counted as pull results when a listing fails
 
 
 class _Chunks:
@@ -82,7 +87,11 @@ class NodeSync:
         self.ingest = ingest
         self.node = node_id
         cfg = ingest.cfg.ingest
-        self.client = EdgeClient(ingest.http, http_url, ingest.cfg.edge.token, cfg.timeout_seconds)
+        self.client = EdgeClient(ingest.http, http_url, ingest.cfg.edge.token, Limits(
+            timeout=cfg.timeout_seconds, max_listing_bytes=cfg.max_listing_kb << 10,
+            listing_seconds=cfg.listing_seconds, max_segment_bytes=cfg.max_segment_mb << 20,
+            min_rate=cfg.min_download_kbps << 10))
+        self.spool = SpoolQuota(cfg.spool_quota_mb << 20)   # declared bytes of this node's downloads in flight
         with ingest.catalog.read() as r:
             row = r.node(node_id)
         self.cursor = row.synced_through if row else 0
@@ -190,7 +199,7 @@ class NodeSync:
         """(row, needs a pull) for every row the edge lists after `after`, a page at a time."""
         stop = self.ingest.stop_event
         while not stop.is_set():
-            rows = self.client.segments_after(after, PAGE)
+            rows = self._counted(self.client.segments_after, after, PAGE)
             with self.ingest.catalog.read() as r:
                 stored = r.stored_seqs(self.node, [row.seq for row in rows])
                 quarantined = set(r.quarantined(self.node))
@@ -199,6 +208,9 @@ class NodeSync:
                     self._give_up(row, "object_conflict", f"seq {row.seq} is stored with sha256 "
                                   f"{stored[row.seq][:12]}..., the edge now lists {row.sha256[:12]}... "
                                   "(was the edge's catalog replaced?)", immediately=True)
+                    quarantined.add(row.seq)
+                if row.refusal is not None and row.seq not in stored and row.seq not in quarantined:
+                    self._refused(row, row.refusal)
                     quarantined.add(row.seq)
                 yield row, row.seq not in stored and row.seq not in quarantined
             if len(rows) < PAGE:
@@ -222,12 +234,26 @@ class NodeSync:
             self._publish_cursor()
         return blocked
 
+    def _counted(self, listing: Callable[[int, int], T], after: int, limit: int) -> T:
+        """`listing(after, limit)`; a refused answer is counted as a pull result of its reason."""
+        try:
+            return listing(after, limit)
+        except PullError as exc:
+            if exc.reason in LISTING_REFUSALS:
+                self.ingest.metrics.pulls.labels(exc.reason).inc()
+            raise
+
     def _copy_gaps(self) -> None:
         while True:
-            gaps = self.client.gaps_after(self.gaps_rev, 1000)
-            if not gaps:
+            gaps, refused = self._counted(self.client.gaps_after, self.gaps_rev, 1000)
+            if not gaps and not refused:
                 return
-            rev = max(g.rev for g in gaps)
+            for gap in refused:
+                self.ingest.metrics.pulls.labels("bad_response").inc()
+                log.error("gap row refused: not copied", extra={
+                    "peer": self.node, "gap_id": gap.id, "rev": gap.rev, "camera": gap.camera[:80],
+                    "reason": "bad_response", "detail": "the camera id is not a valid id"})
+            rev = max(g.rev for g in gaps + refused)
             self.ingest.catalog.upsert_gaps(self.node, gaps, rev)
             self.gaps_rev = rev
 
@@ -261,21 +287,17 @@ class NodeSync:
                 continue
             try:
                 lo, hi = min(wanted), max(wanted)
-                rows = {r.seq: r for r in self.client.segments_after(lo - 1, min(hi - lo + 1, 1000))}
-                for seq in wanted:  # newest first
-                    if seq in rows and not stop.is_set():
-                        self.ingest.live_slots.acquire()
-                        try:
-                            self.pull(rows[seq], global_slot=False)
-                        finally:
-                            self.ingest.live_slots.release()
+                rows = {r.seq: r for r in self._counted(self.client.segments_after, lo - 1, min(hi - lo + 1, 1000))}
+                for seq in wanted:  # newest first; a refused row is catch-up's to quarantine
+                    if seq in rows and rows[seq].refusal is None and not stop.is_set():
+                        self.pull(rows[seq], live=True)
             except PullError as exc:
                 log.info("live pull failed; catch-up will retry", extra={"peer": self.node, "reason": exc.reason,
                                                                          "error": str(exc)})
             self.catchup_wake.set()  # let the cursor move over what just arrived
 
     # -- one pull ------------------------------------------------------------------------------------
-    def pull(self, row: EdgeSegment, global_slot: bool = True) -> None:
+    def pull(self, row: EdgeSegment, live: bool = False) -> None:
         """Download, verify, store, record one segment; raise PullError if it did not happen.
 
         The two lanes may want the same segment at once: the second waits for the first and is
@@ -291,26 +313,25 @@ class NodeSync:
                 return
         try:
             if not self._stored([row.seq]):
-                self._pull_in_slot(row, global_slot)
+                self._pull_in_slot(row, live)
         finally:
             with self.claims_lock:
                 self.claims.pop(row.seq).set()
 
-    def _pull_in_slot(self, row: EdgeSegment, global_slot: bool) -> None:
-        if global_slot:
-            self.ingest.catchup_slots.acquire()
+    def _pull_in_slot(self, row: EdgeSegment, live: bool) -> None:
+        """The pull within this node's spool quota and a fair download slot (both waits bounded)."""
         try:
-            retry = Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4),
-                             retry=retry_if_exception(_transient), reraise=True)
-            retry(self._pull_once, row)
+            slots = self.ingest.live_slots if live else self.ingest.catchup_slots
+            with download_room(self.spool, slots, self.node, row.bytes, self.ingest.cfg.ingest.slot_wait_seconds,
+                               self.ingest.stop_event):
+                retry = Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4),
+                                 retry=retry_if_exception(_transient), reraise=True)
+                retry(self._pull_once, row)
         except PullError as exc:
             self.ingest.metrics.pulls.labels(exc.reason).inc()
             if exc.segment_failure:
                 self._segment_failed(row, exc)
             raise
-        finally:
-            if global_slot:
-                self.ingest.catchup_slots.release()
 
     def _pull_once(self, row: EdgeSegment) -> None:
         ingest = self.ingest
@@ -362,6 +383,11 @@ class NodeSync:
                                                  "reason": exc.reason, "error": str(exc), "attempt": attempts})
         if immediately or attempts >= self.ingest.cfg.ingest.max_attempts:
             self._give_up(row, exc.reason, str(exc), immediately=True, attempts=attempts)
+
+    def _refused(self, row: EdgeSegment, exc: PullError) -> None:
+        """A listing row the client refused (`EdgeSegment.refusal`): counted, quarantined, never downloaded."""
+        self.ingest.metrics.pulls.labels(exc.reason).inc()
+        self._give_up(dataclasses.replace(row, camera=row.camera[:80]), exc.reason, str(exc), immediately=True)
 
     def _give_up(self, row: EdgeSegment, reason: str, detail: str, immediately: bool, attempts: int = 1) -> None:
         self.ingest.catalog.quarantine(self.node, row.seq, row.camera, reason, detail, attempts,

@@ -18,7 +18,8 @@ from shared import __version__
 log = logging.getLogger(__name__)
 
 PULL_RESULTS = ("stored", "already_stored", "unreachable", "unauthorized", "http_error", "not_found", "gone",
-                "size_mismatch", "hash_mismatch", "object_conflict", "s3_error", "bad_response")
+                "size_mismatch", "hash_mismatch", "object_conflict", "s3_error", "bad_response", "too_large",
+                "too_slow", "busy")
 
 
 class HubMetrics:

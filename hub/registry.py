@@ -4,7 +4,7 @@ Trust: the hub pulls only from nodes listed in [[nodes]] or, with `ingest.accept
 accepted on first sight (recorded in the catalog). The pull URL is pinned: a node advertising a
 different URL later is logged and counted, not followed. Each trusted node gets its two lanes
 (`hub/ingest.py`, `NodeSync`) when it is first seen online; the global download slots they share
-live here.
+(`hub/slots.py`, fair per node) live here.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from hub.catalog import HubCatalog
 from hub.config import HubConfig
 from hub.ingest import NodeSync
 from hub.metrics import HubMetrics
+from hub.slots import FairSlots
 from hub.store import ObjectStore
 from shared.mqtt import CameraStatusMessage, NodeStatus, SegmentEvent
 from shared.timeutil import now_us
@@ -43,8 +44,8 @@ class Ingestor:
         self.spool_dir = Path(cfg.hub.data_dir) / "spool"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         n = cfg.ingest.pull_concurrency
-        self.catchup_slots = threading.BoundedSemaphore(n)
-        self.live_slots = threading.BoundedSemaphore(n)
+        self.catchup_slots = FairSlots(n)   # per-node fair shares (hub/slots.py)
+        self.live_slots = FairSlots(n)
         # https:// edges are verified against edge.ca_file (a private CA) or the system's trust store
         self.http = urllib3.PoolManager(num_pools=64, maxsize=cfg.ingest.pull_concurrency_per_node + 2,
                                         cert_reqs="CERT_REQUIRED", ca_certs=cfg.edge.ca_file or None)

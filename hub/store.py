@@ -120,39 +120,80 @@ class ObjectStore:
                      metadata: dict[str, str], content_type: str = "video/mp4") -> PutResult:
         """Store `body` (already verified against `sha256`) under `key` unless it is there.
 
-        `bytes` go up in one request (conditional where the server supports it); a file of at
-        least `s3.multipart_threshold_mb` goes up in parts after a HEAD."""
+        `bytes` go up in one request (conditional where the server supports it); a file (at least
+        `s3.multipart_threshold_mb`) goes up in checksummed parts after a HEAD (`_put_parts`)."""
         meta = {"sha256": sha256, **metadata}
-        if isinstance(body, bytes):
-            if self.conditional_puts is None:
-                with self._probe_lock:
-                    if self.conditional_puts is None:
-                        self.conditional_puts = self._probe_conditional_puts()
-            if not self.conditional_puts:
-                existing = self.existing_sha256(key)
-                if existing is not None:
-                    return self._compare(existing, sha256)
-            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
-            try:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
-                                       Metadata=meta, ChecksumSHA256=checksum,
-                                       **({"IfNoneMatch": "*"} if self.conditional_puts else {}))
-            except botocore.exceptions.ClientError as exc:
-                if _status(exc) == 412:  # the key exists: same content, or an alarm
-                    return self._compare(self.existing_sha256(key) or "", sha256)
-                raise StoreError(f"PUT {key}: {exc}") from None
-            except (botocore.exceptions.BotoCoreError, OSError) as exc:
-                raise StoreError(f"PUT {key}: {exc}") from None
-            return PutResult(created=True)
-        existing = self.existing_sha256(key)
-        if existing is not None:
-            return self._compare(existing, sha256)
+        if self.conditional_puts is None:
+            with self._probe_lock:
+                if self.conditional_puts is None:
+                    self.conditional_puts = self._probe_conditional_puts()
+        if not self.conditional_puts or not isinstance(body, bytes):
+            existing = self.existing_sha256(key)
+            if existing is not None:
+                return self._compare(existing, sha256)
+        if not isinstance(body, bytes):
+            return self._put_parts(key, body, size, sha256, meta, content_type)
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         try:
-            self.client.upload_fileobj(body, self.bucket, key, Config=self.transfer,
-                                       ExtraArgs={"ContentType": content_type, "Metadata": meta})
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
+                                   Metadata=meta, ChecksumSHA256=checksum,
+                                   **({"IfNoneMatch": "*"} if self.conditional_puts else {}))
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 412:  # the key exists: same content, or an alarm
+                return self._compare(self.existing_sha256(key) or "", sha256)
+            raise StoreError(f"PUT {key}: {exc}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise StoreError(f"PUT {key}: {exc}") from None
         return PutResult(created=True)
+
+    def _put_parts(self, key: str, body: IO[bytes], size: int, sha256: str, meta: dict[str, str],
+                   content_type: str) -> PutResult:
+        """A multipart upload in which every part carries its SHA-256 (the server refuses a damaged
+        part) and the file is hashed again as it is read: bytes that differ from the verified
+        `sha256` (a spool file changed on disk) abort the upload. The completion is conditional
+        (`If-None-Match: *`) where the server honours it, so it never replaces an object."""
+        try:
+            upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type,
+                                                         Metadata=meta, ChecksumAlgorithm="SHA256")
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+            raise StoreError(f"PUT {key}: {exc}") from None
+        uid = upload["UploadId"]
+        try:
+            parts = self._send_parts(key, uid, body, size, sha256)
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts},
+                **({"IfNoneMatch": "*"} if self.conditional_puts else {}))
+            return PutResult(created=True)
+        except botocore.exceptions.ClientError as exc:
+            self._abort(key, uid)
+            if _status(exc) == 412:
+                return self._compare(self.existing_sha256(key) or "", sha256)
+            raise StoreError(f"PUT {key}: {exc}") from None
+        except (botocore.exceptions.BotoCoreError, OSError, StoreError) as exc:
+            self._abort(key, uid)
+            raise StoreError(f"PUT {key}: {exc}") from None
+
+    def _send_parts(self, key: str, uid: str, body: IO[bytes], size: int, sha256: str) -> list[dict[str, Any]]:
+        whole = hashlib.sha256()
+        parts: list[dict[str, Any]] = []
+        sent = 0
+        while chunk := body.read(self.transfer.multipart_chunksize):
+            whole.update(chunk)
+            sent += len(chunk)
+            checksum = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+            answer = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=uid, PartNumber=len(parts) + 1,
+                                             Body=chunk, ChecksumSHA256=checksum)
+            parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"], "ChecksumSHA256": checksum})
+        if sent != size or whole.hexdigest() != sha256:
+            raise StoreError(f"the file read back as {sent} bytes hashing to {whole.hexdigest()[:16]}..., not the "
+                             f"{size} verified bytes {sha256[:16]}...: upload aborted")
+        return parts
+
+    def _abort(self, key: str, uid: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=uid)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
+            log.warning("could not abort a multipart upload", extra={"key": key, "error": str(exc)})
 
     def delete(self, keys: list[str]) -> None:
         """Delete objects (a missing one is not an error: deletion is retried after a crash)."""

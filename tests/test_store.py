@@ -70,3 +70,33 @@ def test_unreachable_s3_is_a_clear_retryable_error(s3) -> None:
         raise AssertionError("no error from a closed port")
     except StoreError as exc:
         assert "unreachable" in str(exc)
+
+
+def test_large_objects_go_up_in_checksummed_parts_and_only_as_verified(s3) -> None:
+    """Issue 14 finding 9: an object of at least `multipart_threshold_mb` is checked like a small one."""
+    store = _store(s3)
+    client = s3.client()
+    body = os.urandom(9 << 20)   # two parts of 8 MiB and 1 MiB
+    sha = hashlib.sha256(body).hexdigest()
+    # the spool file no longer holds what the hub verified (changed on disk): nothing is stored
+    damaged = bytearray(body)
+    damaged[5 << 20] ^= 1
+    try:
+        store.put_verified("recordings/n1/cam/damaged_1.mp4", io.BytesIO(bytes(damaged)), len(body), sha, {})
+        raise AssertionError("a file that does not hash to the verified sha256 was stored")
+    except StoreError as exc:
+        assert "upload aborted" in str(exc)
+    assert "recordings/n1/cam/damaged_1.mp4" not in s3.list_keys("recordings/")
+    assert not client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads"), "an upload was left open"
+    # the good file: every part carries its SHA-256, which the server kept
+    key = "recordings/n1/cam/good_2.mp4"
+    assert store.put_verified(key, io.BytesIO(body), len(body), sha, {"seq": "2"}).created
+    head = client.head_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"].endswith("-2") and head["Metadata"]["sha256"] == sha, head
+    assert client.get_object(Bucket=s3.bucket, Key=key)["Body"].read() == body
+    # an object that appears under the key after the HEAD: the conditional completion keeps it
+    other = os.urandom(6 << 20)
+    clash = store._put_parts(key, io.BytesIO(other), len(other), hashlib.sha256(other).hexdigest(), {}, "video/mp4")
+    assert clash.conflict_sha256 == sha and not clash.created
+    assert client.get_object(Bucket=s3.bucket, Key=key)["Body"].read() == body, "overwritten"
+    assert not client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads"), "an upload was left open"
