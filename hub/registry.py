@@ -2,7 +2,9 @@
 
 Trust: the hub pulls only from nodes listed in [[nodes]] or, with `ingest.accept_new_nodes`,
 accepted on first sight (recorded in the catalog). The pull URL is pinned: a node advertising a
-different URL later is logged and counted, not followed. Each trusted node gets its two lanes
+different URL later is logged and counted, not followed. Each node's lanes present only that
+node's own token (`EdgeAccess.node_token`: HMAC-SHA256 of its id keyed with the hub's edge secret),
+never the secret itself nor another node's token. Each trusted node gets its two lanes
 (`hub/ingest.py`, `NodeSync`) when it is first seen online; the global download slots they share
 live here.
 """
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import urllib3
 
@@ -28,6 +30,20 @@ from shared.mqtt import CameraStatusMessage, NodeStatus, SegmentEvent
 from shared.timeutil import now_us
 
 log = logging.getLogger(__name__)
+
+
+class _NodeView:
+    """The registry as one node's lanes (`NodeSync`) see it: everything of the registry, except that
+    its `cfg.edge.token` is this node's own bearer token, so the hub's edge secret and other nodes'
+    tokens never reach a request to this node."""
+
+    def __init__(self, registry: Ingestor, node_id: str) -> None:
+        edge = dataclasses.replace(registry.cfg.edge, token=registry.cfg.edge.node_token(node_id))
+        self.cfg = dataclasses.replace(registry.cfg, edge=edge)
+        self._registry = registry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
 
 
 class Ingestor:
@@ -78,10 +94,11 @@ class Ingestor:
         return not any(t.is_alive() for sync in self.syncs.values() for t in sync.threads)
 
     def _start_sync(self, node_id: str, url: str) -> None:
+        """Start the lanes of a trusted node towards its pinned `url`, with its own token only."""
         with self.lock:
             if node_id in self.syncs:
                 return
-            sync = self.syncs[node_id] = NodeSync(self, node_id, url)
+            sync = self.syncs[node_id] = NodeSync(cast("Ingestor", _NodeView(self, node_id)), node_id, url)
         sync.start()
         log.info("syncing node", extra={"peer": node_id, "url": url})
 

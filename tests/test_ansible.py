@@ -36,6 +36,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
+from hub.config import edge_node_token
 from tools.processes import free_port
 from tools.services import make_ca, make_server_cert
 
@@ -125,7 +126,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
         "vigil_root": str(root),
         "vigil_manage_system": False,
         "vigil_common_package_wheel": str(wheel),
-        "vigil_edge_http_token": EDGE_TOKEN,
+        "vigil_edge_http_token_secret": EDGE_TOKEN,
         "vigil_edge_mqtt_url": broker_url,
         "vigil_edge_mqtt_password": "{{ test_mqtt_passwords[inventory_hostname] }}",
         "test_mqtt_passwords": MQTT_PASSWORDS,
@@ -265,7 +266,7 @@ def test_preflight_refuses_placeholder_secrets_naming_the_variable(tmp_path: Pat
         vault = EXAMPLE_VAULT.read_text()
     else:                            # one secret per role left with a placeholder in it
         vault = filled_in_vault()
-        for key in ("vault_edge_http_token", "vault_mqtt_hub_password", "vault_s3_secret_key"):
+        for key in ("vault_edge_token_secret", "vault_mqtt_hub_password", "vault_s3_secret_key"):
             vault = re.sub(rf"^({key}): .*$", rf"\1: 0123456789abcdef-{placeholder}-0123456789", vault,
                            flags=re.MULTILINE)
     inventory, local = example_inventory(tmp_path, vault)
@@ -277,7 +278,7 @@ def test_preflight_refuses_placeholder_secrets_naming_the_variable(tmp_path: Pat
         assert result.returncode != 0, result.stdout[-3000:]
         assert {host for host, r in recap(result).items() if r["failed"]} == hosts, result.stdout[-4000:]
         out += result.stdout
-    for name in ("vigil_edge_http_token", "vigil_hub_edge_token", "vigil_mosquitto_hub_password",
+    for name in ("vigil_edge_http_token_secret", "vigil_hub_edge_token", "vigil_mosquitto_hub_password",
                  "vigil_hub_mqtt_password", "vigil_hub_s3_secret_key"):
         assert re.search(rf"\b{name} holds a placeholder value", out), (name, out[-4000:])
     if placeholder == "EXAMPLE-":
@@ -314,7 +315,8 @@ def test_units_are_copied_unchanged_and_litestream_units_only_where_enabled(stag
 @pytest.mark.parametrize("app", ["edge", "hub"])
 def test_every_credential_the_units_load_is_written(staged: Staged, app: str) -> None:
     expected = {
-        "edge": {"http.token": EDGE_TOKEN, "mqtt.password": MQTT_PASSWORDS["n1"],
+        # the edge gets its own token, derived from the hub's secret as the hub derives it; never the secret
+        "edge": {"http.token": edge_node_token(EDGE_TOKEN, "n1"), "mqtt.password": MQTT_PASSWORDS["n1"],
                  "litestream.secret_key": LITESTREAM_SECRET},
         "hub": {"s3.secret_key": S3_SECRET, "mqtt.password": MQTT_PASSWORDS["hub"], "edge.token": EDGE_TOKEN,
                 "api.token_key": "", "litestream.secret_key": ""},   # unused: empty files
@@ -331,6 +333,9 @@ def test_every_credential_the_units_load_is_written(staged: Staged, app: str) ->
     config = staged.path(f"/etc/vigil/{app}.toml").read_text()
     for secret in filter(None, expected.values()):
         assert secret not in config
+    if app == "edge":   # the hub's edge secret stays on the controller and the hub
+        assert not [p for p in (directory, staged.path("/etc/vigil/edge.toml")) for f in (
+            p.iterdir() if p.is_dir() else [p]) if EDGE_TOKEN in f.read_text()]
 
 
 def check_config(staged: Staged, app: str) -> subprocess.CompletedProcess[str]:

@@ -5,13 +5,22 @@ Real Mosquitto, SeaweedFS, GStreamer cameras and vigil processes; short runs (4-
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import TOKEN, edge_mqtt, metric_value, sql_rows, wait_for
+
+from hub.config import edge_node_token
+from tools.processes import free_port
 
 
 def _hub_seqs(hub: Any, node: str) -> set[int]:
@@ -21,6 +30,44 @@ def _hub_seqs(hub: Any, node: str) -> set[int]:
 def _node_row(hub: Any, node: str) -> dict[str, Any] | None:
     rows = sql_rows(hub.data_dir / "hub.db", "SELECT * FROM nodes WHERE id = ?", (node,))
     return dict(rows[0]) if rows else None
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """A real HTTP server posing as an edge: records every request's path and Authorization header
+    and answers an empty segment (and gap) listing."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                recorder.seen.append((self.path, self.headers.get("Authorization")))
+                body = json.dumps({"segments": [], "gaps": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    server = Recorder()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def test_hub_pulls_only_listed_nodes_and_keeps_the_pinned_url(media: dict[str, Path], testcams, edge_factory,
@@ -98,6 +145,37 @@ def test_accept_on_first_sight_and_the_retained_status_and_will(media: dict[str,
     assert metric_value(hub.metrics(), "vigil_hub_mqtt_invalid_messages_total", {"reason": "stale_session"}) >= 1
 
 
+def test_each_node_is_pulled_with_its_own_token(media: dict[str, Path], testcams, edge_factory, hub_factory,
+                                                broker, s3, recorder: Recorder) -> None:
+    """Finding 4: one token for every edge let one compromised box download every other box's
+    footage. Each edge now accepts only its own token, HMAC-SHA256(hub's edge.token, node id), and
+    the hub presents each node's token only to that node's pinned URL."""
+    cams = testcams([f"a=h264file:{media['h264']}", f"b=h264file:{media['h264']}"])
+    north = edge_factory([{"id": "a", "url": cams.url("a")}], {"segment_seconds": 4}, name="north",
+                         node_id="north", mqtt=edge_mqtt(broker)).start()
+    south = edge_factory([{"id": "b", "url": cams.url("b")}], {"segment_seconds": 4}, name="south",
+                         node_id="south", mqtt=edge_mqtt(broker)).start()
+    assert north.token != south.token and TOKEN not in (north.token, south.token)
+    hub = hub_factory(broker, s3, [north, south], extra_nodes=[{"id": "east", "url": recorder.url}]).start()
+    wait_for("both nodes pulled", lambda: len(_hub_seqs(hub, "north")) >= 2 and len(_hub_seqs(hub, "south")) >= 2, 40)
+    wait_for("the recording node asked", lambda: recorder.seen, 15)
+    assert {auth for _, auth in recorder.seen} == {f"Bearer {edge_node_token(TOKEN, 'east')}"}
+
+    def refused(edge: Any, token: str) -> bool:
+        req = urllib.request.Request(f"{edge.url}/api/v1/segments?after_seq=0",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with contextlib.closing(urllib.request.urlopen(req, timeout=5)):
+                return False
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401
+    # one box's token opens no other box, and the hub's secret itself opens none
+    assert refused(south, north.token) and refused(north, south.token)
+    assert refused(north, TOKEN) and refused(south, TOKEN)
+    assert not refused(north, north.token) and not refused(south, south.token)
+    assert not [line for line in hub.log_lines() if "refused the hub's token" in json.dumps(line)]
+
+
 def test_upload_cap_limits_segment_serving(media: dict[str, Path], testcams, edge_factory) -> None:
     cams = testcams([f"a=h264file:{media['h264']}"])
     edge = edge_factory([{"id": "a", "url": cams.url("a")}], {"segment_seconds": 4},
@@ -107,7 +185,7 @@ def test_upload_cap_limits_segment_serving(media: dict[str, Path], testcams, edg
     def fetch(headers: dict[str, str] | None = None) -> tuple[bytes, float, int]:
         t0 = time.monotonic()
         req = urllib.request.Request(f"{edge.url}/api/v1/segments/{row.seq}",
-                                     headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
+                                     headers={"Authorization": f"Bearer {edge.token}", **(headers or {})})
         with urllib.request.urlopen(req, timeout=60) as resp:
             body = resp.read()
             return body, time.monotonic() - t0, resp.status
