@@ -70,9 +70,10 @@ class EdgeAccess:
 
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
-    accept_new_nodes: bool = field(False, doc="pull from a node that is not in [[nodes]] the first time it "
-                                              "announces itself (recorded in the registry); false: only "
-                                              "listed nodes are pulled, others are logged")
+    accept_new_nodes: bool = field(False, doc="record a node that is not in [[nodes]] as pending the first time "
+                                              "it announces itself; it is pulled only once an admin approves it "
+                                              "(POST /api/v1/nodes/{node}/approve); false: unknown nodes are "
+                                              "only counted and logged, never recorded")
     reconcile_seconds: float = field(30.0, check=between(1, 3600),
                                      doc="how often each node is asked for segments after the last one held, "
                                          "whatever MQTT said")
