@@ -82,7 +82,8 @@ class CameraConfig:
 @dataclasses.dataclass(frozen=True)
 class HttpConfig:
     token: str = field(secret=True, check=lambda v: None if len(v) >= 16 else "must be at least 16 characters",
-                       doc="bearer token the hub presents (required)")
+                       doc="bearer token the hub presents (required): this node's own, hex HMAC-SHA256 of its "
+                           "node id keyed with the hub's edge.token")
     listen: str = field("0.0.0.0:8600", check=check_listen, doc="HOST:PORT of the segment server")
     advertise_url: str = field("", check=check_http_url,
                                doc="where the hub reaches this node, published in its MQTT status "

@@ -6,6 +6,8 @@ See README.md "Hub config reference" (generated from the `doc=` strings here).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import re
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from shared.config import ConfigError, between, check_abs_path, check_http_url, 
 from shared.litestream import LitestreamConfig, Replication
 from shared.mqtt import MqttConfig, check_topic_prefix
 
-__all__ = ["ConfigError", "HubConfig", "load_hub_config"]
+__all__ = ["ConfigError", "HubConfig", "edge_node_token", "load_hub_config"]
 
 
 def _check_bucket(name: str) -> str | None:
@@ -45,20 +47,33 @@ class S3Config:
                                  doc="lifetime of a presigned media URL handed out by the API")
 
 
+def edge_node_token(secret: str, node_id: str) -> str:
+    """Node `node_id`'s own bearer token (its `http.token`): hex HMAC-SHA256 keyed with the hub's
+    `edge.token`, of the node id. `printf %s NODE | openssl dgst -sha256 -hmac SECRET` gives the same."""
+    return hmac.new(secret.encode(), node_id.encode(), hashlib.sha256).hexdigest()
+
+
 @dataclasses.dataclass(frozen=True)
 class EdgeAccess:
     token: str = field(secret=True, check=lambda v: None if len(v) >= 16 else "must be at least 16 characters",
-                       doc="bearer token presented to edges when pulling (their http.token)")
+                       doc="the hub's edge secret, never sent itself: each node's bearer token (its http.token) "
+                           "is HMAC-SHA256(edge.token, node id) in hex, and the hub presents it only to that "
+                           "node's pinned URL")
     ca_file: str = field("", check=check_abs_path,
                          doc="CA bundle (PEM) that signed the edges' HTTPS certificates (empty: the system's "
                              "trust store)")
 
+    def node_token(self, node_id: str) -> str:
+        """The bearer token of node `node_id` (`edge_node_token`)."""
+        return edge_node_token(self.token, node_id)
+
 
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
-    accept_new_nodes: bool = field(False, doc="pull from a node that is not in [[nodes]] the first time it "
-                                              "announces itself (recorded in the registry); false: only "
-                                              "listed nodes are pulled, others are logged")
+    accept_new_nodes: bool = field(False, doc="record a node that is not in [[nodes]] as pending the first time "
+                                              "it announces itself; it is pulled only once an admin approves it "
+                                              "(POST /api/v1/nodes/{node}/approve); false: unknown nodes are "
+                                              "only counted and logged, never recorded")
     reconcile_seconds: float = field(30.0, check=between(1, 3600),
                                      doc="how often each node is asked for segments after the last one held, "
                                          "whatever MQTT said")

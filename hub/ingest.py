@@ -87,7 +87,7 @@ class NodeSync:
         self.ingest = ingest
         self.node = node_id
         cfg = ingest.cfg.ingest
-        self.client = EdgeClient(ingest.http, http_url, ingest.cfg.edge.token, Limits(
+        self.client = EdgeClient(ingest.http, http_url, ingest.cfg.edge.node_token(node_id), Limits(
             timeout=cfg.timeout_seconds, max_listing_bytes=cfg.max_listing_kb << 10,
             listing_seconds=cfg.listing_seconds, max_segment_bytes=cfg.max_segment_mb << 20,
             min_rate=cfg.min_download_kbps << 10))

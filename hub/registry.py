@@ -1,10 +1,15 @@
 """The node registry: which edges the hub knows and pulls from, fed by the MQTT bus.
 
-Trust: the hub pulls only from nodes listed in [[nodes]] or, with `ingest.accept_new_nodes`,
-accepted on first sight (recorded in the catalog). The pull URL is pinned: a node advertising a
-different URL later is logged and counted, not followed. Each trusted node gets its two lanes
-(`hub/ingest.py`, `NodeSync`) when it is first seen online; the global download slots they share
-(`hub/slots.py`, fair per node) live here.
+Trust: the hub pulls only from nodes listed in [[nodes]] or approved by an admin
+(`POST /api/v1/nodes/{node}/approve`, which pins the URL the admin names). With
+`ingest.accept_new_nodes` a node seen for the first time is recorded as pending (accepted = 0,
+source first_sight) and is neither pulled nor sent any token until approved; without it an
+unknown node leaves no row at all (a count and one log line). The pull URL is pinned: a node
+advertising a different URL later is logged and counted, not followed. Each node's lanes present
+only that node's own token (`EdgeAccess.node_token`: HMAC-SHA256 of its id keyed with the hub's
+edge secret), never the secret itself nor another node's token. Each trusted node gets its two
+lanes (`hub/ingest.py`, `NodeSync`) when it is first seen online; the global download slots they
+share (`hub/slots.py`, fair per node) live here.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class Ingestor:
     def start(self) -> None:
         for entry in self.cfg.nodes:
             self.catalog.add_node(entry.id, accepted=True, source="config", http_url=entry.url or None)
+        for node in self.catalog.unlist_nodes({entry.id for entry in self.cfg.nodes}):
+            log.warning("node no longer in [[nodes]]: not pulled any more (pending approval)", extra={"peer": node})
         with self.catalog.read() as r:
             nodes = r.nodes()
         for row in nodes:
@@ -79,6 +86,7 @@ class Ingestor:
         return not any(t.is_alive() for sync in self.syncs.values() for t in sync.threads)
 
     def _start_sync(self, node_id: str, url: str) -> None:
+        """Start the lanes of a trusted node towards its pinned `url`, with its own token only."""
         with self.lock:
             if node_id in self.syncs:
                 return
@@ -97,14 +105,14 @@ class Ingestor:
             row = r.node(node)
         now = now_us()
         if row is None:
-            accepted = self.cfg.ingest.accept_new_nodes
-            self.catalog.add_node(node, accepted=accepted, source="first_sight" if accepted else "announced",
-                                  http_url=msg.http_url if accepted else None)
-            if accepted:
-                log.warning("accepted a new node on first sight", extra={"peer": node, "url": msg.http_url})
-            else:  # counted below, like every status of a node that is not accepted
-                self._warn_once(node, "unknown", "ignoring a node not listed in [[nodes]]",
-                                url=msg.http_url)
+            if not self.cfg.ingest.accept_new_nodes:   # no row: an unknown publisher leaves no trace but a count
+                self.metrics.untrusted.labels("unknown_node").inc()
+                self._warn_once(node, "unknown", "ignoring a node not listed in [[nodes]]", url=msg.http_url)
+                return
+            # pending: recorded with what it advertises, pulled (and sent a token) only once approved
+            self.catalog.add_node(node, accepted=False, source="first_sight", http_url=None)
+            log.warning("a new node waits for approval (POST /api/v1/nodes/{node}/approve, or list it in "
+                        "[[nodes]])", extra={"peer": node, "url": msg.http_url})
             with self.catalog.read() as r:
                 row = r.node(node)
             assert row is not None
@@ -142,12 +150,18 @@ class Ingestor:
             self.syncs[node].catchup_wake.set()
 
     def camera_status(self, node: str, camera: str, msg: CameraStatusMessage) -> None:
+        if node not in self.syncs:   # only nodes the hub pulls from get camera rows
+            with self.catalog.read() as r:
+                row = r.node(node)
+            if row is None or not row.accepted:
+                self.metrics.untrusted.labels("unknown_node").inc()
+                return
         self.catalog.set_camera_status(node, camera, dataclasses.asdict(msg))
         self._seen(node)
 
     def segment_event(self, node: str, msg: SegmentEvent) -> None:
         self._seen(node)
-        sync = self.syncs.get(node)
+        sync = self.syncs.get(node) or self._approved_since(node)
         if sync is None:
             self.metrics.untrusted.labels("unknown_node").inc()
             self._warn_once(node, "doorbell", "ignoring doorbells of a node the hub does not pull from")
@@ -161,6 +175,15 @@ class Ingestor:
                           extra={"peer": node, "seq": msg.seq})
             return
         sync.doorbell(msg.seq)
+
+    def _approved_since(self, node: str) -> NodeSync | None:
+        """The lanes of a node approved (through the API) after its last status, started now."""
+        with self.catalog.read() as r:
+            row = r.node(node)
+        if row is None or not row.accepted or not row.http_url:
+            return None
+        self._start_sync(node, row.http_url)
+        return self.syncs.get(node)
 
     def _seen(self, node: str) -> None:
         self.metrics.node_last_seen.labels(node).set(time.time())

@@ -36,6 +36,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
+from hub.config import edge_node_token
 from tools.processes import free_port
 from tools.services import make_ca, make_server_cert
 
@@ -125,7 +126,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
         "vigil_root": str(root),
         "vigil_manage_system": False,
         "vigil_common_package_wheel": str(wheel),
-        "vigil_edge_http_token": EDGE_TOKEN,
+        "vigil_edge_http_token_secret": EDGE_TOKEN,
         "vigil_edge_mqtt_url": broker_url,
         "vigil_edge_mqtt_password": "{{ test_mqtt_passwords[inventory_hostname] }}",
         "test_mqtt_passwords": MQTT_PASSWORDS,
@@ -204,11 +205,18 @@ def test_site_playbook_syntax_check_with_the_example_inventory(tmp_path: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_example_inventory_passes_every_preflight(tmp_path: Path) -> None:
-    """Every variable of the example inventory resolves (vault_* references included) and passes
-    the roles' argument specs and preflight checks, given the files it names."""
+EXAMPLE_VAULT = ANSIBLE_DIR / "inventory" / "example" / "vault.example.yml"
+PREFLIGHT_TAGS = ",".join(f"{role}_preflight"
+                          for role in ("vigil_common", "vigil_edge", "vigil_hub", "vigil_mosquitto"))
+
+
+def example_inventory(tmp_path: Path, vault: str | None) -> tuple[Path, dict[str, Any]]:
+    """A copy of the example inventory with the files it names (and `vault` as
+    group_vars/all/vault.yml unless None), and the extra vars that run it locally."""
     inventory = tmp_path / "example"
     shutil.copytree(ANSIBLE_DIR / "inventory" / "example", inventory)
+    if vault is not None:
+        (inventory / "group_vars" / "all" / "vault.yml").write_text(vault)
     (inventory / "files").mkdir()
     for name in ["vigil-ca.crt", "broker1.example.net.crt", "broker1.example.net.key", "site42-edge1.crt",
                  "site42-edge1.key", "site43-edge1.crt", "site43-edge1.key"]:
@@ -218,10 +226,68 @@ def test_example_inventory_passes_every_preflight(tmp_path: Path) -> None:
     local = {"ansible_connection": "local", "ansible_become": False,
              "ansible_python_interpreter": "{{ ansible_playbook_python }}",
              "vigil_common_package_wheel": str(wheel), "vigil_edge_require_data_mount": False}
-    tags = ",".join(f"{role}_preflight" for role in ("vigil_common", "vigil_edge", "vigil_hub", "vigil_mosquitto"))
-    result = run_playbook(tmp_path, inventory / "hosts.yml", "site.yml", "--tags", tags, "-e", json.dumps(local))
+    return inventory, local
+
+
+def filled_in_vault() -> str:
+    """The example vault as an operator fills it in: every placeholder replaced by a distinct value."""
+    counter = iter(range(1000))
+    return re.sub(r"EXAMPLE-[A-Za-z0-9-]*", lambda m: f"secret-{next(counter):03d}-0123456789abcdefghijklmnop",
+                  EXAMPLE_VAULT.read_text())
+
+
+def test_example_inventory_passes_every_preflight(tmp_path: Path) -> None:
+    """Every variable of the example inventory resolves (vault_* references included) and passes
+    the roles' argument specs and preflight checks, given the files it names and a filled-in vault."""
+    inventory, local = example_inventory(tmp_path, filled_in_vault())
+    result = run_playbook(tmp_path, inventory / "hosts.yml", "site.yml", "--tags", PREFLIGHT_TAGS,
+                          "-e", json.dumps(local))
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert set(recap(result)) == {"broker1.example.net", "hub1.example.net", "site42-edge1", "site43-edge1"}
+
+
+def test_example_inventory_as_shipped_fails_preflight(tmp_path: Path) -> None:
+    """The example vault is not in a path Ansible loads by itself: a deploy that skips the copy step
+    stops at the first vault reference instead of shipping publicly known secrets."""
+    assert not list((ANSIBLE_DIR / "inventory" / "example" / "group_vars").rglob("vault*")), \
+        "group_vars loads every file below it: no example vault there"
+    inventory, local = example_inventory(tmp_path, None)
+    result = run_playbook(tmp_path, inventory / "hosts.yml", "site.yml", "--tags", PREFLIGHT_TAGS,
+                          "-e", json.dumps(local))
+    assert result.returncode != 0
+    assert re.search(r"'vault_[a-z_]+' is undefined", result.stdout), result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("placeholder", ["EXAMPLE-", "example-", "change-me", "Change-Me"])
+def test_preflight_refuses_placeholder_secrets_naming_the_variable(tmp_path: Path, placeholder: str) -> None:
+    """The example vault copied but not edited (or one value left as it was) fails preflight, each
+    message naming the variable that holds a placeholder and never its value."""
+    if placeholder == "EXAMPLE-":   # the example as it is: every secret a placeholder
+        vault = EXAMPLE_VAULT.read_text()
+    else:                            # one secret per role left with a placeholder in it
+        vault = filled_in_vault()
+        for key in ("vault_edge_token_secret", "vault_mqtt_hub_password", "vault_s3_secret_key"):
+            vault = re.sub(rf"^({key}): .*$", rf"\1: 0123456789abcdef-{placeholder}-0123456789", vault,
+                           flags=re.MULTILINE)
+    inventory, local = example_inventory(tmp_path, vault)
+    out = ""
+    for playbook, hosts in (("broker.yml", {"broker1.example.net"}), ("edge.yml", {"site42-edge1", "site43-edge1"}),
+                            ("hub.yml", {"hub1.example.net"})):   # a play whose hosts all fail ends the run
+        result = run_playbook(tmp_path, inventory / "hosts.yml", playbook, "--tags", PREFLIGHT_TAGS,
+                              "-e", json.dumps(local))
+        assert result.returncode != 0, result.stdout[-3000:]
+        assert {host for host, r in recap(result).items() if r["failed"]} == hosts, result.stdout[-4000:]
+        out += result.stdout
+    for name in ("vigil_edge_http_token_secret", "vigil_hub_edge_token", "vigil_mosquitto_hub_password",
+                 "vigil_hub_mqtt_password", "vigil_hub_s3_secret_key"):
+        assert re.search(rf"\b{name} holds a placeholder value", out), (name, out[-4000:])
+    if placeholder == "EXAMPLE-":
+        for name in ("vigil_edge_cameras (camera door-1)", "vigil_hub_tokens (ops-desk)",
+                     "vigil_edge_mqtt_password (edge site43-edge1)", "vigil_mosquitto_monitor_password"):
+            assert f"{name} holds a placeholder value" in out, (name, out[-4000:])
+    # the message and the check's expression name the markers; nothing else may show a value
+    assert placeholder not in out.replace("EXAMPLE or change-me", "").replace("'example|change-me'", ""), \
+        "a placeholder value was printed"
 
 
 # ------------------------------------------------------------------------------- idempotence
@@ -249,7 +315,8 @@ def test_units_are_copied_unchanged_and_litestream_units_only_where_enabled(stag
 @pytest.mark.parametrize("app", ["edge", "hub"])
 def test_every_credential_the_units_load_is_written(staged: Staged, app: str) -> None:
     expected = {
-        "edge": {"http.token": EDGE_TOKEN, "mqtt.password": MQTT_PASSWORDS["n1"],
+        # the edge gets its own token, derived from the hub's secret as the hub derives it; never the secret
+        "edge": {"http.token": edge_node_token(EDGE_TOKEN, "n1"), "mqtt.password": MQTT_PASSWORDS["n1"],
                  "litestream.secret_key": LITESTREAM_SECRET},
         "hub": {"s3.secret_key": S3_SECRET, "mqtt.password": MQTT_PASSWORDS["hub"], "edge.token": EDGE_TOKEN,
                 "api.token_key": "", "litestream.secret_key": ""},   # unused: empty files
@@ -266,6 +333,9 @@ def test_every_credential_the_units_load_is_written(staged: Staged, app: str) ->
     config = staged.path(f"/etc/vigil/{app}.toml").read_text()
     for secret in filter(None, expected.values()):
         assert secret not in config
+    if app == "edge":   # the hub's edge secret stays on the controller and the hub
+        assert not [p for p in (directory, staged.path("/etc/vigil/edge.toml")) for f in (
+            p.iterdir() if p.is_dir() else [p]) if EDGE_TOKEN in f.read_text()]
 
 
 def check_config(staged: Staged, app: str) -> subprocess.CompletedProcess[str]:

@@ -59,7 +59,7 @@ class Seeded:
 
     def path_values(self, path: str) -> dict[str, str]:
         """Real values for the path parameters of an API path template."""
-        if path.endswith("/nodes/{node}"):
+        if "/nodes/{node}" in path:
             return {"node": "e1"}
         if "{camera}" in path:
             return {"camera": "e1.cam1"}

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any, Self
 
 from edge.catalog import Catalog, SegmentRow
+from hub.config import edge_node_token
 from tools.processes import VENV_BIN, ManagedProcess, free_port
 from tools.services import Mosquitto, SeaweedS3
 
 __all__ = ["HUB_TOKENS", "TOKEN", "Edge", "Hub", "edge_mqtt"]
 
-TOKEN = "test-token-0123456789"
+TOKEN = "test-token-0123456789"   # the hub's edge.token; each edge accepts edge_node_token(TOKEN, its node id)
 # hub API tokens by role; the hub's config holds their sha256 under the names f"{role}-desk"
 HUB_TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0123456789",
               "admin": "admin-token-0123456789"}
@@ -106,6 +107,7 @@ class Edge(_App):
                  http: dict[str, Any] | None = None, extra: str = "", tls_ca: Path | None = None) -> None:
         super().__init__(workdir, "edge")
         self.node_id = node_id
+        self.token = edge_node_token(TOKEN, node_id)   # its own http.token, as the hub derives it
         self.data_dir = data_dir or workdir / "data"
         self.port = free_port()
         self.scheme = "https" if http and http.get("cert_file") else "http"
@@ -115,7 +117,7 @@ class Edge(_App):
         lines = ["[node]", f'id = "{node_id}"', f'data_dir = "{self.data_dir}"', "", "[recording]"]
         for key, value in {"segment_seconds": 10, **(recording or {})}.items():
             lines.append(f"{key} = {json.dumps(value)}")
-        lines += ["", "[http]", f'listen = "127.0.0.1:{self.port}"', f'token = "{TOKEN}"']
+        lines += ["", "[http]", f'listen = "127.0.0.1:{self.port}"', f'token = "{self.token}"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in (http or {}).items()] + [""]
         if mqtt is not None:
             lines += ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in mqtt.items()] + [""]
@@ -135,7 +137,7 @@ class Edge(_App):
     def get(self, path: str, token: bool = True, headers: dict[str, str] | None = None) -> Any:
         req = urllib.request.Request(f"{self.url}{path}", headers=headers or {})
         if token:
-            req.add_header("Authorization", f"Bearer {TOKEN}")
+            req.add_header("Authorization", f"Bearer {self.token}")
         return urllib.request.urlopen(req, timeout=10, context=self.ssl_context)
 
     def get_json(self, path: str) -> Any:

@@ -21,13 +21,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+from hub.config import edge_node_token
 from tools.cameras import TestCam, ensure_media
 from tools.processes import ManagedProcess, free_port
 from tools.services import Mosquitto, SeaweedS3
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-EDGE_TOKEN = "demo-edge-token-change-me"
+EDGE_TOKEN = "demo-edge-token-change-me"   # the hub's edge.token
+DEMO_NODE_TOKEN = edge_node_token(EDGE_TOKEN, "demo-edge")   # the edge's own http.token, derived from it
 HUB_TOKEN = "demo-hub-admin-token-change-me"
 
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         edge_cfg.write_text("\n".join([
             "[node]", 'id = "demo-edge"', f'data_dir = "{work / "edge-data"}"', "",
             "[recording]", f"segment_seconds = {args.segment_seconds}", "",
-            "[http]", f'listen = "127.0.0.1:{edge_port}"', f'token = "{EDGE_TOKEN}"', "",
+            "[http]", f'listen = "127.0.0.1:{edge_port}"', f'token = "{DEMO_NODE_TOKEN}"', "",
             "[mqtt]", f'url = "{broker.url}"', 'username = "edge"', f'password = "{broker.users["edge"]}"', "",
             "[litestream]", f'endpoint_url = "{s3.endpoint_url}"', 'bucket = "vigil"',
             f'access_key = "{s3.access_key}"', f'secret_key = "{s3.secret_key}"',
@@ -107,8 +109,8 @@ demo: a local Vigil system is running (Ctrl-C stops everything)
              curl -H 'Authorization: Bearer {HUB_TOKEN}' \\
                "{hub_url}/api/v1/cameras/demo-edge.front-door/timeline?start=$(date -d '-10 min' +%s)&end=$(date +%s)"
              API description: {hub_url}/openapi.json (same token)
-  edge:      http://127.0.0.1:{edge_port}   (token {EDGE_TOKEN}; log {work / 'edge.log'})
-             curl -H 'Authorization: Bearer {EDGE_TOKEN}' 'http://127.0.0.1:{edge_port}/api/v1/segments?limit=5'
+  edge:      http://127.0.0.1:{edge_port}   (token {DEMO_NODE_TOKEN}; log {work / 'edge.log'})
+             curl -H 'Authorization: Bearer {DEMO_NODE_TOKEN}' 'http://127.0.0.1:{edge_port}/api/v1/segments?limit=5'
   cameras:   {cams.base_url}/{{front-door,loading-bay,lobby,car-park}} (car-park needs viewer:demo-pass)
   broker:    {broker.url} (user test / {broker.users['test']}):
              mosquitto_sub -h 127.0.0.1 -p {broker.port} -u test -P {broker.users['test']} -t 'vigil/#' -v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from msgspec import Meta
@@ -11,6 +12,7 @@ from hub.api.shapes import CameraId, CameraText, Struct, Timestamp, iso
 from hub.catalog import CameraRow, NodeRow
 from shared.http import ApiError
 
+log = logging.getLogger(__name__)
 NodeId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="node id")]
 
 
@@ -34,6 +36,7 @@ class Node(Struct):
     first_seen: Timestamp | None
     version: str | None
     http_url: str | None
+    advertised_url: str | None
     cameras: list[str]
     disk: Disk
     backlog: Backlog
@@ -44,10 +47,16 @@ class Node(Struct):
     def of(cls, r: NodeRow) -> Node:
         return cls(id=r.id, accepted=r.accepted, source=r.source, state=r.state,  # type: ignore[arg-type]
                    online=r.state == "online", last_seen=iso(r.last_seen_us), first_seen=iso(r.first_seen_us),
-                   version=r.version, http_url=r.http_url, cameras=r.cameras,
+                   version=r.version, http_url=r.http_url, advertised_url=r.advertised_url, cameras=r.cameras,
                    disk=Disk(free_bytes=r.disk_free_bytes, total_bytes=r.disk_total_bytes),
                    backlog=Backlog(segments=r.backlog_segments, bytes=r.backlog_bytes),
                    synced_through=r.synced_through, last_error=r.last_error)
+
+
+class NodeApproval(Struct):
+    url: Annotated[str, Meta(pattern=r"^https?://([A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[!-~]*)?$",
+                             max_length=2000,
+                             description="the URL to pull this node from (pinned; normally its advertised_url)")]
 
 
 class NodeList(Struct):
@@ -111,6 +120,21 @@ class Fleet:
             raise ApiError(404, "unknown_node", f"the hub knows no node {ctx.path.node!r}")
         return Node.of(row)
 
+    def approve_node(self, ctx: Ctx) -> Node:
+        """Accept a node that announced itself (pending with `ingest.accept_new_nodes`), pinning the URL
+        the admin names: the hub sends this node its token only at that URL."""
+        node = ctx.path.node
+        row = ctx.reader.node(node)
+        if row is None:
+            raise ApiError(404, "unknown_node", f"the hub knows no node {node!r}")
+        if row.source == "config":
+            raise ApiError(409, "configured_node", f"node {node!r} is in [[nodes]]: change its url there")
+        approved = self.s.catalog.approve_node(node, ctx.body.url)
+        assert approved is not None
+        log.warning("node approved", extra={"peer": node, "url": ctx.body.url, "actor": ctx.actor,
+                                            "advertised": row.advertised_url})
+        return Node.of(approved)
+
     def list_cameras(self, ctx: Ctx) -> CameraList:
         return CameraList(cameras=[Camera.of(r) for r in ctx.reader.cameras(ctx.query.node)])
 
@@ -123,6 +147,9 @@ class Fleet:
                      tag="fleet"),
             Endpoint("GET", f"{API}/nodes/{{node}}", self.get_node, "One edge node", path_params=NodePath,
                      response=Node, tag="fleet"),
+            Endpoint("POST", f"{API}/nodes/{{node}}/approve", self.approve_node,
+                     "Approve a node that announced itself: pull it from the given URL (pinned)", role="admin",
+                     path_params=NodePath, body=NodeApproval, response=Node, tag="fleet", errors=(409,)),
             Endpoint("GET", f"{API}/cameras", self.list_cameras, "Cameras with live state and stored extent",
                      query=CamerasQuery, response=CameraList, tag="fleet"),
             Endpoint("GET", f"{API}/cameras/{{camera}}", self.get_camera, "One camera", path_params=CameraPath,

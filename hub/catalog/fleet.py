@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from hub.catalog.db import Reader, Row, Sql, Writer
@@ -168,6 +169,24 @@ class FleetWrites(Writer):
         with self._transaction() as db:
             db.run(f"UPDATE nodes SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
                    (*values.values(), node_id))
+
+    def unlist_nodes(self, listed: Collection[str]) -> list[str]:
+        """Nodes accepted from [[nodes]] that the config no longer lists: not pulled any more, and
+        pending (an admin may approve them again, like a node seen first). Returns their ids."""
+        with self._transaction() as db:
+            gone = [r[0] for r in db.rows("SELECT id FROM nodes WHERE source = 'config' ORDER BY id")
+                    if r[0] not in listed]
+            for node_id in gone:
+                db.run("UPDATE nodes SET accepted = 0, source = 'first_sight', http_url = NULL WHERE id = ?",
+                       (node_id,))
+        return gone
+
+    def approve_node(self, node_id: str, url: str) -> NodeRow | None:
+        """An admin's approval of a node that is not in [[nodes]]: accepted, pulled from `url` (pinned).
+        None if the hub knows no such node; a configured node is left as the config says."""
+        with self._transaction() as db:
+            db.run("UPDATE nodes SET accepted = 1, http_url = ? WHERE id = ? AND source != 'config'", (url, node_id))
+            return node_row(db, node_id)
 
     def set_camera_status(self, node: str, camera: str, status: dict[str, Any]) -> None:
         with self._transaction() as db:
