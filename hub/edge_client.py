@@ -111,6 +111,8 @@ class EdgeSegment:
     def _fragments_problem(self) -> str | None:
         """The fragment index must lie within the file after its init section, in order, and
         within the row's time span (the thumbnailer reads the first fragment by it)."""
+        if not self.fragments:
+            return "no fragments (every segment file an edge closes or recovers has one)"
         end = self.init_bytes
         for i, f in enumerate(self.fragments):
             if len(f) != 4:

@@ -359,7 +359,8 @@ def test_rows_with_bad_ids_or_fragment_indexes_are_refused(hub_factory, broker, 
             add(fragments=[[20_000, 1000, start, 1], [1000, 1000, start, 1]]),  # going backwards
             add(fragments=[[1000, -5, start, 1]]),                              # a negative size
             add(fragments=[[1000, 1000, start - 10**9, 1]]),                    # before the row's start
-            add(fragments=[[1000, 1000, start, 10**12]])]                       # past the row's end
+            add(fragments=[[1000, 1000, start, 10**12]]),                       # past the row's end
+            add(fragments=[])]                                                  # no first fragment
     good.append(add())
     reason = EDGE_GAP_REASONS[0]
     edge.gaps = [{"id": 1, "camera": "door", "start_us": t, "end_us": t + 1000, "reason": reason, "detail": "",
