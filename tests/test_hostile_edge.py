@@ -248,12 +248,19 @@ def test_endless_dripping_and_nested_listings_are_cut_off(hub_factory, broker, s
     drip.listing = until_closed(b'{"segments": [', b" ", pause=0.2)         # a byte every 0.2 s
     nested.listing = until_closed(b"", b"[" * 100_000, cap=100_000)         # 100 kB of nesting
     honest = honest_edge(t)
-    edges = {"flood": flood, "drip": drip, "nested": nested, "honest": honest}
+    long = FakeEdge()   # honest, with long segments: 50 rows of 400 fragments are over the cap, 12 are not
+    for seq in range(1, 31):
+        body = os.urandom(20_000)
+        long.rows[seq] = seg_row(seq, "yard", t + seq * 800_000_000, body, frags=400)
+        long.bodies[seq] = body
+    assert len(json.dumps(list(long.rows.values())[:12])) < 256 << 10 < len(json.dumps(list(long.rows.values())))
+    edges = {"flood": flood, "drip": drip, "nested": nested, "honest": honest, "long": long}
     t0 = time.monotonic()
     hub = start_hub(hub_factory, broker, s3, edges)
     rss = RssWatch(hub.pid)
     try:
         lag = all_stored_after(hub, "honest", 6, t0, 30)
+        all_stored_after(hub, "long", 30, t0, 30)
         wait_for("each hostile listing refused twice", lambda: all(
             log_count(hub, "sync pass failed; retrying", peer=n) >= 2 for n in ("flood", "drip", "nested")), 20)
         base, peak = rss.close()
