@@ -88,8 +88,8 @@ class IngestConfig:
     timeout_seconds: float = field(30.0, check=between(1, 600), doc="HTTP connect/read timeout towards edges "
                                                                     "(and the fixed allowance of every download)")
     max_listing_kb: int = field(4096, check=between(16, 1 << 20),
-                                doc="largest answer to one listing request (a page of segments or gaps); "
-                                    "more is refused (too_large)")
+                                doc="largest answer to one listing request (a page of segments or gaps); a larger "
+                                    "one is asked again for fewer rows, down to one, then refused (too_large)")
     listing_seconds: float = field(30.0, check=between(1, 600),
                                    doc="longest an edge may take to send a whole listing answer (too_slow)")
     max_segment_mb: int = field(512, check=between(1, 1 << 20),

@@ -111,6 +111,8 @@ class EdgeSegment:
     def _fragments_problem(self) -> str | None:
         """The fragment index must lie within the file after its init section, in order, and
         within the row's time span (the thumbnailer reads the first fragment by it)."""
+        if not self.fragments:
+            return "no fragments (every segment file an edge closes or recovers has one)"
         end = self.init_bytes
         for i, f in enumerate(self.fragments):
             if len(f) != 4:
@@ -172,19 +174,32 @@ class EdgeClient:
         except (ValueError, RecursionError):
             raise PullError("bad_response", f"edge at {self.base_url} answered {path} with invalid JSON") from None
 
-    def segments_after(self, after_seq: int, limit: int) -> list[EdgeSegment]:
-        body = self._get_json(f"/api/v1/segments?after_seq={after_seq}&limit={limit}")
+    def _get_page(self, path: str, limit: int) -> tuple[Any, int]:
+        """(the answer to `path&limit=`, the limit it was asked with): an answer over the byte cap is
+        asked again for a quarter of the rows, down to one (an honest edge with long segments lists
+        big fragment indexes; a hostile one costs at most six capped answers)."""
+        while True:
+            try:
+                return self._get_json(f"{path}&limit={limit}"), limit
+            except PullError as exc:
+                if exc.reason != "too_large" or limit == 1:
+                    raise
+                limit = max(1, limit // 4)
+
+    def segments_after(self, after_seq: int, limit: int) -> tuple[list[EdgeSegment], int]:
+        """(rows after `after_seq`, the limit they were asked with: fewer rows than that is the end)."""
+        body, limit = self._get_page(f"/api/v1/segments?after_seq={after_seq}", limit)
         listed = body.get("segments") if isinstance(body, dict) else None
         if not isinstance(listed, list):
             raise PullError("bad_response", "edge answered /api/v1/segments without a list of segments")
         rows = [EdgeSegment.from_json(d, self.limits.max_segment_bytes) for d in listed]
         if any(b.seq <= a.seq for a, b in itertools.pairwise(rows)) or any(r.seq <= after_seq for r in rows):
             raise PullError("bad_response", "edge listed segments out of order")
-        return rows
+        return rows, limit
 
     def gaps_after(self, after_rev: int, limit: int) -> tuple[list[EdgeGap], list[EdgeGap]]:
         """(gap rows to copy, gap rows refused for a camera id that `check_id` refuses)."""
-        body = self._get_json(f"/api/v1/gaps?after_rev={after_rev}&limit={limit}")
+        body, _ = self._get_page(f"/api/v1/gaps?after_rev={after_rev}", limit)
         listed = body.get("gaps") if isinstance(body, dict) else None
         if not isinstance(listed, list):
             raise PullError("bad_response", "edge answered /api/v1/gaps without a list of gaps")

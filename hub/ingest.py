@@ -199,7 +199,7 @@ class NodeSync:
         """(row, needs a pull) for every row the edge lists after `after`, a page at a time."""
         stop = self.ingest.stop_event
         while not stop.is_set():
-            rows = self._counted(self.client.segments_after, after, PAGE)
+            rows, asked = self._counted(self.client.segments_after, after, PAGE)
             with self.ingest.catalog.read() as r:
                 stored = r.stored_seqs(self.node, [row.seq for row in rows])
                 quarantined = set(r.quarantined(self.node))
@@ -213,7 +213,7 @@ class NodeSync:
                     self._refused(row, row.refusal)
                     quarantined.add(row.seq)
                 yield row, row.seq not in stored and row.seq not in quarantined
-            if len(rows) < PAGE:
+            if len(rows) < asked:
                 return
             after = rows[-1].seq
 
@@ -287,7 +287,8 @@ class NodeSync:
                 continue
             try:
                 lo, hi = min(wanted), max(wanted)
-                rows = {r.seq: r for r in self._counted(self.client.segments_after, lo - 1, min(hi - lo + 1, 1000))}
+                listed, _ = self._counted(self.client.segments_after, lo - 1, min(hi - lo + 1, 1000))
+                rows = {r.seq: r for r in listed}
                 for seq in wanted:  # newest first; a refused row is catch-up's to quarantine
                     if seq in rows and rows[seq].refusal is None and not stop.is_set():
                         self.pull(rows[seq], live=True)
