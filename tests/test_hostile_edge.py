@@ -27,6 +27,7 @@ from typing import Any
 
 from conftest import TOKEN, metric_value, sql_rows, wait_for
 
+from hub.config import edge_node_token
 from hub.slots import FairSlots
 from hub.store import recording_key
 from shared.enums import EDGE_GAP_REASONS
@@ -66,6 +67,7 @@ class FakeEdge:
         self.requests: collections.Counter[str] = collections.Counter()
         self.spans: list[tuple[int, float, float]] = []   # (seq, start, end) of every download served
         self.lock = threading.Lock()
+        self.token = ""                          # the node's own token, set when the hub is given this edge
         edge = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -79,7 +81,7 @@ class FakeEdge:
                 query = dict(urllib.parse.parse_qsl(url.query))
                 with edge.lock:
                     edge.requests[url.path] += 1
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                if not edge.token or self.headers.get("Authorization") != f"Bearer {edge.token}":
                     return self.send_json({"error": "unauthorized"}, 401)
                 try:
                     if url.path == "/api/v1/segments":
@@ -217,6 +219,8 @@ def appear_later(edge: FakeEdge, after: float = 3.0) -> Callable[[], float]:
 
 def start_hub(hub_factory: Any, broker: Any, s3: Any, edges: dict[str, FakeEdge], name: str = "hub",
               **ingest: Any) -> Any:
+    for node, edge in edges.items():
+        edge.token = edge_node_token(TOKEN, node)      # each edge accepts its own token only, as vigil-edge does
     return hub_factory(broker, s3, [], name=name, ingest={**INGEST, **ingest},
                        extra_nodes=[{"id": node, "url": e.url} for node, e in edges.items()]).start()
 
