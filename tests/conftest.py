@@ -40,12 +40,14 @@ SLOW_MODULES = (
     "test_ansible.py",          # (110) the playbooks, twice
     "test_retention.py",        # (90) small disks filling up
     "test_recording.py",        # (90) ten cameras, one flaky
-    "test_sync_trust.py",       # (60)
+    "test_sync_trust.py",       # (80)
     "test_durability.py",       # (60)
-    "test_hub_fuzz.py",         # (50)
+    "test_hub_fuzz.py",         # (55)
     "test_litestream.py",       # (50)
     "test_player_browser.py",   # (40) with the `footage` fixture (about 27 s)
+    "test_hostile_edge.py",     # (30)
     "test_mqtt_tls.py",         # (30)
+    "test_hostile_client.py",   # (25)
 )
 
 

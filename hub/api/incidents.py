@@ -269,10 +269,13 @@ class Incidents:
                 raise ApiError(404, "unknown_camera", f"incident {ctx.path.id} does not cover camera {want}")
         node, cam = links[0].node, links[0].camera        # links are ordered by camera: the first camera
         links = [lk for lk in links if (lk.node, lk.camera) == (node, cam)]
-        return playlist_response(self.s, ctx, node, cam, min(lk.start_us for lk in links),
-                                 max(lk.end_us for lk in links), MEDIA_URI,
-                                 f"incident {ctx.path.id}'s ranges on {node}.{cam} (play each range with the "
-                                 "camera's playlist)")
+        start, end = min(lk.start_us for lk in links), max(lk.end_us for lk in links)
+        if end - start > self.s.max_playlist_us:   # the incident's state, not the request: 409
+            raise ApiError(409, "range_too_long", f"incident {ctx.path.id}'s ranges on {node}.{cam} span "
+                           f"{(end - start) / 3600e6:.2f} hours, more than one playlist covers "
+                           f"({self.s.max_playlist_us / 3600e6:g} h, api.max_playlist_hours): play each range "
+                           "with the camera's playlist")
+        return playlist_response(self.s, ctx, node, cam, start, end, MEDIA_URI)
 
     def list_audit(self, ctx: Ctx) -> AuditList:
         q = ctx.query
@@ -301,7 +304,7 @@ class Incidents:
               path_params=IncidentPath, query=Page, response=AuditList, tag=tag),
             E("GET", f"{API}/incidents/{{id}}/playlist.m3u8", self.incident_playlist,
               "HLS playlist of the incident's range on one of its cameras", path_params=IncidentPath,
-              query=IncidentPlaylistQuery, media="application/vnd.apple.mpegurl", tag="playback"),
+              query=IncidentPlaylistQuery, media="application/vnd.apple.mpegurl", tag="playback", errors=(409,)),
             E("GET", f"{API}/audit", self.list_audit, "Every change, newest first", role="admin", query=AuditQuery,
               response=AuditList, tag=tag),
         ]
