@@ -453,10 +453,17 @@ class Peer:
 def broker(staged: Staged, tmp_path: Path) -> Iterator[Staged]:
     """Mosquitto from the staged conf.d/vigil.conf (listeners, password file, ACL) plus test-only
     process settings; stopped by its PID."""
-    conf = tmp_path / "mosquitto.conf"
-    log = tmp_path / "mosquitto.log"
-    conf.write_text(f"log_dest file {log}\nlog_type all\nuser root\npersistence false\n"
-                    f"include_dir {staged.path('/etc/mosquitto/conf.d')}\n")
+    with staged_mosquitto(staged.path("/etc/mosquitto/conf.d"), tmp_path, staged.mqtt_port, MQTT_PASSWORDS["hub"]):
+        yield staged
+
+
+@contextlib.contextmanager
+def staged_mosquitto(conf_d: Path, work: Path, port: int, hub_password: str) -> Iterator[None]:
+    """Mosquitto from a provisioned conf.d (listeners, password file, ACL) plus test-only process
+    settings, until the hub user can connect; stopped by its PID."""
+    conf = work / "mosquitto.conf"
+    log = work / "mosquitto.log"
+    conf.write_text(f"log_dest file {log}\nlog_type all\nuser root\npersistence false\ninclude_dir {conf_d}\n")
     proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -464,13 +471,13 @@ def broker(staged: Staged, tmp_path: Path) -> Iterator[Staged]:
         while True:
             assert proc.poll() is None, f"mosquitto exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
             with contextlib.suppress(OSError, queue.Empty):
-                peer = Peer(staged.mqtt_port, "hub", MQTT_PASSWORDS["hub"])
+                peer = Peer(port, "hub", hub_password)
                 peer.close()
                 if not peer.reason.is_failure:
                     break
             assert time.monotonic() < deadline, f"mosquitto not ready:\n{log.read_text()[-3000:]}"
             time.sleep(0.1)
-        yield staged
+        yield
     finally:
         proc.terminate()
         try:

@@ -9,17 +9,13 @@ so the PUBACK says whether the broker took it (0x87 "not authorized" when the AC
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import queue
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ansible import ANSIBLE_BIN, NOT_AUTHORIZED, Peer, recap, run_playbook
+from test_ansible import ANSIBLE_BIN, NOT_AUTHORIZED, Peer, recap, run_playbook, staged_mosquitto
 
 from tools.processes import free_port
 
@@ -67,31 +63,8 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     path.write_text(json.dumps(inventory))
     result = run_playbook(work, path, "broker.yml")
     assert result.returncode == 0 and recap(result)["broker1"]["failed"] == 0, result.stdout[-4000:]
-    conf = work / "mosquitto.conf"
-    log = work / "mosquitto.log"
-    conf.write_text(f"log_dest file {log}\nlog_type all\nuser root\npersistence false\n"
-                    f"include_dir {root / 'etc/mosquitto/conf.d'}\n")
-    proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert proc.poll() is None, f"mosquitto exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            with contextlib.suppress(OSError, queue.Empty):
-                peer = Peer(port, "hub", PASSWORDS["hub"])
-                peer.close()
-                if not peer.reason.is_failure:
-                    break
-            assert time.monotonic() < deadline, f"mosquitto not ready:\n{log.read_text()[-3000:]}"
-            time.sleep(0.1)
+    with staged_mosquitto(root / "etc/mosquitto/conf.d", work, port, PASSWORDS["hub"]):
         yield Broker(port, root / "etc/mosquitto/vigil.acl")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture
