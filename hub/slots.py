@@ -1,4 +1,5 @@
-"""Download slots shared by every node's lanes, handed out fairly (issue 14 finding 2).
+"""Shared capacity: download slots handed out fairly to every node's lanes (issue 14 finding 2),
+and request slots per API client.
 
 `ingest.pull_concurrency` slots for catch-up downloads and as many again for live ones. A free
 slot goes to the waiting node that holds the fewest slots (the longest waiting first among equals),
@@ -6,6 +7,9 @@ so while other nodes wait, slots move towards an even split (`total // nodes`, a
 as downloads end. Every download is bounded by its deadline (`hub/edge_client.py`), so a node
 whose edge drips bytes keeps an honest node waiting for at most one download. A wait is bounded
 (`ingest.slot_wait_seconds`) and ends at the hub's stop.
+
+`ClientSlots`: requests of one kind an API client may have in flight (playlists being built and
+sent: `api.playlists_per_client`); the API answers 429 to the next.
 
 `SpoolQuota`: the declared bytes of one node's downloads in flight (spool files and memory) stay
 within `ingest.spool_quota_mb`; a download that would exceed it waits for the node's others (one
@@ -19,7 +23,7 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from hub.edge_client import PullError
 
@@ -106,3 +110,31 @@ def download_room(quota: SpoolQuota, slots: FairSlots, node: str, nbytes: int, w
             slots.release(node)
     finally:
         quota.release(nbytes)
+
+
+class ClientSlots:
+    """At most `limit` requests of one kind in flight per client."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._busy: dict[str, int] = {}
+
+    def take(self, client: str) -> Callable[[], None] | None:
+        """A slot for `client`, or None when it holds `limit` already; call the result once done
+        (a second call does nothing)."""
+        with self._lock:
+            if self._busy.get(client, 0) >= self.limit:
+                return None
+            self._busy[client] = self._busy.get(client, 0) + 1
+        released = threading.Event()
+
+        def release() -> None:
+            if released.is_set():
+                return
+            released.set()
+            with self._lock:
+                self._busy[client] -= 1
+                if not self._busy[client]:
+                    del self._busy[client]
+        return release

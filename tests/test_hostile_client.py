@@ -168,6 +168,7 @@ def test_a_client_builds_two_playlists_at_once_at_most(rig: Rig) -> None:
     slots = hub.app.services.playlist_slots
     path = f"{API}/cameras/e1.long/playlist.m3u8?start={rig.long_start_us / 1e6}&end={rig.long_start_us / 1e6 + 600}"
     held = [slots.take("token:viewer-desk"), slots.take("token:viewer-desk")]   # two being sent to viewer-desk
+    assert None not in held
     try:
         status, headers, body = hub.request("GET", path, role="viewer")
         assert status == 429 and headers["retry-after"] == "1", body

@@ -28,11 +28,12 @@ from hub.api.fleet import Fleet
 from hub.api.footage import Footage
 from hub.api.incidents import Incidents
 from hub.api.openapi import document
-from hub.api.routing import ClientSlots, Endpoint, Router, Services
+from hub.api.routing import Endpoint, Router, Services
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
 from hub.exports import Exporter
 from hub.metrics import HubMetrics
+from hub.slots import ClientSlots
 from hub.store import ObjectStore
 from hub.thumbnails import Thumbnails
 from shared import __version__
@@ -48,8 +49,7 @@ class HubApi:
         self.services = Services(cfg=cfg, metrics=metrics, catalog=catalog, store=store, exporter=exporter,
                                  thumbnails=Thumbnails(store, metrics), token_key=token_key, ready=ready,
                                  run_retention=run_retention, holds_changed=holds_changed,
-                                 playlist_slots=ClientSlots(cfg.api.playlists_per_client, "playlists",
-                                                            "api.playlists_per_client"))
+                                 playlist_slots=ClientSlots(cfg.api.playlists_per_client))
         admin = Admin(self.services)
         self.endpoints: list[Endpoint] = [
             *admin.endpoints(), *Fleet(self.services).endpoints(), *Footage(self.services).endpoints(),

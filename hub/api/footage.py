@@ -4,8 +4,6 @@ the playback tokens that open them to players without headers."""
 from __future__ import annotations
 
 import logging
-import zlib
-from collections.abc import Callable, Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, UnsetType
@@ -25,7 +23,6 @@ from shared.timeutil import iso_to_us, now_us, us_to_iso
 
 log = logging.getLogger(__name__)
 GZIP_PLAYLIST_FILES = 60          # ~64 kB of playlist with 2-s fragments in 60-s files
-STREAM_PIECE_BYTES = 64 * 1024
 MEDIA_URI = "../../segments/{}/media.mp4"
 
 
@@ -373,6 +370,9 @@ def playlist_response(s: Services, ctx: Ctx, node: str, cam: str, start_us: int,
     check_range(start_us, end_us, s.max_playlist_us, what, "api.max_playlist_hours")
     camera_row(ctx.reader, node, cam)
     release = s.playlist_slots.take(client_of(ctx))
+    if release is None:
+        raise ApiError(429, "too_many_requests", f"{s.cfg.api.playlists_per_client} playlists of this client are "
+                       "being made; wait for one (api.playlists_per_client)", {"Retry-After": "1"})
     try:
         files = [playback.PlaylistFile(f"{node}.{r.seq}", r.run_id, r.init_bytes, fragments.to_rows(r.fragments))
                  for r in ctx.reader.segments_overlapping(node, cam, start_us, end_us)]
@@ -383,28 +383,5 @@ def playlist_response(s: Services, ctx: Ctx, node: str, cam: str, start_us: int,
     headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
-    return StreamingResponse(_playlist_body(playback.playlist_chunks(files, start_us, end_us, uri.format), gzipped,
-                                            release), media_type="application/vnd.apple.mpegurl", headers=headers)
-
-
-def _playlist_body(chunks: Iterator[str], gzipped: bool, release: Callable[[], None]) -> Iterator[bytes]:
-    """`chunks` as bytes in pieces of ~64 kB (each piece is one hop from the event loop to a
-    worker thread), gzip-compressed on the way (level 1: a 24-h playlist, 3.7 MB, becomes 0.5 MB);
-    the client's playlist slot is released when the body is sent or the client went away."""
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31) if gzipped else None
-    pending: list[bytes] = []
-    size = 0
-    try:
-        for text in chunks:
-            data = text.encode()
-            pending.append(packer.compress(data) if packer else data)
-            size += len(data)
-            if size >= STREAM_PIECE_BYTES:
-                yield b"".join(pending)
-                pending, size = [], 0
-        if packer:
-            pending.append(packer.flush())
-        yield b"".join(pending)
-    finally:
-        release()
-
+    body = playback.playlist_bytes(playback.playlist_chunks(files, start_us, end_us, uri.format), gzipped, release)
+    return StreamingResponse(body, media_type="application/vnd.apple.mpegurl", headers=headers)

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,6 +45,7 @@ from shared.timeutil import us_to_iso
 
 if TYPE_CHECKING:
     from hub.exports import Exporter
+    from hub.slots import ClientSlots
     from hub.store import ObjectStore
     from hub.thumbnails import Thumbnails
 
@@ -309,7 +309,7 @@ class Services:
     ready: Callable[[], list[str]]
     run_retention: Callable[[], Any]
     holds_changed: Callable[[], None]
-    playlist_slots: ClientSlots
+    playlist_slots: ClientSlots      # api.playlists_per_client
 
     @property
     def max_range_us(self) -> int:
@@ -318,37 +318,6 @@ class Services:
     @property
     def max_playlist_us(self) -> int:
         return min(self.max_range_us, int(self.cfg.api.max_playlist_hours * 3600e6))
-
-
-class ClientSlots:
-    """At most `limit` requests of one kind in flight per client; the next gets 429."""
-
-    def __init__(self, limit: int, what: str, setting: str) -> None:
-        self.limit, self.what, self.setting = limit, what, setting
-        self._lock = threading.Lock()
-        self._busy: dict[str, int] = {}
-
-    def take(self, client: str) -> Callable[[], None]:
-        """A slot for `client` (ApiError 429 when it has `limit` already); call the result once done."""
-        with self._lock:
-            n = self._busy.get(client, 0)
-            if n >= self.limit:
-                raise ApiError(429, "too_many_requests", f"{n} {self.what} of this client are being made; "
-                               f"wait for one ({self.setting} = {self.limit})", {"Retry-After": "1"})
-            self._busy[client] = n + 1
-        released = threading.Event()
-
-        def release() -> None:
-            if released.is_set():
-                return
-            released.set()
-            with self._lock:
-                left = self._busy[client] - 1
-                if left:
-                    self._busy[client] = left
-                else:
-                    del self._busy[client]
-        return release
 
 
 def client_of(ctx: Ctx) -> str:
