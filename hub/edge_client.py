@@ -44,11 +44,6 @@ class Limits:
     min_rate: float = 128 << 10           # bytes/s a download must average
 
 
-def id_problem(value: str) -> str | None:
-    """`check_id`, and no line break anywhere (`ID_PATTERN` ends with `$`, which lets "cam\\n" through)."""
-    return check_id(value) or (f"{value!r} is not a valid id (a line break)" if "\n" in value else None)
-
-
 class PullError(Exception):
     """A pull failed. `reason` is a PULL_RESULTS label; segment failures count towards quarantine,
     the others (network, auth, S3) end the pass and are retried later."""
@@ -99,7 +94,7 @@ class EdgeSegment:
         if self.bytes > max_bytes:
             return PullError("too_large", f"{what} declares {self.bytes} bytes, over ingest.max_segment_mb "
                                           f"({max_bytes >> 20} MiB)")
-        bad = id_problem(self.camera)
+        bad = check_id(self.camera)
         if bad is None and (len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256)):
             bad = "sha256 is not 64 lower-case hex digits"
         if bad is None and not (0 < self.bytes and 0 <= self.init_bytes <= self.bytes
@@ -204,7 +199,7 @@ class EdgeClient:
         if not isinstance(listed, list):
             raise PullError("bad_response", "edge answered /api/v1/gaps without a list of gaps")
         gaps = [_edge_gap(g) for g in listed]
-        return [g for g in gaps if not id_problem(g.camera)], [g for g in gaps if id_problem(g.camera)]
+        return [g for g in gaps if not check_id(g.camera)], [g for g in gaps if check_id(g.camera)]
 
     def download_deadline(self, expected: int) -> float:
         """Seconds a download of `expected` bytes may take: the timeout plus the bytes at the minimum rate."""
