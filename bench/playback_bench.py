@@ -272,7 +272,9 @@ class Rig:
     def make_hub(self, edge_url: str | None, edge: Edge | None = None) -> Hub:
         assert self.s3 is not None and self.broker is not None
         nodes = [{"id": EDGE_NODE, "url": edge_url}] if edge_url and edge is None else None
+        # without an edge (--exports never) no node is listed: the hub needs accept_new_nodes to start
         self.hub = Hub(self.root / "hub", self.broker, self.s3, [edge] if edge else None, extra_nodes=nodes,
+                       ingest=None if edge or nodes else {"accept_new_nodes": True},
                        extra=HUB_EXTRA.format(media="redirect"))
         return self.hub
 
