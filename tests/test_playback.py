@@ -65,10 +65,11 @@ def _verify(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _download(hub: InProcessHub, job: dict[str, Any], into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
+    """Every file the export's answer links to: what a user downloading it gets (then verifies)."""
     for f in job["files"]:
         (into / f["name"]).write_bytes(hub.get_bytes(f["url"]))
-    for name in ("manifest.json", "manifest.json.sig"):
-        (into / name).write_bytes(hub.get_bytes(f"{API}/exports/{job['id']}/files/{name}"))
+    (into / "manifest.json").write_bytes(hub.get_bytes(job["manifest_url"]))
+    (into / "manifest.json.sig").write_bytes(hub.get_bytes(job["signature_url"]))
     return into
 
 

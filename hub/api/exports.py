@@ -59,6 +59,8 @@ class ExportOut(Struct):
     expires: Timestamp
     source_bytes: int | None
     manifest_url: str | None
+    signature_url: Annotated[str | None, Meta(description="manifest.json.sig: the Ed25519 signature of "
+                                                         "manifest.json, which verify-export needs beside it")]
     files: list[ExportFile]
 
     @classmethod
@@ -72,7 +74,8 @@ class ExportOut(Struct):
                    end=us_to_iso(job.end_us), reason=job.reason, requester=job.requester,
                    created=us_to_iso(job.created_us), updated=us_to_iso(job.updated_us),
                    expires=us_to_iso(job.expires_us), source_bytes=job.result.get("source_bytes"),
-                   manifest_url=base + exports.MANIFEST if done else None, files=files)
+                   manifest_url=base + exports.MANIFEST if done else None,
+                   signature_url=base + exports.SIGNATURE if done else None, files=files)
 
 
 class ExportList(Struct):
