@@ -170,6 +170,8 @@ class ApiConfig:
     playlists_per_client: int = field(2, check=between(1, 64),
                                       doc="playlists one client (API token, or playback token) may have the hub "
                                           "build at once; more get 429 with Retry-After")
+    session_hours: float = field(12.0, check=between(0.001, 720),
+                                 doc="how long a web page sign-in lasts (then the page asks for a token again)")
     token_key: str = field("", secret=True, check=lambda v: None if not v or len(v) >= 32 else
                            "must be at least 32 characters (or empty: a random key in hub.data_dir)",
                            doc="secret that signs playback tokens (empty: a random key kept in hub.data_dir); "

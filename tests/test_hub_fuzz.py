@@ -41,7 +41,10 @@ from tools.services import SeaweedS3
 MAX_EXAMPLES = 50
 ADMIN = {"Authorization": f"Bearer {HUB_TOKENS['admin']}"}
 # POSTs that change nothing a viewer may not read: a playback token only grants what its holder can see
-VIEWER_POSTS = {("POST", "/api/v1/playback-tokens")}
+# writes a viewer may make: a playback token, signing itself out
+VIEWER_POSTS = {("POST", "/api/v1/playback-tokens"), ("DELETE", "/api/v1/session")}
+# the sign-in takes its token in the body (tests/test_sessions.py)
+SIGN_IN = ("POST", "/api/v1/session")
 HOUR_US = 3600 * 1_000_000
 
 
@@ -264,6 +267,12 @@ def test_every_endpoint_needs_a_token(seeded: Seeded) -> None:
         url = seeded.url_path(path)
         if not op.get("security", doc.get("security")):
             public.add((method, path))
+            if (method, path) == SIGN_IN:
+                status, _, data = hub.request(method, url, {"token": HUB_TOKENS["viewer"]}, role=None)
+                hub.client.cookies.clear()      # the rest is asked without any credential
+                if status != 201:
+                    problems.append(f"{method} {path} (sign-in with a viewer token): {status} {data}")
+                continue
             status, _, data = hub.request(method, url, role=None)
             if status != 200:
                 problems.append(f"{method} {path} (public): {status} {data}")
@@ -289,7 +298,7 @@ def test_every_endpoint_needs_a_token(seeded: Seeded) -> None:
             code = _error(data).get("code")
             if status != 403 or code != "forbidden":
                 problems.append(f"{method} {path} as {role} (needs {required}): {status} {data}")
-    assert public == {("GET", "/healthz"), ("GET", "/readyz")}, f"public operations: {sorted(public)}"
+    assert public == {("GET", "/healthz"), ("GET", "/readyz"), SIGN_IN}, f"public operations: {sorted(public)}"
     assert secured >= 25, f"only {secured} secured operations documented"
     assert not problems, "\n".join(problems)
 

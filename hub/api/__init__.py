@@ -29,6 +29,7 @@ from hub.api.footage import Footage
 from hub.api.incidents import Incidents
 from hub.api.openapi import document
 from hub.api.routing import Endpoint, Router, Services
+from hub.api.session import Session
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
 from hub.exports import Exporter
@@ -54,7 +55,7 @@ class HubApi:
         self.endpoints: list[Endpoint] = [
             *admin.endpoints(), *Fleet(self.services).endpoints(), *Footage(self.services).endpoints(),
             *Incidents(self.services).endpoints(), *Annotations(self.services).endpoints(),
-            *Exports(self.services).endpoints()]
+            *Exports(self.services).endpoints(), *Session(self.services).endpoints()]
         self.spec = admin.spec = document(self.endpoints, __version__)
         self.router = Router(cfg, metrics, catalog, token_key)
 

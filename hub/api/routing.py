@@ -37,7 +37,7 @@ from starlette.routing import Route
 from hub import playback
 from hub.api.shapes import CameraId, CameraText, Instant, Limit, Offset, Timestamp, ValidationProblem, dec_hook
 from hub.catalog import CatalogBusy, CatalogReader, HubCatalog, Link
-from hub.config import ROLES, HubConfig
+from hub.config import ROLES, HubConfig, TokenEntry
 from hub.metrics import HubMetrics
 from shared.config import ascii_digits
 from shared.http import ApiError, error_response
@@ -66,6 +66,8 @@ class Ctx:
     reader: CatalogReader = dataclasses.field(init=False)
     grant: playback.PlaybackGrant | None = None   # set when a playback token authorised the request
     token: str | None = None                       # that token
+    session: str | None = None                     # the sha256 of the session id, when a session cookie did
+    secure: bool = False                           # the client reached us over https (directly or via a proxy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +159,30 @@ def encode(value: Any) -> bytes:
     return msgspec.json.encode(value)
 
 
+SESSION_COOKIE = "vigil_session"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def find_token(cfg: HubConfig, token: str) -> TokenEntry | None:
+    """The [[tokens]] entry of a token (its sha256 compared with every entry, in constant time each)."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    found = None
+    for entry in cfg.tokens:
+        if hmac.compare_digest(digest, entry.sha256):
+            found = entry
+    return found
+
+
+def session_cookie(session_id: str, max_age: int, secure: bool) -> str:
+    """The page's session cookie: script cannot read it, other sites cannot send it."""
+    return (f"{SESSION_COOKIE}={session_id}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict"
+            + ("; Secure" if secure else ""))
+
+
+def clear_session_cookie() -> str:
+    return f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
+
+
 class Router:
     """Auth and the request cycle (see the module doc)."""
 
@@ -167,19 +193,29 @@ class Router:
         self.token_key = token_key
         self.max_body = cfg.api.max_body_kb * 1024
 
-    def _token(self, request: Request) -> Any:
+    def _token(self, request: Request) -> TokenEntry | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
-        found = None
-        for entry in self.cfg.tokens:  # every entry is compared, in constant time each
-            if hmac.compare_digest(digest, entry.sha256):
-                found = entry
-        return found
+        return find_token(self.cfg, token.strip())
 
-    def _auth(self, ep: Endpoint, request: Request) -> tuple[str, str, playback.PlaybackGrant | None]:
-        """(actor, role, grant) of a request allowed to call `ep`; ApiError otherwise."""
+    def _session(self, session_id: str, method: str, csrf: str) -> tuple[TokenEntry, str]:
+        """(the API token, the id's hash) of a live session; a write must carry its CSRF token
+        (`X-CSRF-Token`). Runs in a worker thread (it reads the catalog)."""
+        digest = hashlib.sha256(session_id.encode()).hexdigest()
+        session = self.catalog.reader().session(digest)
+        token = None if session is None else next((t for t in self.cfg.tokens if t.name == session.token_name), None)
+        if session is None or token is None:
+            raise ApiError(401, "session_expired", "the session has expired or was signed out; sign in again",
+                           {"Set-Cookie": clear_session_cookie()})
+        if method not in SAFE_METHODS and not hmac.compare_digest(csrf.encode(), session.csrf.encode()):
+            raise ApiError(403, "csrf", "a write in a signed-in session needs its X-CSRF-Token header")
+        return token, digest
+
+    async def _auth(self, ep: Endpoint, request: Request
+                    ) -> tuple[str, str, playback.PlaybackGrant | None, str | None]:
+        """(actor, role, grant, session) of a request allowed to call `ep`; ApiError otherwise. A
+        bearer token, else the page's session cookie, else (where a route takes one) a playback token."""
         if ep.token_ok and len(request.query_params.get("token", "")) > playback.MAX_TOKEN_CHARS:
             raise ApiError(400, "bad_parameter", f"token: longer than {playback.MAX_TOKEN_CHARS} characters")
         if ep.token_ok and "token" in request.query_params and "authorization" not in request.headers:
@@ -187,16 +223,21 @@ class Router:
                 grant = playback.verify(self.token_key, request.query_params["token"])
             except playback.TokenError as exc:
                 raise ApiError(exc.status, exc.code, exc.message) from None
-            return "playback-token", "viewer", grant
-        if ep.role is None:
-            return "anonymous", "public", None
+            return "playback-token", "viewer", grant, None
+        if ep.role is None:      # (a stale session cookie must not stand in the way of signing in again)
+            return "anonymous", "public", None, None
+        session = None
         token = self._token(request)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if token is None and cookie and "authorization" not in request.headers:
+            token, session = await run_in_threadpool(self._session, cookie, request.method,
+                                                     request.headers.get("x-csrf-token", ""))
         if token is None:
             raise ApiError(401, "unauthorized", "a valid bearer token is required",
                            {"WWW-Authenticate": 'Bearer realm="vigil"'})
         if ROLES.index(token.role) < ROLES.index(ep.role):
             raise ApiError(403, "forbidden", f"this needs the {ep.role} role; token {token.name!r} is {token.role}")
-        return token.name, token.role, None
+        return token.name, token.role, None, session
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -212,7 +253,7 @@ class Router:
 
     async def _call(self, ep: Endpoint, request: Request) -> Response:
         try:
-            actor, role, grant = self._auth(ep, request)
+            actor, role, grant, session = await self._auth(ep, request)
             path = decode_params(ep.path_params, request.path_params, "path") if ep.path_params else None
             query_params = {k: v for k, v in request.query_params.items() if not (ep.token_ok and k == "token")}
             if ep.query is not None:
@@ -224,7 +265,8 @@ class Router:
                 query = None
             body = decode_body(ep.body, await self._read_body(request)) if ep.body else None
             ctx = Ctx(path, query, body, actor, role, request.headers, grant,
-                      request.query_params.get("token") if grant else None)
+                      request.query_params.get("token") if grant else None, session,
+                      request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https")
             result = await run_in_threadpool(self._run, ep, ctx)
         except ApiError as exc:
             return exc.response()

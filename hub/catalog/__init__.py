@@ -12,7 +12,7 @@ annotations, the audit trail and export jobs. The rest of the hub sees typed row
         r.stored_seqs(node, seqs)           #   (ingest threads: no connection per thread)
 
 The queries live in one module per table group (`fleet`, `segments`, `holds`, `incidents`,
-`annotations`, `audit`, `exports`, `tokens`), as read and write mixins that `CatalogReader` and
+`annotations`, `audit`, `exports`, `tokens`, `sessions`), as read and write mixins that `CatalogReader` and
 `HubCatalog` combine; `schema`
 holds the migrations. A PostgreSQL catalog is another `Sql` (db.py) and schema list under the same
 methods. A segment row is written only after its object is in S3 with a verified sha256, so a row
@@ -54,6 +54,7 @@ from hub.catalog.segments import (
     SegmentWrites,
     StoredSegment,
 )
+from hub.catalog.sessions import SessionReads, SessionRow, SessionWrites
 from hub.catalog.tokens import EVERY_ISSUER, TokenReads, TokenWrites
 from shared import sqlite
 
@@ -61,7 +62,7 @@ __all__ = [
     "CATALOG_NAME", "EVERY_ISSUER", "ROWS", "SPANS", "Annotation", "AnnotationChanges", "AuditEntry", "CameraRow",
     "CatalogBusy", "CatalogError", "CatalogReader", "DoomedSegment", "EdgeGap", "ExportJob", "GapSpan", "HoldRow",
     "HoldSpan", "HubCatalog", "Incident", "IncidentChanges", "IncidentQuery", "Link", "NewAnnotation", "NewIncident",
-    "NodeRow", "QuarantineRow", "SegmentRow", "SegmentSpan", "StoredSegment", "Tag", "links_json",
+    "NodeRow", "QuarantineRow", "SegmentRow", "SegmentSpan", "SessionRow", "StoredSegment", "Tag", "links_json",
 ]
 
 CATALOG_NAME = "hub.db"
@@ -70,7 +71,7 @@ COUNTED_TABLES = ("segments", "gaps", "incidents", "annotations", "tags", "audit
 
 
 class CatalogReader(FleetReads, SegmentReads, HoldReads, IncidentReads, AnnotationReads, AuditReads, ExportReads,
-                    TokenReads):
+                    TokenReads, SessionReads):
     """Every read of the catalog, on one connection."""
 
     def __init__(self, db: Sql) -> None:
@@ -81,7 +82,8 @@ class CatalogReader(FleetReads, SegmentReads, HoldReads, IncidentReads, Annotati
         return {t: int(self.db.value(f"SELECT count(*) FROM {t}")) for t in COUNTED_TABLES}
 
 
-class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, ExportWrites, TokenWrites):
+class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, ExportWrites, TokenWrites,
+                 SessionWrites):
     """The catalog's writer (one connection, one transaction at a time) and its readers."""
 
     def __init__(self, data_dir: Path, readonly: bool = False) -> None:

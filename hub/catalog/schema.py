@@ -299,4 +299,18 @@ CREATE TABLE playback_revocations (
 """
 
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]
+SCHEMA_V7 = """
+-- Sign-in sessions of the web page (hub/catalog/sessions.py): the sha256 of the cookie's random
+-- id, the API token's name it stands for, the CSRF token writes must carry, and its expiry.
+CREATE TABLE sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    token_name TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL
+);
+CREATE INDEX sessions_expires ON sessions (expires_us);
+"""
+
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7]
