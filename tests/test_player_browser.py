@@ -160,28 +160,8 @@ class Page:
 def page(page_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     """One headless chromium for the module, quit by its driver at the end (and no process of it left)."""
     _check_prerequisites()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     profile = tempfile.mkdtemp(prefix="vigil-chromium-", dir=tmp_path_factory.getbasetemp())
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--autoplay-policy=no-user-gesture-required", "--mute-audio", f"--user-data-dir={profile}",
-                "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-                "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                "--window-size=640,480"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(Path(profile).parent / "chromedriver.log"))
-    try:
-        driver = webdriver.Chrome(options=options, service=service)
-    except Exception as exc:
-        _reap(profile)
-        log = Path(profile).parent / "chromedriver.log"
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-        pytest.fail(f"browser test: chromium did not start through {CHROMEDRIVER}: {exc}\n{tail}", pytrace=False)
+    driver = start_chromium(profile)
     try:
         driver.set_script_timeout(30)
         driver.get(page_url)
@@ -197,6 +177,32 @@ def page(page_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
             driver.quit()
         finally:
             _reap(profile)
+
+
+def start_chromium(profile: str) -> Any:
+    """Headless chromium with its own profile dir, through Debian's chromedriver; quit it with
+    `driver.quit()`, then `_reap(profile)`."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--autoplay-policy=no-user-gesture-required", "--mute-audio", f"--user-data-dir={profile}",
+                "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
+                "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--window-size=640,480"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(Path(profile).parent / "chromedriver.log"))
+    try:
+        return webdriver.Chrome(options=options, service=service)
+    except Exception as exc:
+        _reap(profile)
+        log = Path(profile).parent / "chromedriver.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        pytest.fail(f"browser test: chromium did not start through {CHROMEDRIVER}: {exc}\n{tail}", pytrace=False)
 
 
 def _reap(profile: str) -> None:

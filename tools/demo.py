@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         hub_url = f"http://127.0.0.1:{hub_port}"
         print(f"""
 demo: a local Vigil system is running (Ctrl-C stops everything)
+  web page:  {hub_url}/   (sign in with the token {HUB_TOKEN}: the fleet view)
   hub:       {hub_url}   ({hub_url}/readyz; log {work / 'hub.log'}); API token {HUB_TOKEN} (admin):
              curl -H 'Authorization: Bearer {HUB_TOKEN}' {hub_url}/api/v1/cameras
              curl -H 'Authorization: Bearer {HUB_TOKEN}' \\

@@ -309,8 +309,9 @@ class Router:
                 m.http_seconds.labels(request.method, template, f"{status // 100}xx").observe(time.perf_counter() - t0)
         return endpoint
 
-    def app(self, endpoints: list[Endpoint]) -> Starlette:
-        routes = [Route(ep.path, self._route(ep), methods=[ep.method]) for ep in endpoints]
+    def app(self, endpoints: list[Endpoint], pages: list[Route] | None = None) -> Starlette:
+        """The API's routes, and `pages` (the web page's, outside the API) beside them."""
+        routes = [Route(ep.path, self._route(ep), methods=[ep.method]) for ep in endpoints] + (pages or [])
 
         async def not_found(request: Request, exc: Exception) -> Response:
             self.metrics.http_seconds.labels(request.method, "unmatched", "4xx").observe(0)

@@ -1,0 +1,144 @@
+"""The hub's web page (issue 15) in a real browser: sign in with a token, the fleet view, sign out.
+
+The hub runs in the test process (tests/hubkit.py: the real catalog and S3) behind the real
+uvicorn server `vigil-hub` uses (`shared.process.start_http_server`) on a loopback port; Debian's
+chromium (headless) through Debian's chromedriver, as tests/test_player_browser.py starts it.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hubkit import InProcessHub, seed_fake
+from test_player_browser import CHROMEDRIVER, CHROMIUM, SETUP_HINT, _reap, start_chromium
+
+from shared.process import start_http_server
+from shared.timeutil import now_us, us_to_iso
+from tools.apps import HUB_TOKENS
+from tools.processes import free_port
+from tools.services import SeaweedS3
+
+HOSTILE = '<img src=x onerror="window.pwned = 1"></td></tr><script>window.pwned = 2</script>'
+
+
+@pytest.fixture(scope="module")
+def hub_url(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3) -> Iterator[str]:
+    hub = InProcessHub(tmp_path_factory.mktemp("web") / "hub", shared_s3, nodes=("site-a", "site-b"))
+    now = now_us()
+    hub.catalog.update_node("site-a", state="online", last_seen_us=now, disk_free_bytes=120_000_000_000,
+                            backlog_segments=3)
+    hub.catalog.update_node("site-b", state="offline", last_seen_us=now - 3600 * 10**6, last_error=HOSTILE)
+    for cam, state in (("door", "recording"), ("yard", "failed")):
+        seed_fake(hub, "site-a", cam, now - 600 * 10**6, 2, first_seq=100 if cam == "yard" else 1)
+        hub.catalog.set_camera_status("site-a", cam, {"state": state, "since": us_to_iso(now)})
+    port = free_port()
+    server = start_http_server(hub.app.app(), "127.0.0.1", port)
+    assert server is not None
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        hub.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        pytest.fail(f"browser test: {', '.join(missing)} not installed; {SETUP_HINT}", pytrace=False)
+    profile = tempfile.mkdtemp(prefix="vigil-chromium-", dir=tmp_path_factory.getbasetemp())
+    driver = start_chromium(profile)
+    try:
+        yield driver
+    finally:
+        try:
+            driver.quit()
+        finally:
+            _reap(profile)
+
+
+def _wait(driver: Any, what: str, script: str, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; console: {driver.get_log('browser')}"
+        time.sleep(0.1)
+
+
+def _visible(driver: Any, element_id: str) -> bool:
+    return bool(driver.execute_script(f"const e = document.getElementById('{element_id}'); return e && !e.hidden"))
+
+
+def _sign_in(driver: Any, token: str) -> None:
+    driver.execute_script("document.getElementById('token').value = arguments[0]; "
+                          "document.getElementById('sign-in').requestSubmit()", token)
+
+
+def test_the_page_is_served_with_strict_headers_and_hashed_assets(hub_url: str) -> None:
+    with urllib.request.urlopen(hub_url + "/", timeout=10) as resp:
+        html = resp.read().decode()
+        headers = resp.headers
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == "no-cache"
+    # no inline script or style for the policy to allow: every script has a src, no on* attributes
+    assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", html)) and " style=" not in html
+    assert not re.search(r"\son[a-z]+=", html)
+    assets = re.findall(r'(?:src|href)="(/assets/[^"]+)"', html)
+    assert {a.rsplit(".", 1)[-1] for a in assets} == {"js", "css"}
+    for asset in assets:
+        assert re.fullmatch(r"/assets/[a-z]+\.[0-9a-f]{12}\.(js|css)", asset), asset
+        with urllib.request.urlopen(hub_url + asset, timeout=10) as resp:
+            assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+            assert resp.headers["Content-Security-Policy"] == csp and resp.read()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(hub_url + "/assets/app.000000000000.js", timeout=10)
+    assert err.value.code == 404
+
+
+def test_sign_in_the_fleet_and_sign_out_in_a_browser(hub_url: str, browser: Any) -> None:
+    browser.get(hub_url + "/")
+    _wait(browser, "the page to start", "return window.vigilReady === true")
+    assert _visible(browser, "sign-in") and not _visible(browser, "fleet")
+    _sign_in(browser, "not-a-token-0123456789")
+    error = _wait(browser, "the refusal", "return document.getElementById('sign-in-error').textContent")
+    assert "not a token" in error and not _visible(browser, "fleet")
+    assert browser.execute_script("return document.getElementById('token').value") == ""
+
+    _sign_in(browser, HUB_TOKENS["viewer"])
+    _wait(browser, "the fleet", "return document.querySelectorAll('#nodes tr').length === 2")
+    assert browser.execute_script("return document.getElementById('who').textContent") == "viewer-desk (viewer)"
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#nodes tr')].map(r => [...r.cells].map(c => c.textContent))")
+    by_node = {row[0]: row for row in rows}
+    assert by_node["site-a"][1] == "online" and by_node["site-a"][3] == "1 recording, 1 failed of 2"
+    assert by_node["site-a"][4] == "3 segments" and by_node["site-a"][5] == "120.0 GB"
+    assert by_node["site-b"][1] == "offline" and by_node["site-b"][2] == "60 min ago"
+    # a hostile text from an edge is shown as text: no element made of it, no script run
+    assert by_node["site-b"][6] == HOSTILE
+    assert browser.execute_script("return window.pwned === undefined && !document.querySelector('#nodes img')")
+    # the page holds no token: none in storage, the cookie is invisible to script
+    assert browser.execute_script("return localStorage.length + sessionStorage.length") == 0
+    assert "vigil_session" not in browser.execute_script("return document.cookie")
+    assert HUB_TOKENS["viewer"] not in browser.page_source
+    cookie = browser.get_cookie("vigil_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+    # a reload keeps the session; signing out ends it (the API refuses the old cookie)
+    browser.refresh()
+    _wait(browser, "the fleet after a reload", "return document.querySelectorAll('#nodes tr').length === 2")
+    browser.execute_script("document.getElementById('sign-out').click()")
+    _wait(browser, "the sign-in form", "return !document.getElementById('sign-in').hidden")
+    status = browser.execute_async_script(
+        "const done = arguments[0]; fetch('/api/v1/session').then(r => done(r.status))")
+    assert status == 401
