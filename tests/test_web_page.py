@@ -12,10 +12,11 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hubkit import InProcessHub, seed_fake
+from hubkit import InProcessHub, seed_fake, seed_footage
 from test_player_browser import CHROMEDRIVER, CHROMIUM, SETUP_HINT, _reap, start_chromium
 
 from shared.process import start_http_server
@@ -28,15 +29,18 @@ HOSTILE = '<img src=x onerror="window.pwned = 1"></td></tr><script>window.pwned 
 
 
 @pytest.fixture(scope="module")
-def hub_url(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3) -> Iterator[str]:
+def hub_url(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, media: dict[str, Path]) -> Iterator[str]:
     hub = InProcessHub(tmp_path_factory.mktemp("web") / "hub", shared_s3, nodes=("site-a", "site-b"))
     now = now_us()
     hub.catalog.update_node("site-a", state="online", last_seen_us=now, disk_free_bytes=120_000_000_000,
                             backlog_segments=3)
     hub.catalog.update_node("site-b", state="offline", last_seen_us=now - 3600 * 10**6, last_error=HOSTILE)
-    for cam, state in (("door", "recording"), ("yard", "failed")):
-        seed_fake(hub, "site-a", cam, now - 600 * 10**6, 2, first_seq=100 if cam == "yard" else 1)
-        hub.catalog.set_camera_status("site-a", cam, {"state": state, "since": us_to_iso(now)})
+    # site-a.door: real footage (its thumbnail decodes); site-a.yard: bytes that are no video
+    seed_footage(hub, media["h264"], "site-a", "door", now - 600 * 10**6, 2)
+    seed_fake(hub, "site-a", "yard", now - 600 * 10**6, 2, first_seq=100)
+    hub.catalog.set_camera_status("site-a", "door", {"state": "recording", "since": us_to_iso(now)})
+    hub.catalog.set_camera_status("site-a", "yard", {"state": "failed", "since": us_to_iso(now),
+                                                     "reason": "camera_unreachable", "error": HOSTILE})
     port = free_port()
     server = start_http_server(hub.app.app(), "127.0.0.1", port)
     assert server is not None
@@ -127,6 +131,18 @@ def test_sign_in_the_fleet_and_sign_out_in_a_browser(hub_url: str, browser: Any)
     # a hostile text from an edge is shown as text: no element made of it, no script run
     assert by_node["site-b"][6] == HOSTILE
     assert browser.execute_script("return window.pwned === undefined && !document.querySelector('#nodes img')")
+    # the cameras grid: a decoded picture for the camera with footage, "no picture" for the other,
+    # the failed camera's reason (its hostile error text never turned into markup)
+    door_img = "document.querySelector('[data-camera=\"site-a.door\"] img')"
+    _wait(browser, "the door camera's picture", f"const i = {door_img}; return i && i.complete && i.naturalWidth > 0")
+    size = browser.execute_script(f"const i = {door_img}; return [i.naturalWidth, i.naturalHeight]")
+    assert size == [320, 180]
+    _wait(browser, "the yard camera's 'no picture'", "return !document.querySelector("
+                                                      "'[data-camera=\"site-a.yard\"] .no-image').hidden")
+    yard = browser.execute_script("return [...document.querySelectorAll('[data-camera=\"site-a.yard\"] span')]"
+                                  ".map(s => s.textContent)")
+    assert yard == ["site-a.yard", "failed", "camera_unreachable"]
+    assert browser.execute_script("return window.pwned === undefined && !document.querySelector('.tile img[src=x]')")
     # the page holds no token: none in storage, the cookie is invisible to script
     assert browser.execute_script("return localStorage.length + sessionStorage.length") == 0
     assert "vigil_session" not in browser.execute_script("return document.cookie")

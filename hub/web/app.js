@@ -28,6 +28,7 @@ async function api(method, path, body) {
 function show(signedIn, who) {
   $("sign-in").hidden = signedIn;
   $("fleet").hidden = !signedIn;
+  $("cameras").hidden = !signedIn;
   $("sign-out").hidden = !signedIn;
   $("who").textContent = signedIn ? `${who.name} (${who.role})` : "";
   document.body.dataset.role = signedIn ? who.role : "";
@@ -64,9 +65,63 @@ function nodeState(node) {
   return node.accepted ? node.state : "pending";
 }
 
+// One tile per camera: its latest thumbnail (the first frame of the newest stored segment: the
+// URL only changes when new footage is stored, so the browser caches it), its state and why.
+function renderCameras(cameras) {
+  const grid = $("camera-grid");
+  const tiles = new Map([...grid.children].map((t) => [t.dataset.camera, t]));
+  grid.replaceChildren(...cameras.map((camera) => {
+    const tile = tiles.get(camera.id) || newTile(camera.id);
+    const picture = tile.querySelector("img");
+    const src = camera.stored_until
+      ? `${API}/cameras/${encodeURIComponent(camera.id)}/thumbnail?at=${encodeURIComponent(camera.stored_until)}`
+      : "";
+    if (src && picture.dataset.src !== src) {
+      picture.dataset.src = src;
+      picture.hidden = false;
+      tile.querySelector(".no-image").hidden = true;
+      picture.src = src;
+    } else if (!src) {
+      picture.hidden = true;
+      tile.querySelector(".no-image").hidden = false;
+    }
+    const state = camera.node_online ? camera.state : "offline";
+    tile.querySelector(".state").textContent = state;
+    tile.querySelector(".state").className = `state state-${state === "recording" ? "online" : "offline"}`;
+    tile.querySelector(".why").textContent = state === "recording" ? "" : (camera.reason || camera.error || "");
+    return tile;
+  }));
+}
+
+function newTile(id) {
+  const tile = document.createElement("figure");
+  tile.className = "tile";
+  tile.dataset.camera = id;
+  const picture = document.createElement("img");
+  picture.alt = `latest picture of ${id}`;
+  picture.addEventListener("error", () => {
+    picture.hidden = true;
+    tile.querySelector(".no-image").hidden = false;
+  });
+  const none = document.createElement("div");
+  none.className = "no-image";
+  none.textContent = "no picture";
+  none.hidden = true;
+  const caption = document.createElement("figcaption");
+  for (const [cls, text] of [["name", id], ["state", ""], ["why", ""]]) {
+    const span = document.createElement("span");
+    span.className = cls;
+    span.textContent = text;
+    caption.append(span);
+  }
+  tile.append(picture, none, caption);
+  return tile;
+}
+
 async function refreshFleet() {
   try {
     const [{ nodes }, { cameras }] = await Promise.all([api("GET", "/nodes"), api("GET", "/cameras")]);
+    renderCameras(cameras);
     const body = $("nodes");
     body.replaceChildren();
     for (const node of nodes) {
