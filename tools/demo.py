@@ -118,7 +118,7 @@ demo: a local Vigil system is running (Ctrl-C stops everything)
   S3:        {s3.endpoint_url}, bucket vigil, key {s3.access_key} / {s3.secret_key}
   catalogs:  {work / 'edge-data' / 'catalog.db'}, {work / 'hub-data' / 'hub.db'}, replicated by Litestream to
              s3://vigil/litestream/demo-edge and s3://vigil/litestream/hub (logs *-litestream.log)
-  fleet:     vigil-hub --config {hub_cfg} nodes --watch 5
+  fleet:     {VENV_BIN / 'vigil-hub'} --config {hub_cfg} nodes --watch 5
   play:      the last 5 minutes through the hub (HLS with a playback token):
              ffplay "{hub_url}$(curl -s -H 'Authorization: Bearer {HUB_TOKEN}' {hub_url}/api/v1/playback-tokens \\
                -d '{{"camera": "demo-edge.front-door", "start": '$(date -d '-5 min' +%s)', "end": '$(date +%s)'}}' \\
@@ -126,7 +126,8 @@ demo: a local Vigil system is running (Ctrl-C stops everything)
   export:    curl -H 'Authorization: Bearer {HUB_TOKEN}' {hub_url}/api/v1/exports \\
                -d '{{"cameras": [{{"camera": "demo-edge.front-door", "start": '$(date -d -2min +%s)',
                                 "end": '$(date +%s)'}}], "reason": "demo"}}'
-             then GET /api/v1/exports/ID for its files; check it: vigil-hub verify-export ID --config {hub_cfg}
+             then GET /api/v1/exports/ID for its files; check it:
+             {VENV_BIN / 'vigil-hub'} verify-export ID --config {hub_cfg}
 Segments reach the bucket every {args.segment_seconds} s.
 """, flush=True)
         last = 0.0
