@@ -54,6 +54,7 @@ AVIO_BUFFER = 256 * 1024  # fewer, larger writes into the SegmentSink: less Pyth
 HEALTHY_SESSION_S = 10.0  # a session that recorded this long reconnects at once, without backoff
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 30.0
+MAX_HELD_PACKETS = 600  # per stream: packets without dts held until the stream's first timed one (the probe)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,7 +405,10 @@ class CameraRecorder(threading.Thread):
     def _pump(self, inp: Any, video: Any, audio: Any) -> tuple[str, str]:
         """Copy packets until the stream ends or fails; returns (gap reason, message)."""
         streams = [video] if audio is None else [video, audio]
-        held: dict[int, tuple[av.Packet, int]] = {}  # first packet of a stream, awaiting its dts
+        # Packets read while FFmpeg probed the stream (about its first second) have no dts, and the
+        # first keyframe can be among them: each stream's are held, in order, until its first timed
+        # packet, then given times counted back from it (`_backfill`).
+        held: dict[int, list[tuple[av.Packet, int]]] = {}
         seen: set[int] = set()
         last_dts: dict[int, int] = {}
         default_ticks = {s.index: _frame_ticks(s) for s in streams}
@@ -423,10 +427,11 @@ class CameraRecorder(threading.Thread):
                 self.last_packet_us = arrival
                 index = pkt.stream.index
                 if pkt.dts is None:
-                    if index not in seen and index not in held:
-                        held[index] = (pkt, arrival)  # back-filled from the next packet
+                    queue = held.setdefault(index, []) if index not in seen else None
+                    if queue is None or len(queue) >= MAX_HELD_PACKETS:
+                        self.metrics.invalid_packets.inc()  # after the probe a packet without time has no place
                     else:
-                        self.metrics.invalid_packets.inc()
+                        queue.append((pkt, arrival))
                     continue
                 seen.add(index)
                 if pkt.pts is None:
@@ -436,12 +441,10 @@ class CameraRecorder(threading.Thread):
                     if self._closed:
                         return "edge_restart", "edge stopping"
                     if index in held:
-                        first, first_arrival = held.pop(index)
-                        first.dts = pkt.dts - (first.duration or pkt.duration or default_ticks[index])
-                        first.pts = first.dts if first.pts is None else first.pts
-                        ended = self._packet(first, first_arrival, last_dts, video.index)
-                        if ended:
-                            return ended
+                        for early, early_arrival in _backfill(held.pop(index), pkt, default_ticks[index]):
+                            ended = self._packet(early, early_arrival, last_dts, video.index)
+                            if ended:
+                                return ended
                     ended = self._packet(pkt, arrival, last_dts, video.index)
                     if ended:
                         return ended
@@ -548,6 +551,28 @@ def _frame_ticks(stream: Any) -> int:
         return max(1, round(Fraction(1024, stream.codec_context.sample_rate or 48000) / stream.time_base))
     rate = stream.average_rate or stream.guessed_rate or Fraction(15)
     return max(1, round(1 / (rate * stream.time_base)))
+
+
+def _backfill(held: list[tuple[av.Packet, int]], timed: av.Packet, default_ticks: int) -> \
+        list[tuple[av.Packet, int]]:
+    """Give the packets held without dts (in arrival order) the dts they would have had.
+
+    Counted back from the stream's first timed packet, one packet duration each (decode order is
+    arrival order). A packet without pts gets its dts; should a pts come out earlier than its
+    dts (a B-frame stream whose frame durations vary), the held packets move earlier together so
+    that none does, which leaves at most a small step before `timed`.
+    """
+    dts = timed.dts
+    for pkt, _ in reversed(held):
+        dts -= pkt.duration or timed.duration or default_ticks
+        pkt.dts = dts
+    early = max((pkt.dts - pkt.pts for pkt, _ in held if pkt.pts is not None), default=0)
+    for pkt, _ in held:
+        if early > 0:
+            pkt.dts -= early
+        if pkt.pts is None:
+            pkt.pts = pkt.dts
+    return held
 
 
 def _close_quietly(container: Any) -> None:
