@@ -268,6 +268,7 @@ class CameraRecorder(threading.Thread):
         self._run_gap: tuple[int, str, str] | None = None
         self._jump_ticks: dict[int, int] = {}
         self._session_packets = 0
+        self._session_media = False  # a packet has arrived in this session
         self._extra = {"camera": cam.id}
         t = str(int(cam.timeout_seconds * 1_000_000))
         self._options = {"rtsp_transport": cam.transport, "timeout": t,
@@ -341,6 +342,7 @@ class CameraRecorder(threading.Thread):
         self._beat = time.monotonic()
         self._set_status("connecting", video_codec=self.status.video_codec,
                          audio_codec=self.status.audio_codec)
+        opened = time.monotonic()
         try:
             # No PyAV `timeout=`: it installs an interrupt callback that takes the GIL on every
             # socket poll, which at 64 cameras costs 3x the CPU and makes the recorder fall
@@ -351,14 +353,20 @@ class CameraRecorder(threading.Thread):
             self._fail(classify_open_error(exc))
         started = time.monotonic()
         self._session_packets = 0
+        self._session_media = False
         reason, message = "camera_unreachable", "recorder error"
         try:
             video, audio = self._select_streams(inp)
-            self._set_status("recording", video_codec=video.codec_context.name,
-                             audio_codec=audio.codec_context.name if audio is not None else None)
-            log.info("camera recording", extra={**self._extra, "video": video.codec_context.name,
-                                                 "audio": audio.codec_context.name if audio else None})
+            # still `connecting`: a camera can answer PLAY and never send a packet
             reason, message = self._pump(inp, video, audio)
+            if not self._session_media and reason != "edge_restart":
+                # PLAY was answered before av.open returned; it then probed, and the demuxer waited
+                waited = round(time.monotonic() - opened, 1)
+                if reason == "stream_ended":
+                    message = f"camera accepted the stream but sent no media for {waited:g} s, then closed it"
+                else:
+                    reason, message = "camera_unreachable", \
+                        f"camera accepted the stream but sent no media for {waited:g} s"
         finally:
             with self._lock:
                 self._end_run(reason, message)
@@ -425,6 +433,8 @@ class CameraRecorder(threading.Thread):
                     if gap > self.max_packet_gap_s:
                         self.max_packet_gap_s = gap
                 self.last_packet_us = arrival
+                if not self._session_media:
+                    self._media_arrived(video, audio)
                 index = pkt.stream.index
                 if pkt.dts is None:
                     queue = held.setdefault(index, []) if index not in seen else None
@@ -456,6 +466,14 @@ class CameraRecorder(threading.Thread):
         except (av.error.FFmpegError, OSError) as exc:
             return "camera_unreachable", f"stream failed: {redact(str(exc))}"
         return "stream_ended", "camera closed the stream"
+
+    def _media_arrived(self, video: Any, audio: Any) -> None:
+        """The session's first packet: only now is the camera `recording`."""
+        self._session_media = True
+        self._set_status("recording", video_codec=video.codec_context.name,
+                         audio_codec=audio.codec_context.name if audio is not None else None)
+        log.info("camera recording", extra={**self._extra, "video": video.codec_context.name,
+                                             "audio": audio.codec_context.name if audio else None})
 
     def _packet(self, pkt: av.Packet, arrival: int, last_dts: dict[int, int], video_index: int) -> \
             tuple[str, str] | None:
