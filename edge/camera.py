@@ -54,6 +54,7 @@ AVIO_BUFFER = 256 * 1024  # fewer, larger writes into the SegmentSink: less Pyth
 HEALTHY_SESSION_S = 10.0  # a session that recorded this long reconnects at once, without backoff
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 30.0
+MAX_HELD_PACKETS = 600  # per stream: packets without dts held until the stream's first timed one (the probe)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +268,7 @@ class CameraRecorder(threading.Thread):
         self._run_gap: tuple[int, str, str] | None = None
         self._jump_ticks: dict[int, int] = {}
         self._session_packets = 0
+        self._session_media = False  # a packet has arrived in this session
         self._extra = {"camera": cam.id}
         t = str(int(cam.timeout_seconds * 1_000_000))
         self._options = {"rtsp_transport": cam.transport, "timeout": t,
@@ -340,6 +342,7 @@ class CameraRecorder(threading.Thread):
         self._beat = time.monotonic()
         self._set_status("connecting", video_codec=self.status.video_codec,
                          audio_codec=self.status.audio_codec)
+        opened = time.monotonic()
         try:
             # No PyAV `timeout=`: it installs an interrupt callback that takes the GIL on every
             # socket poll, which at 64 cameras costs 3x the CPU and makes the recorder fall
@@ -350,14 +353,20 @@ class CameraRecorder(threading.Thread):
             self._fail(classify_open_error(exc))
         started = time.monotonic()
         self._session_packets = 0
+        self._session_media = False
         reason, message = "camera_unreachable", "recorder error"
         try:
             video, audio = self._select_streams(inp)
-            self._set_status("recording", video_codec=video.codec_context.name,
-                             audio_codec=audio.codec_context.name if audio is not None else None)
-            log.info("camera recording", extra={**self._extra, "video": video.codec_context.name,
-                                                 "audio": audio.codec_context.name if audio else None})
+            # still `connecting`: a camera can answer PLAY and never send a packet
             reason, message = self._pump(inp, video, audio)
+            if not self._session_media and reason != "edge_restart":
+                # PLAY was answered before av.open returned; it then probed, and the demuxer waited
+                waited = round(time.monotonic() - opened, 1)
+                if reason == "stream_ended":
+                    message = f"camera accepted the stream but sent no media for {waited:g} s, then closed it"
+                else:
+                    reason, message = "camera_unreachable", \
+                        f"camera accepted the stream but sent no media for {waited:g} s"
         finally:
             with self._lock:
                 self._end_run(reason, message)
@@ -404,7 +413,10 @@ class CameraRecorder(threading.Thread):
     def _pump(self, inp: Any, video: Any, audio: Any) -> tuple[str, str]:
         """Copy packets until the stream ends or fails; returns (gap reason, message)."""
         streams = [video] if audio is None else [video, audio]
-        held: dict[int, tuple[av.Packet, int]] = {}  # first packet of a stream, awaiting its dts
+        # Packets read while FFmpeg probed the stream (about its first second) have no dts, and the
+        # first keyframe can be among them: each stream's are held, in order, until its first timed
+        # packet, then given times counted back from it (`_backfill`).
+        held: dict[int, list[tuple[av.Packet, int]]] = {}
         seen: set[int] = set()
         last_dts: dict[int, int] = {}
         default_ticks = {s.index: _frame_ticks(s) for s in streams}
@@ -421,12 +433,15 @@ class CameraRecorder(threading.Thread):
                     if gap > self.max_packet_gap_s:
                         self.max_packet_gap_s = gap
                 self.last_packet_us = arrival
+                if not self._session_media:
+                    self._media_arrived(video, audio)
                 index = pkt.stream.index
                 if pkt.dts is None:
-                    if index not in seen and index not in held:
-                        held[index] = (pkt, arrival)  # back-filled from the next packet
+                    queue = held.setdefault(index, []) if index not in seen else None
+                    if queue is None or len(queue) >= MAX_HELD_PACKETS:
+                        self.metrics.invalid_packets.inc()  # after the probe a packet without time has no place
                     else:
-                        self.metrics.invalid_packets.inc()
+                        queue.append((pkt, arrival))
                     continue
                 seen.add(index)
                 if pkt.pts is None:
@@ -436,12 +451,10 @@ class CameraRecorder(threading.Thread):
                     if self._closed:
                         return "edge_restart", "edge stopping"
                     if index in held:
-                        first, first_arrival = held.pop(index)
-                        first.dts = pkt.dts - (first.duration or pkt.duration or default_ticks[index])
-                        first.pts = first.dts if first.pts is None else first.pts
-                        ended = self._packet(first, first_arrival, last_dts, video.index)
-                        if ended:
-                            return ended
+                        for early, early_arrival in _backfill(held.pop(index), pkt, default_ticks[index]):
+                            ended = self._packet(early, early_arrival, last_dts, video.index)
+                            if ended:
+                                return ended
                     ended = self._packet(pkt, arrival, last_dts, video.index)
                     if ended:
                         return ended
@@ -453,6 +466,14 @@ class CameraRecorder(threading.Thread):
         except (av.error.FFmpegError, OSError) as exc:
             return "camera_unreachable", f"stream failed: {redact(str(exc))}"
         return "stream_ended", "camera closed the stream"
+
+    def _media_arrived(self, video: Any, audio: Any) -> None:
+        """The session's first packet: only now is the camera `recording`."""
+        self._session_media = True
+        self._set_status("recording", video_codec=video.codec_context.name,
+                         audio_codec=audio.codec_context.name if audio is not None else None)
+        log.info("camera recording", extra={**self._extra, "video": video.codec_context.name,
+                                             "audio": audio.codec_context.name if audio else None})
 
     def _packet(self, pkt: av.Packet, arrival: int, last_dts: dict[int, int], video_index: int) -> \
             tuple[str, str] | None:
@@ -548,6 +569,28 @@ def _frame_ticks(stream: Any) -> int:
         return max(1, round(Fraction(1024, stream.codec_context.sample_rate or 48000) / stream.time_base))
     rate = stream.average_rate or stream.guessed_rate or Fraction(15)
     return max(1, round(1 / (rate * stream.time_base)))
+
+
+def _backfill(held: list[tuple[av.Packet, int]], timed: av.Packet, default_ticks: int) -> \
+        list[tuple[av.Packet, int]]:
+    """Give the packets held without dts (in arrival order) the dts they would have had.
+
+    Counted back from the stream's first timed packet, one packet duration each (decode order is
+    arrival order). A packet without pts gets its dts; should a pts come out earlier than its
+    dts (a B-frame stream whose frame durations vary), the held packets move earlier together so
+    that none does, which leaves at most a small step before `timed`.
+    """
+    dts = timed.dts
+    for pkt, _ in reversed(held):
+        dts -= pkt.duration or timed.duration or default_ticks
+        pkt.dts = dts
+    early = max((pkt.dts - pkt.pts for pkt, _ in held if pkt.pts is not None), default=0)
+    for pkt, _ in held:
+        if early > 0:
+            pkt.dts -= early
+        if pkt.pts is None:
+            pkt.pts = pkt.dts
+    return held
 
 
 def _close_quietly(container: Any) -> None:

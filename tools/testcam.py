@@ -19,6 +19,12 @@ Mount specs (``NAME=KIND[:PATH][,OPTION=VALUE ...]``):
     match the file's frame rate.
 ``NAME=h265file:/path/file.h265``
     The same for H.265.
+``NAME=h264file-midgop:/path/file.h264,skip=N``
+    An ``h264file`` camera that does not start a GOP at PLAY: its first client
+    gets the loop from frame N on (P-frames), so the first keyframe arrives
+    (GOP - N) frames after PLAY, as from a camera joined mid-GOP.  It prints
+    ``FIRST-FRAME NAME <µs since the Unix epoch>`` on stderr when it sends the
+    first frame of each pipeline (``skip`` defaults to 20).
 ``NAME=live-h264``
     Live ``videotestsrc`` encoded by x264 (default 640x360 at 15 fps, keyframe
     every 2 s).  Options ``size=WxH`` and ``fps=N``.
@@ -43,6 +49,7 @@ import argparse
 import re
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +94,8 @@ LIVE_KINDS = {
 }
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
-OPTION_KEYS = ("fps", "size", "auth")
+OPTION_KEYS = ("fps", "size", "auth", "skip")
+MIDGOP_KINDS = {"h264file-midgop": "h264file"}  # kind: the file kind it serves like
 
 
 class SpecError(ValueError):
@@ -103,6 +111,7 @@ class Mount:
     width: int = 640
     height: int = 360
     auth: tuple[str, str] | None = field(default=None, repr=False)
+    skip: int = 20  # h264file-midgop: frames of the loop never sent
 
 
 def parse_spec(spec: str) -> Mount:
@@ -134,8 +143,12 @@ def parse_spec(spec: str) -> Mount:
             if not sep or not user or not password:
                 raise SpecError("auth must be USER:PASS with both non-empty")
             m.auth = (user, password)
+        elif key == "skip":
+            if kind not in MIDGOP_KINDS or not value.isdigit():
+                raise SpecError(f"skip=N (frames) applies to {', '.join(MIDGOP_KINDS)} only")
+            m.skip = int(value)
 
-    if kind in FILE_KINDS:
+    if kind in FILE_KINDS or kind in MIDGOP_KINDS:
         if not path:
             raise SpecError(f"{kind} needs a file: {name}={kind}:/path/to/file")
         p = Path(path)
@@ -151,14 +164,14 @@ def parse_spec(spec: str) -> Mount:
             raise SpecError(f"{kind} takes no file path")
     else:
         raise SpecError(
-            f"unknown kind {kind!r} (known: {', '.join([*FILE_KINDS, *LIVE_KINDS])})")
+            f"unknown kind {kind!r} (known: {', '.join([*FILE_KINDS, *MIDGOP_KINDS, *LIVE_KINDS])})")
     return m
 
 
 def launch_string(m: Mount) -> str:
     """gst-launch style pipeline for the mount (pay0 = video, pay1 = audio)."""
-    if m.kind in FILE_KINDS:
-        media_type, parser, payloader = FILE_KINDS[m.kind]
+    if m.kind in FILE_KINDS or m.kind in MIDGOP_KINDS:
+        media_type, parser, payloader = FILE_KINDS[MIDGOP_KINDS.get(m.kind, m.kind)]
         # multifilesrc treats location as a printf pattern (for %d), so escape '%'.
         location = str(m.path).replace("%", "%%")
         # No timestamps come from the file: the parser derives DTS from the
@@ -168,7 +181,7 @@ def launch_string(m: Mount) -> str:
         return (
             f'( multifilesrc location="{location}" loop=true '
             f'caps="{media_type},stream-format=byte-stream,framerate={m.fps}/1" '
-            f"! {parser} name=parse ! identity sync=true "
+            f"! {parser} name=parse ! identity name=pace sync=true "
             f"! {payloader} name=pay0 pt=96 )")
 
     # Live: x264 with a keyframe every 2 s.  Do NOT set rtph264pay
@@ -198,6 +211,44 @@ def _pts_from_dts(_pad, info):
 def _on_media_configure(_factory, media):
     parse = media.get_element().get_by_name("parse")
     parse.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, _pts_from_dts)
+
+
+def _on_midgop_configure(_factory, media, m: Mount):
+    """Start the loop `m.skip` frames in, re-timed so that frame goes out at PLAY.
+
+    The frames are dropped after the parser (which has seen the parameter sets by then, and
+    would otherwise drop P-frames that come before any), so the client gets P-frames it
+    cannot decode until the next keyframe, like from a camera whose GOP runs on at PLAY.
+    """
+    state = {"frames": 0, "shift": None, "printed": False}
+
+    def drop_and_shift(_pad, info):
+        buf = info.get_buffer()
+        if buf is None:
+            return Gst.PadProbeReturn.OK
+        state["frames"] += 1
+        if state["frames"] <= m.skip:
+            return Gst.PadProbeReturn.DROP
+        if buf.pts == Gst.CLOCK_TIME_NONE and buf.dts != Gst.CLOCK_TIME_NONE:
+            buf.pts = buf.dts
+        if state["shift"] is None:
+            state["shift"] = buf.dts if buf.dts != Gst.CLOCK_TIME_NONE else buf.pts
+        if state["shift"]:
+            if buf.dts != Gst.CLOCK_TIME_NONE:
+                buf.dts -= state["shift"]
+            if buf.pts != Gst.CLOCK_TIME_NONE:
+                buf.pts -= state["shift"]
+        return Gst.PadProbeReturn.OK
+
+    def first_frame(_pad, info):
+        if not state["printed"] and info.get_buffer() is not None:
+            state["printed"] = True
+            print(f"FIRST-FRAME {m.name} {time.time_ns() // 1000}", file=sys.stderr, flush=True)
+        return Gst.PadProbeReturn.OK
+
+    element = media.get_element()
+    element.get_by_name("parse").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, drop_and_shift)
+    element.get_by_name("pace").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, first_frame)
 
 
 def _role(name: str, construct: bool) -> Gst.Structure:
@@ -235,6 +286,8 @@ def build_server(host: str, port: int, mounts: list[Mount], verbose: bool = Fals
         factory.set_shared(True)
         if m.kind in FILE_KINDS:
             factory.connect("media-configure", _on_media_configure)
+        elif m.kind in MIDGOP_KINDS:
+            factory.connect("media-configure", _on_midgop_configure, m)
         if creds:
             own = cred_role.get(m.auth) if m.auth else None
             for role in ["anonymous", *cred_role.values()]:

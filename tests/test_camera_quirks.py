@@ -1,0 +1,201 @@
+"""Cameras that behave in ways the plain test cameras do not (issue 16), recorded by a real `vigil-edge`.
+
+* A camera that does not start a GOP at PLAY, so its first keyframe comes while FFmpeg is still
+  probing the stream (the packets read then have no dts): every frame from that keyframe on must
+  be recorded, and the first segment must decode cleanly.
+* A camera that answers DESCRIBE, SETUP and PLAY but never sends a packet: it is never reported as
+  `recording`, and its status says that it sent no media.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import av
+from conftest import FRAME_US, check_row_matches_file, decode_errors, metric_value, video_packets, wait_for
+
+GOP_FRAMES = 30  # the standard loop: a keyframe every 2 s at 15 fps
+SKIP = 20        # the mid-GOP camera starts 20 frames into a GOP: its first keyframe comes 10 frames after PLAY
+
+
+def _file_slices(path: Path) -> list[bytes]:
+    """The slice NAL unit of each frame of an Annex-B H.264 loop (one slice per frame), in order."""
+    data = path.read_bytes()
+    starts = [m.end() for m in re.finditer(b"\x00\x00\x01", data)]
+    nals = [data[a:b].rstrip(b"\x00") for a, b in zip(starts, [*[s - 3 for s in starts[1:]], len(data)], strict=True)]
+    return [n for n in nals if n[0] & 0x1F in (1, 5)]
+
+
+def _recorded_slices(path: Path) -> list[bytes]:
+    """The slice NAL unit of each video packet of an MP4 file (NAL units with 4-byte lengths)."""
+    slices = []
+    with av.open(str(path)) as c:
+        for pkt in c.demux(c.streams.video[0]):
+            if pkt.size == 0:
+                continue
+            data, i, found = bytes(pkt), 0, []
+            while i + 4 <= len(data):
+                n = int.from_bytes(data[i:i + 4], "big")
+                if data[i + 4] & 0x1F in (1, 5):
+                    found.append(data[i + 4:i + 4 + n])
+                i += 4 + n
+            assert len(found) == 1, f"{path}: a packet with {len(found)} slices"
+            slices.append(found[0])
+    return slices
+
+
+def _first_frame_us(cam: Any, name: str) -> int:
+    """When the mid-GOP camera sent its first frame (µs since the Unix epoch, printed by tools/testcam.py)."""
+    found = re.findall(rf"^FIRST-FRAME {name} (\d+)$", cam.run_text(cam.stderr_path), re.M)
+    assert found, "the camera printed no FIRST-FRAME line"
+    assert len(found) == 1, f"the camera's pipeline started {len(found)} times: the edge reconnected"
+    return int(found[0])
+
+
+def test_first_keyframe_during_the_probe_is_recorded(media: dict[str, Path], testcams: Any, edge_factory: Any) -> None:
+    cams = testcams([f"mid=h264file-midgop:{media['h264']},skip={SKIP}"])
+    edge = edge_factory([{"id": "mid", "url": cams.url("mid")}], {"segment_seconds": 4})
+    edge.start()
+    edge.wait_segments("mid", 2, timeout=30)
+    metrics = edge.get("/metrics").read().decode()
+    edge.stop()
+
+    # FFmpeg reads about 16 packets (1 s) while it probes the stream: the keyframe is among them
+    key_sent_us = _first_frame_us(cams, "mid") + (GOP_FRAMES - SKIP) * FRAME_US
+    rows = edge.segments("mid")
+    assert len({r.run_id for r in rows}) == 1, "the stream was interrupted"
+    on_disk = sorted(p.relative_to(edge.data_dir).as_posix() for p in (edge.data_dir / "segments").rglob("*.mp4"))
+    assert on_disk == sorted(r.path for r in rows), "files on disk and catalog rows differ"
+    for row in rows:
+        check_row_matches_file(edge.data_dir, row)
+        assert decode_errors(edge.data_dir / row.path) == "", row.path
+        assert video_packets(edge.data_dir / row.path)[0], f"{row.path} does not start with a keyframe"
+
+    # The camera sent loop frames SKIP, SKIP + 1, ...: the first segment holds every one of them from
+    # the first keyframe (loop frame GOP_FRAMES) on, in order, none missing, up to the cut.
+    loop = _file_slices(media["h264"])
+    recorded = [_recorded_slices(edge.data_dir / row.path) for row in rows]
+    assert recorded[0][0] in loop, "the first recorded frame is not a frame the camera sent"
+    start = loop.index(recorded[0][0])
+    assert start == GOP_FRAMES, f"recording starts at loop frame {start}, the first keyframe sent was {GOP_FRAMES}"
+    frames = [f for segment in recorded for f in segment]
+    expected = [loop[(start + i) % len(loop)] for i in range(len(frames))]
+    missing = next((i for i, (got, want) in enumerate(zip(frames, expected, strict=True)) if got != want), None)
+    assert missing is None, f"frame {missing} after the first keyframe is not the one sent"
+    # and its wall-clock start is when that keyframe was sent (plus the delivery delay), not 2 s later
+    first = rows[0]
+    assert 0 <= first.start_us - key_sent_us < 500_000, (first.start_us - key_sent_us) / 1e6
+    # the P-frames before the keyframe cannot be decoded: dropped, and nothing else
+    assert metric_value(metrics, "vigil_edge_invalid_packets_total", {"camera": "mid"}) == 0
+    assert metric_value(metrics, "vigil_edge_dropped_packets_total", {"camera": "mid"}) == GOP_FRAMES - SKIP
+
+
+# -- a camera that accepts PLAY and then sends nothing --------------------------------------------
+
+def _parameter_sets(path: Path) -> str:
+    """`sprop-parameter-sets` for an SDP: the SPS and PPS of an Annex-B H.264 file, base64."""
+    data = path.read_bytes()[:4096]
+    starts = [m.end() for m in re.finditer(b"\x00\x00\x01", data)]
+    nals = [data[a:b].rstrip(b"\x00") for a, b in zip(starts, [*[s - 3 for s in starts[1:]], len(data)], strict=True)]
+    sps = next(n for n in nals if n[0] & 0x1F == 7)
+    pps = next(n for n in nals if n[0] & 0x1F == 8)
+    return f"{base64.b64encode(sps).decode()},{base64.b64encode(pps).decode()}"
+
+
+class SilentCamera:
+    """An RTSP server on 127.0.0.1 that answers OPTIONS, DESCRIBE, SETUP (RTP over TCP) and PLAY with 200,
+    and then never sends a single RTP packet. It keeps every connection open until the client closes it."""
+
+    def __init__(self, sprop: str) -> None:
+        self.sprop = sprop
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.plays = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def url(self, name: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{name}"
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        buf = b""
+        conn.settimeout(0.2)
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\r\n\r\n" in buf:
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    lines = head.decode("latin-1").split("\r\n")
+                    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+                    buf = buf[int(headers.get("content-length", "0")):]
+                    conn.sendall(self._answer(lines[0].split(" "), headers))
+
+    def _answer(self, request: list[str], headers: dict[str, str]) -> bytes:
+        method, url = request[0], request[1]
+        extra, body = "", ""
+        if method == "OPTIONS":
+            extra = "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n"
+        elif method == "DESCRIBE":
+            body = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=silent\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                    "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+                    f"a=fmtp:96 packetization-mode=1;sprop-parameter-sets={self.sprop}\r\n"
+                    "a=control:track0\r\n")
+            extra = f"Content-Base: {url}/\r\nContent-Type: application/sdp\r\n"
+        elif method == "SETUP":
+            extra = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 4711;timeout=60\r\n"
+        elif method == "PLAY":
+            self.plays += 1
+            extra = f"Session: 4711\r\nRange: npt=0.000-\r\nRTP-Info: url={url}/track0;seq=1;rtptime=0\r\n"
+        return (f"RTSP/1.0 200 OK\r\nCSeq: {headers.get('cseq', '0')}\r\n{extra}"
+                f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+
+def test_camera_that_sends_no_media_is_never_recording(media: dict[str, Path], edge_factory: Any) -> None:
+    cam = SilentCamera(_parameter_sets(media["h264"]))
+    try:
+        edge = edge_factory([{"id": "mute", "url": cam.url("stream"), "timeout_seconds": 2}])
+        edge.start()
+        states: list[dict[str, Any]] = []
+
+        def failed_twice() -> bool:
+            status = edge.get_json("/api/v1/cameras")["cameras"][0]
+            if not states or states[-1] != status:
+                states.append(status)
+            return cam.plays >= 2 and status["state"] == "failed"
+        wait_for("two sessions of the silent camera to fail", failed_twice, timeout=30, every=0.05)
+    finally:
+        cam.stop()
+    assert [s for s in states if s["state"] == "recording"] == [], states
+    last = states[-1]
+    assert last["reason"] == "camera_unreachable", last
+    assert re.fullmatch(r"camera accepted the stream but sent no media for \d+(\.\d)? s", last["error"]), last
