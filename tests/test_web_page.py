@@ -111,8 +111,14 @@ def test_the_page_is_served_with_strict_headers_and_hashed_assets(hub_url: str) 
 
 
 def test_sign_in_the_fleet_and_sign_out_in_a_browser(hub_url: str, browser: Any) -> None:
-    browser.get(hub_url + "/")
+    browser.get(hub_url + "/")                  # a fresh profile: an empty cache
     _wait(browser, "the page to start", "return window.vigilReady === true")
+    load = browser.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0];"
+        "const all = [n, ...performance.getEntriesByType('resource')];"
+        "return {ms: n.loadEventEnd, bytes: all.reduce((s, e) => s + e.transferSize, 0), files: all.length}")
+    print(f"\npage load, empty cache: {load['ms']:.0f} ms, {load['bytes']} bytes in {load['files']} requests")
+    assert 0 < load["ms"] < 1000 and load["bytes"] < 100_000, load
     assert _visible(browser, "sign-in") and not _visible(browser, "fleet")
     _sign_in(browser, "not-a-token-0123456789")
     error = _wait(browser, "the refusal", "return document.getElementById('sign-in-error').textContent")
