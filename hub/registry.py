@@ -127,7 +127,8 @@ class Ingestor:
         if msg.state == "online":
             values.update(version=msg.version, advertised_url=msg.http_url, cameras=msg.cameras,
                           disk_free_bytes=msg.disk_free_bytes, disk_total_bytes=msg.disk_total_bytes,
-                          backlog_segments=msg.backlog_segments, backlog_bytes=msg.backlog_bytes)
+                          backlog_segments=msg.backlog_segments, backlog_bytes=msg.backlog_bytes,
+                          replica=msg.replica.to_json() if msg.replica else None)
             if row.accepted and row.http_url is None:
                 values["http_url"] = msg.http_url  # configured without a URL: pin the first advertised one
             elif row.accepted and msg.http_url != row.http_url:

@@ -131,6 +131,13 @@ def test_replaced_edge_gets_its_catalog_back_and_continues_its_seqs(media, testc
             return None
         status = wait_for("a node status with the replica's health", replica_status, timeout=40, every=2)
         assert status["error"] is None
+
+        def api_replica() -> dict[str, Any] | None:     # and the hub's API (the web page's fleet view) shows it
+            code, body = hub.api("GET", "/api/v1/nodes", role="viewer")
+            assert code == 200, body
+            replica = next(n for n in body["nodes"] if n["id"] == NODE)["replica"]
+            return replica if replica and replica["ok"] else None
+        assert wait_for("the hub's API to show the replica", api_replica, timeout=30, every=1)["error"] is None
         assert _metric(hub.metrics(), "vigil_hub_mqtt_invalid_messages_total") == 0, "the hub refused a status"
 
         # the box dies: the recorder at once, Litestream a moment later (what a replica can lag by

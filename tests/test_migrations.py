@@ -31,7 +31,8 @@ RELEASED = {
             "SCHEMA_V4": "bcd594eead2ef725576204a7188ccab8930705aedfc3996a010a94083770e3c5",
             "SCHEMA_V5": "9d851a1ffc1c13540c96165eb7730dc31587dcb446bb0bb4b06c8a23a6b66516",
             "SCHEMA_V6": "a809a94d6e80adc8b012b95c09c4f61793b21f753b0024c5d3e867f5aee02211",
-            "SCHEMA_V7": "f5230369d6f7546c8ead0ecb5674007ff2bfdf5fe1cd6fbde3fb761a679a41b8"},
+            "SCHEMA_V7": "f5230369d6f7546c8ead0ecb5674007ff2bfdf5fe1cd6fbde3fb761a679a41b8",
+            "SCHEMA_V8": "9eec30b1f242a2a3159e4d3e654c41a7b7d801f333d3676c9d6999c445678f8a"},
 }
 MODULES = {"edge": edge_catalog, "hub": hub_schema}
 # (table, column) -> the enum its CHECK must list, in the newest schema

@@ -33,8 +33,9 @@ def hub_url(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, medi
     hub = InProcessHub(tmp_path_factory.mktemp("web") / "hub", shared_s3, nodes=("site-a", "site-b"))
     now = now_us()
     hub.catalog.update_node("site-a", state="online", last_seen_us=now, disk_free_bytes=120_000_000_000,
-                            backlog_segments=3)
-    hub.catalog.update_node("site-b", state="offline", last_seen_us=now - 3600 * 10**6, last_error=HOSTILE)
+                            backlog_segments=3, replica={"ok": True, "lag_seconds": 2.4, "error": None})
+    hub.catalog.update_node("site-b", state="offline", last_seen_us=now - 3600 * 10**6, last_error=HOSTILE,
+                            replica={"ok": False, "lag_seconds": 600.0, "error": "bucket unreachable"})
     # site-a.door: real footage (its thumbnail decodes); site-a.yard: bytes that are no video
     seed_footage(hub, media["h264"], "site-a", "door", now - 600 * 10**6, 2)
     seed_fake(hub, "site-a", "yard", now - 600 * 10**6, 2, first_seq=100)
@@ -133,9 +134,10 @@ def test_sign_in_the_fleet_and_sign_out_in_a_browser(hub_url: str, browser: Any)
     by_node = {row[0]: row for row in rows}
     assert by_node["site-a"][1] == "online" and by_node["site-a"][3] == "1 recording, 1 failed of 2"
     assert by_node["site-a"][4] == "3 segments" and by_node["site-a"][5] == "120.0 GB"
+    assert by_node["site-a"][6] == "ok, lag 2 s" and by_node["site-b"][6] == "FAILING, lag 600 s: bucket unreachable"
     assert by_node["site-b"][1] == "offline" and by_node["site-b"][2] == "60 min ago"
     # a hostile text from an edge is shown as text: no element made of it, no script run
-    assert by_node["site-b"][6] == HOSTILE
+    assert by_node["site-b"][7] == HOSTILE
     assert browser.execute_script("return window.pwned === undefined && !document.querySelector('#nodes img')")
     # the cameras grid: a decoded picture for the camera with footage, "no picture" for the other,
     # the failed camera's reason (its hostile error text never turned into markup)

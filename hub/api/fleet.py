@@ -26,6 +26,12 @@ class Backlog(Struct):
     bytes: int | None
 
 
+class Replica(Struct):
+    ok: bool
+    lag_seconds: Annotated[float | None, Meta(description="age of the oldest change not yet in the replica")]
+    error: str | None
+
+
 class Node(Struct):
     id: str
     accepted: bool
@@ -42,6 +48,8 @@ class Node(Struct):
     backlog: Backlog
     synced_through: int
     last_error: str | None
+    replica: Annotated[Replica | None, Meta(description="the catalog's Litestream replication as the node last "
+                                                        "reported it (null: it replicates nothing)")]
 
     @classmethod
     def of(cls, r: NodeRow) -> Node:
@@ -50,7 +58,9 @@ class Node(Struct):
                    version=r.version, http_url=r.http_url, advertised_url=r.advertised_url, cameras=r.cameras,
                    disk=Disk(free_bytes=r.disk_free_bytes, total_bytes=r.disk_total_bytes),
                    backlog=Backlog(segments=r.backlog_segments, bytes=r.backlog_bytes),
-                   synced_through=r.synced_through, last_error=r.last_error)
+                   synced_through=r.synced_through, last_error=r.last_error,
+                   replica=None if r.replica is None else Replica(**{k: r.replica.get(k) for k in
+                                                                     ("ok", "lag_seconds", "error")}))
 
 
 class NodeApproval(Struct):

@@ -19,7 +19,7 @@ from shared.timeutil import now_us
 # the columns ingest may set on a node row (update_node)
 NODE_FIELDS = frozenset({
     "state", "session", "last_seen_us", "version", "advertised_url", "http_url", "cameras", "disk_free_bytes",
-    "disk_total_bytes", "backlog_segments", "backlog_bytes", "synced_through", "gaps_rev", "last_error"})
+    "disk_total_bytes", "backlog_segments", "backlog_bytes", "synced_through", "gaps_rev", "last_error", "replica"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +42,12 @@ class NodeRow:
     synced_through: int              # every listed segment up to here is stored or quarantined
     gaps_rev: int                    # edge gap revisions copied so far
     last_error: str | None
+    replica: dict[str, Any] | None   # the last reported replication state: {ok, lag_seconds, error}
 
     @classmethod
     def from_row(cls, r: Row) -> NodeRow:
-        return cls(**{**dict(r), "accepted": bool(r["accepted"]), "cameras": json.loads(r["cameras"])})
+        return cls(**{**dict(r), "accepted": bool(r["accepted"]), "cameras": json.loads(r["cameras"]),
+                      "replica": None if r["replica"] is None else json.loads(r["replica"])})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +168,8 @@ class FleetWrites(Writer):
             raise ValueError(f"not a node field: {sorted(unknown)}")
         if "cameras" in values:
             values["cameras"] = json.dumps(list(values["cameras"]))
+        if values.get("replica") is not None:
+            values["replica"] = json.dumps(values["replica"])
         with self._transaction() as db:
             db.run(f"UPDATE nodes SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
                    (*values.values(), node_id))

@@ -313,4 +313,11 @@ CREATE INDEX sessions_expires ON sessions (expires_us);
 """
 
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7]
+SCHEMA_V8 = """
+-- A node's last reported Litestream replication state (JSON {ok, lag_seconds, error}, or NULL when
+-- it replicates nothing), for the fleet view.
+ALTER TABLE nodes ADD COLUMN replica TEXT;
+"""
+
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8]

@@ -58,6 +58,12 @@ function cell(row, text, className) {
   return td;
 }
 
+function replicaText(replica) {
+  if (!replica) return "–";
+  const lag = replica.lag_seconds == null ? "" : `, lag ${Math.round(replica.lag_seconds)} s`;
+  return replica.ok ? `ok${lag}` : `FAILING${lag}${replica.error ? ": " + replica.error : ""}`;
+}
+
 function nodeState(node) {
   if (node.state === "online" && node.last_seen && Date.now() - Date.parse(node.last_seen) > STALE_AFTER_MS) {
     return "stale";
@@ -137,6 +143,7 @@ async function refreshFleet() {
       cell(row, `${recording} recording` + (failed ? `, ${failed} failed` : "") + ` of ${mine.length}`);
       cell(row, `${node.backlog.segments} segments`);
       cell(row, gigabytes(node.disk.free_bytes));
+      cell(row, replicaText(node.replica), node.replica && !node.replica.ok ? "state-offline" : "");
       cell(row, node.last_error || "");
     }
     $("fleet-status").textContent = `${nodes.length} nodes, updated ${new Date().toLocaleTimeString()}`;
