@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import socket
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 from conftest import FRAME_US, check_row_matches_file, decode_errors, metric_value, video_packets, wait_for
 
 GOP_FRAMES = 30  # the standard loop: a keyframe every 2 s at 15 fps
@@ -93,6 +95,45 @@ def test_first_keyframe_during_the_probe_is_recorded(media: dict[str, Path], tes
     # the P-frames before the keyframe cannot be decoded: dropped, and nothing else
     assert metric_value(metrics, "vigil_edge_invalid_packets_total", {"camera": "mid"}) == 0
     assert metric_value(metrics, "vigil_edge_dropped_packets_total", {"camera": "mid"}) == GOP_FRAMES - SKIP
+
+
+def _pts_steps(path: Path) -> set[float]:
+    """The steps between the presentation times of a file's video frames, in seconds (rounded to 1 ms)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        pts = sorted(p.pts for p in c.demux(v) if p.size and p.pts is not None)
+        return {round(float((b - a) * v.time_base), 3) for a, b in itertools.pairwise(pts)}
+
+
+# a live x264 camera with two B-frames between references whose GOP runs on at PLAY: FFmpeg returns
+# its first three packets without dts (the first also without pts); the keyframe is the third, or
+# (skip = a whole GOP) the first
+@pytest.mark.parametrize("skip", [GOP_FRAMES - 2, GOP_FRAMES], ids=["keyframe-third", "keyframe-first"])
+def test_first_keyframe_during_the_probe_with_b_frames(testcams: Any, edge_factory: Any, skip: int) -> None:
+    cams = testcams([f"bf=live-h264-bframes-midgop,skip={skip}"])
+    edge = edge_factory([{"id": "bf", "url": cams.url("bf")}], {"segment_seconds": 4})
+    edge.start()
+    edge.wait_segments("bf", 2, timeout=40)
+    metrics = edge.get("/metrics").read().decode()
+    edge.stop()
+
+    rows = edge.segments("bf")
+    assert len({r.run_id for r in rows}) == 1, "the stream was interrupted"
+    for row in rows:
+        check_row_matches_file(edge.data_dir, row)
+        assert decode_errors(edge.data_dir / row.path) == "", row.path
+        is_key, _, _, packets = video_packets(edge.data_dir / row.path)
+        assert is_key, f"{row.path} does not start with a keyframe"
+        # one frame for each 4 s (FFmpeg's own dts steps by two frames once, where its probe ends)
+        assert abs(packets - (row.end_us - row.start_us) / FRAME_US) <= 2, (row.path, packets)
+    for row in rows[:-1]:  # (the last one may end in a P-frame whose B-frames were still to come at the stop)
+        # every frame is shown one frame after the previous one (a keyframe without pts given its
+        # dts instead would be shown two frames early, before the B-frames that follow it)
+        assert _pts_steps(edge.data_dir / row.path) == {round(FRAME_US / 1e6, 3)}, row.path
+    # only the two frames sent before the first keyframe are dropped (before: that keyframe's
+    # whole GOP, 30 frames, as two invalid packets and 28 dropped ones)
+    assert metric_value(metrics, "vigil_edge_invalid_packets_total", {"camera": "bf"}) == 0
+    assert metric_value(metrics, "vigil_edge_dropped_packets_total", {"camera": "bf"}) == GOP_FRAMES - skip
 
 
 # -- a camera that accepts PLAY and then sends nothing --------------------------------------------
