@@ -573,23 +573,27 @@ def _frame_ticks(stream: Any) -> int:
 
 def _backfill(held: list[tuple[av.Packet, int]], timed: av.Packet, default_ticks: int) -> \
         list[tuple[av.Packet, int]]:
-    """Give the packets held without dts (in arrival order) the dts they would have had.
+    """Give the packets held without dts (in arrival order) the times they would have had.
 
-    Counted back from the stream's first timed packet, one packet duration each (decode order is
-    arrival order). A packet without pts gets its dts; should a pts come out earlier than its
-    dts (a B-frame stream whose frame durations vary), the held packets move earlier together so
-    that none does, which leaves at most a small step before `timed`.
+    dts: counted back from the stream's first timed packet, one packet duration each (decode
+    order is arrival order); should a pts come out earlier than its dts (a B-frame stream whose
+    frame durations vary), the held packets move earlier together so that none does, which leaves
+    at most a small step before `timed`. pts: kept; a missing one (the session's first packet) is
+    one duration before the earliest pts that follows it, which is right for a keyframe with or
+    without B-frames after it, and never before its dts.
     """
     dts = timed.dts
     for pkt, _ in reversed(held):
         dts -= pkt.duration or timed.duration or default_ticks
         pkt.dts = dts
     early = max((pkt.dts - pkt.pts for pkt, _ in held if pkt.pts is not None), default=0)
-    for pkt, _ in held:
+    later = timed.pts
+    for pkt, _ in reversed(held):
         if early > 0:
             pkt.dts -= early
         if pkt.pts is None:
-            pkt.pts = pkt.dts
+            pkt.pts = max(pkt.dts, later - (pkt.duration or timed.duration or default_ticks))
+        later = min(later, pkt.pts)
     return held
 
 

@@ -4,12 +4,13 @@
   probing the stream (the packets read then have no dts): every frame from that keyframe on must
   be recorded, and the first segment must decode cleanly.
 * A camera that answers DESCRIBE, SETUP and PLAY but never sends a packet: it is never reported as
-  `recording`, and its status says that it sent no media.
+  `recording`, and its status, and the gap once it records again, say that it sent no media.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import socket
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 from conftest import FRAME_US, check_row_matches_file, decode_errors, metric_value, video_packets, wait_for
 
 GOP_FRAMES = 30  # the standard loop: a keyframe every 2 s at 15 fps
@@ -59,7 +61,7 @@ def _first_frame_us(cam: Any, name: str) -> int:
 
 def test_first_keyframe_during_the_probe_is_recorded(media: dict[str, Path], testcams: Any, edge_factory: Any) -> None:
     cams = testcams([f"mid=h264file-midgop:{media['h264']},skip={SKIP}"])
-    edge = edge_factory([{"id": "mid", "url": cams.url("mid")}], {"segment_seconds": 4})
+    edge = edge_factory([{"id": "mid", "url": cams.url("mid")}], {"segment_seconds": 2})
     edge.start()
     edge.wait_segments("mid", 2, timeout=30)
     metrics = edge.get("/metrics").read().decode()
@@ -95,6 +97,45 @@ def test_first_keyframe_during_the_probe_is_recorded(media: dict[str, Path], tes
     assert metric_value(metrics, "vigil_edge_dropped_packets_total", {"camera": "mid"}) == GOP_FRAMES - SKIP
 
 
+def _pts_steps(path: Path) -> set[float]:
+    """The steps between the presentation times of a file's video frames, in seconds (rounded to 1 ms)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        pts = sorted(p.pts for p in c.demux(v) if p.size and p.pts is not None)
+        return {round(float((b - a) * v.time_base), 3) for a, b in itertools.pairwise(pts)}
+
+
+# a live x264 camera with two B-frames between references whose GOP runs on at PLAY: FFmpeg returns
+# its first three packets without dts (the first also without pts); the keyframe is the third, or
+# (skip = a whole GOP) the first
+@pytest.mark.parametrize("skip", [GOP_FRAMES - 2, GOP_FRAMES], ids=["keyframe-third", "keyframe-first"])
+def test_first_keyframe_during_the_probe_with_b_frames(testcams: Any, edge_factory: Any, skip: int) -> None:
+    cams = testcams([f"bf=live-h264-bframes-midgop,skip={skip}"])
+    edge = edge_factory([{"id": "bf", "url": cams.url("bf")}], {"segment_seconds": 2})
+    edge.start()
+    edge.wait_segments("bf", 2, timeout=40)
+    metrics = edge.get("/metrics").read().decode()
+    edge.stop()
+
+    rows = edge.segments("bf")
+    assert len({r.run_id for r in rows}) == 1, "the stream was interrupted"
+    for row in rows:
+        check_row_matches_file(edge.data_dir, row)
+        assert decode_errors(edge.data_dir / row.path) == "", row.path
+        is_key, _, _, packets = video_packets(edge.data_dir / row.path)
+        assert is_key, f"{row.path} does not start with a keyframe"
+        # one frame for each 4 s (FFmpeg's own dts steps by two frames once, where its probe ends)
+        assert abs(packets - (row.end_us - row.start_us) / FRAME_US) <= 2, (row.path, packets)
+    for row in rows[:-1]:  # (the last one may end in a P-frame whose B-frames were still to come at the stop)
+        # every frame is shown one frame after the previous one (a keyframe without pts given its
+        # dts instead would be shown two frames early, before the B-frames that follow it)
+        assert _pts_steps(edge.data_dir / row.path) == {round(FRAME_US / 1e6, 3)}, row.path
+    # only the two frames sent before the first keyframe are dropped (before: that keyframe's
+    # whole GOP, 30 frames, as two invalid packets and 28 dropped ones)
+    assert metric_value(metrics, "vigil_edge_invalid_packets_total", {"camera": "bf"}) == 0
+    assert metric_value(metrics, "vigil_edge_dropped_packets_total", {"camera": "bf"}) == GOP_FRAMES - skip
+
+
 # -- a camera that accepts PLAY and then sends nothing --------------------------------------------
 
 def _parameter_sets(path: Path) -> str:
@@ -111,9 +152,9 @@ class SilentCamera:
     """An RTSP server on 127.0.0.1 that answers OPTIONS, DESCRIBE, SETUP (RTP over TCP) and PLAY with 200,
     and then never sends a single RTP packet. It keeps every connection open until the client closes it."""
 
-    def __init__(self, sprop: str) -> None:
+    def __init__(self, sprop: str, port: int = 0) -> None:
         self.sprop = sprop
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server(("127.0.0.1", port))  # (SO_REUSEADDR: a camera's port just closed)
         self.port = self.sock.getsockname()[1]
         self.plays = 0
         self._stop = threading.Event()
@@ -199,3 +240,36 @@ def test_camera_that_sends_no_media_is_never_recording(media: dict[str, Path], e
     last = states[-1]
     assert last["reason"] == "camera_unreachable", last
     assert re.fullmatch(r"camera accepted the stream but sent no media for \d+(\.\d)? s", last["error"]), last
+
+
+def test_gap_says_the_camera_sent_no_media(media: dict[str, Path], testcams: Any, edge_factory: Any) -> None:
+    # a camera records, goes silent (answers PLAY, sends nothing), then records again: the gap
+    # between its runs says why
+    cams = testcams([f"stream=h264file:{media['h264']}"])
+    edge = edge_factory([{"id": "cam", "url": cams.url("stream"), "timeout_seconds": 2}], {"segment_seconds": 2})
+    edge.start()
+    edge.wait_segments("cam", 1, timeout=30)
+    cams.stop()
+    silent = SilentCamera(_parameter_sets(media["h264"]), port=cams.port)
+    try:
+        def silent_failure() -> bool:
+            status = edge.get_json("/api/v1/cameras")["cameras"][0]
+            assert status["state"] != "recording" or silent.plays == 0, status
+            return status["state"] == "failed" and "sent no media" in (status["error"] or "")
+        wait_for("a silent session to fail", silent_failure, timeout=30, every=0.05)
+    finally:
+        silent.stop()  # at once, while the edge waits at least 2 s before it tries again
+    cams.restart()
+    before = len(edge.segments("cam"))
+    edge.wait_segments("cam", before + 1, timeout=40)
+    edge.stop()
+    c = edge.catalog()
+    try:
+        gaps = c.gaps("cam")
+    finally:
+        c.close()
+    assert [g.reason for g in gaps] == ["camera_unreachable"], gaps
+    assert re.fullmatch(r"camera accepted the stream but sent no media for \d+(\.\d)? s", gaps[0].detail), gaps
+    rows = edge.segments("cam")
+    assert len({r.run_id for r in rows}) == 2
+    assert any(r.end_us == gaps[0].start_us for r in rows) and any(r.start_us == gaps[0].end_us for r in rows)

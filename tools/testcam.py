@@ -25,6 +25,11 @@ Mount specs (``NAME=KIND[:PATH][,OPTION=VALUE ...]``):
     (GOP - N) frames after PLAY, as from a camera joined mid-GOP.  It prints
     ``FIRST-FRAME NAME <µs since the Unix epoch>`` on stderr when it sends the
     first frame of each pipeline (``skip`` defaults to 20).
+``NAME=live-h264-bframes-midgop[,skip=N]``
+    The same for a live x264 stream with two B-frames between references and
+    a keyframe every 2 s (``size``, ``fps`` apply): the frames presented before
+    frame N are never sent, and the server's request for a keyframe when a
+    client joins is ignored.
 ``NAME=live-h264``
     Live ``videotestsrc`` encoded by x264 (default 640x360 at 15 fps, keyframe
     every 2 s).  Options ``size=WxH`` and ``fps=N``.
@@ -95,7 +100,8 @@ LIVE_KINDS = {
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 OPTION_KEYS = ("fps", "size", "auth", "skip")
-MIDGOP_KINDS = {"h264file-midgop": "h264file"}  # kind: the file kind it serves like
+# kind: the file kind it serves like (None: a live x264 stream with B-frames)
+MIDGOP_KINDS = {"h264file-midgop": "h264file", "live-h264-bframes-midgop": None}
 
 
 class SpecError(ValueError):
@@ -148,7 +154,7 @@ def parse_spec(spec: str) -> Mount:
                 raise SpecError(f"skip=N (frames) applies to {', '.join(MIDGOP_KINDS)} only")
             m.skip = int(value)
 
-    if kind in FILE_KINDS or kind in MIDGOP_KINDS:
+    if kind in FILE_KINDS or MIDGOP_KINDS.get(kind) in FILE_KINDS:
         if not path:
             raise SpecError(f"{kind} needs a file: {name}={kind}:/path/to/file")
         p = Path(path)
@@ -159,7 +165,7 @@ def parse_spec(spec: str) -> Mount:
         if any(o.startswith("size=") for o in parts[1:]):
             raise SpecError("size= applies to live mounts only (a file has its own size)")
         m.path = p.resolve()
-    elif kind in LIVE_KINDS:
+    elif kind in LIVE_KINDS or kind in MIDGOP_KINDS:
         if path:
             raise SpecError(f"{kind} takes no file path")
     else:
@@ -170,6 +176,15 @@ def parse_spec(spec: str) -> Mount:
 
 def launch_string(m: Mount) -> str:
     """gst-launch style pipeline for the mount (pay0 = video, pay1 = audio)."""
+    if m.kind == "live-h264-bframes-midgop":
+        # x264 with two B-frames between references (decode order differs from presentation
+        # order, so the RTP timestamps, which are presentation times, are not monotonic)
+        return (
+            f"( videotestsrc is-live=true "
+            f"! video/x-raw,width={m.width},height={m.height},framerate={m.fps}/1 "
+            f"! x264enc name=enc speed-preset=ultrafast key-int-max={2 * m.fps} bframes=2 b-adapt=false "
+            f"! video/x-h264,profile=main ! identity name=parse ! identity name=pace "
+            f"! rtph264pay name=pay0 pt=96 )")
     if m.kind in FILE_KINDS or m.kind in MIDGOP_KINDS:
         media_type, parser, payloader = FILE_KINDS[MIDGOP_KINDS.get(m.kind, m.kind)]
         # multifilesrc treats location as a printf pattern (for %d), so escape '%'.
@@ -214,23 +229,27 @@ def _on_media_configure(_factory, media):
 
 
 def _on_midgop_configure(_factory, media, m: Mount):
-    """Start the loop `m.skip` frames in, re-timed so that frame goes out at PLAY.
+    """Start `m.skip` frames into the stream; a file loop is re-timed so that frame goes out at PLAY.
 
     The frames are dropped after the parser (which has seen the parameter sets by then, and
     would otherwise drop P-frames that come before any), so the client gets P-frames it
     cannot decode until the next keyframe, like from a camera whose GOP runs on at PLAY.
     """
-    state = {"frames": 0, "shift": None, "printed": False}
+    state = {"base": None, "shift": None, "printed": False}
 
     def drop_and_shift(_pad, info):
         buf = info.get_buffer()
         if buf is None:
             return Gst.PadProbeReturn.OK
-        state["frames"] += 1
-        if state["frames"] <= m.skip:
-            return Gst.PadProbeReturn.DROP
         if buf.pts == Gst.CLOCK_TIME_NONE and buf.dts != Gst.CLOCK_TIME_NONE:
             buf.pts = buf.dts
+        # by time, not by count: a live pipeline starts over (same times) when the client plays
+        if state["base"] is None:
+            state["base"] = buf.pts
+        if m.skip and buf.pts < state["base"] + (2 * m.skip - 1) * Gst.SECOND // (2 * m.fps):  # half a frame early
+            return Gst.PadProbeReturn.DROP
+        if state["shift"] is None and MIDGOP_KINDS[m.kind] is None:
+            state["shift"] = 0  # a live source sends each frame when it is made anyway
         if state["shift"] is None:
             state["shift"] = buf.dts if buf.dts != Gst.CLOCK_TIME_NONE else buf.pts
         if state["shift"]:
@@ -246,7 +265,17 @@ def _on_midgop_configure(_factory, media, m: Mount):
             print(f"FIRST-FRAME {m.name} {time.time_ns() // 1000}", file=sys.stderr, flush=True)
         return Gst.PadProbeReturn.OK
 
+    def no_keyframe_on_request(_pad, info):
+        event = info.get_event()
+        structure = event.get_structure() if event is not None else None
+        if structure is not None and structure.get_name() == "GstForceKeyUnit":
+            return Gst.PadProbeReturn.DROP  # the server asks for one when a client joins
+        return Gst.PadProbeReturn.OK
+
     element = media.get_element()
+    encoder = element.get_by_name("enc")
+    if encoder is not None:
+        encoder.get_static_pad("src").add_probe(Gst.PadProbeType.EVENT_UPSTREAM, no_keyframe_on_request)
     element.get_by_name("parse").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, drop_and_shift)
     element.get_by_name("pace").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, first_frame)
 
