@@ -241,6 +241,20 @@ class HubConfig:
                            secret_key=ls.secret_key or self.s3.secret_key, sync_seconds=ls.sync_seconds,
                            metrics_listen=ls.metrics_listen, binary=ls.binary)
 
+    def token_for(self, secret: str) -> TokenEntry | None:
+        """The [[tokens]] entry of an API token (its sha256 compared with every entry, in constant
+        time each)."""
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        found = None
+        for entry in self.tokens:
+            if hmac.compare_digest(digest, entry.sha256):
+                found = entry
+        return found
+
+    def token_named(self, name: str) -> TokenEntry | None:
+        """The [[tokens]] entry called `name` (playback tokens and sessions name their API token)."""
+        return next((t for t in self.tokens if t.name == name), None)
+
     def retention_days(self, node: str, camera: str) -> float:
         for override in self.retention.cameras:
             if override.camera == f"{node}.{camera}":

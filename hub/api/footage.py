@@ -322,7 +322,7 @@ class Footage:
         b = ctx.body
         if (b.issuer is None) == (not b.all):
             raise ApiError(422, "bad_body", "name an issuer (the API token's name) or set all: true, not both")
-        if b.issuer is not None and not any(t.name == b.issuer for t in self.s.cfg.tokens):
+        if b.issuer is not None and self.s.cfg.token_named(b.issuer) is None:
             raise ApiError(422, "unknown_issuer", f"no API token is named {b.issuer[:60]!r} ([[tokens]] names)")
         issuer = EVERY_ISSUER if b.all else b.issuer
         before = now_us()

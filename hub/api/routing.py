@@ -163,16 +163,6 @@ SESSION_COOKIE = "vigil_session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def find_token(cfg: HubConfig, token: str) -> TokenEntry | None:
-    """The [[tokens]] entry of a token (its sha256 compared with every entry, in constant time each)."""
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    found = None
-    for entry in cfg.tokens:
-        if hmac.compare_digest(digest, entry.sha256):
-            found = entry
-    return found
-
-
 def session_cookie(session_id: str, max_age: int, secure: bool) -> str:
     """The page's session cookie: script cannot read it, other sites cannot send it."""
     return (f"{SESSION_COOKIE}={session_id}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict"
@@ -197,14 +187,14 @@ class Router:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return find_token(self.cfg, token.strip())
+        return self.cfg.token_for(token.strip())
 
     def _session(self, session_id: str, method: str, csrf: str) -> tuple[TokenEntry, str]:
         """(the API token, the id's hash) of a live session; a write must carry its CSRF token
         (`X-CSRF-Token`). Runs in a worker thread (it reads the catalog)."""
         digest = hashlib.sha256(session_id.encode()).hexdigest()
         session = self.catalog.reader().session(digest)
-        token = None if session is None else next((t for t in self.cfg.tokens if t.name == session.token_name), None)
+        token = None if session is None else self.cfg.token_named(session.token_name)
         if session is None or token is None:
             raise ApiError(401, "session_expired", "the session has expired or was signed out; sign in again",
                            {"Set-Cookie": clear_session_cookie()})
@@ -286,7 +276,7 @@ class Router:
     def _check_issuer(self, grant: playback.PlaybackGrant, reader: CatalogReader) -> None:
         """A playback token works while the API token that issued it is configured and an admin has
         not revoked that issuer's (or every issuer's) tokens made before it was."""
-        if not any(t.name == grant.issuer for t in self.cfg.tokens):
+        if self.cfg.token_named(grant.issuer) is None:
             raise ApiError(401, "token_revoked", "the API token that issued this playback token is no longer "
                                                  "configured; ask for a new one")
         if grant.issued_us < reader.playback_revoked_before(grant.issuer):

@@ -28,7 +28,6 @@ from hub.api.routing import (
     Services,
     clear_session_cookie,
     encode,
-    find_token,
     session_cookie,
 )
 from hub.api.shapes import Struct, Timestamp, text
@@ -55,7 +54,7 @@ class Session:
         self.s = s
 
     def sign_in(self, ctx: Ctx) -> Response:
-        token = find_token(self.s.cfg, ctx.body.token.strip())
+        token = self.s.cfg.token_for(ctx.body.token.strip())
         if token is None:
             log.warning("sign-in refused: unknown token")
             raise ApiError(401, "unauthorized", "that is not a token this hub knows")
