@@ -66,7 +66,7 @@ class Ctx:
     reader: CatalogReader = dataclasses.field(init=False)
     grant: playback.PlaybackGrant | None = None   # set when a playback token authorised the request
     token: str | None = None                       # that token
-    session: str | None = None                     # the sha256 of the session id, when a session cookie did
+    session: str | None = None                     # the session id, when a session cookie authorised it
     secure: bool = False                           # the client reached us over https (directly or via a proxy)
 
 
@@ -189,18 +189,17 @@ class Router:
             return None
         return self.cfg.token_for(token.strip())
 
-    def _session(self, session_id: str, method: str, csrf: str) -> tuple[TokenEntry, str]:
-        """(the API token, the id's hash) of a live session; a write must carry its CSRF token
-        (`X-CSRF-Token`). Runs in a worker thread (it reads the catalog)."""
-        digest = hashlib.sha256(session_id.encode()).hexdigest()
-        session = self.catalog.reader().session(digest)
+    def _session(self, session_id: str, method: str, csrf: str) -> TokenEntry:
+        """The API token of a live session; a write must carry its CSRF token (`X-CSRF-Token`).
+        Runs in a worker thread (it reads the catalog)."""
+        session = self.catalog.reader().session(session_id)
         token = None if session is None else self.cfg.token_named(session.token_name)
         if session is None or token is None:
             raise ApiError(401, "session_expired", "the session has expired or was signed out; sign in again",
                            {"Set-Cookie": clear_session_cookie()})
         if method not in SAFE_METHODS and not hmac.compare_digest(csrf.encode(), session.csrf.encode()):
             raise ApiError(403, "csrf", "a write in a signed-in session needs its X-CSRF-Token header")
-        return token, digest
+        return token
 
     async def _auth(self, ep: Endpoint, request: Request
                     ) -> tuple[str, str, playback.PlaybackGrant | None, str | None]:
@@ -220,8 +219,9 @@ class Router:
         token = self._token(request)
         cookie = request.cookies.get(SESSION_COOKIE)
         if token is None and cookie and "authorization" not in request.headers:
-            token, session = await run_in_threadpool(self._session, cookie, request.method,
-                                                     request.headers.get("x-csrf-token", ""))
+            token = await run_in_threadpool(self._session, cookie, request.method,
+                                            request.headers.get("x-csrf-token", ""))
+            session = cookie
         if token is None:
             raise ApiError(401, "unauthorized", "a valid bearer token is required",
                            {"WWW-Authenticate": 'Bearer realm="vigil"'})

@@ -12,7 +12,6 @@ A bearer header, when given, always wins over the cookie.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from typing import Annotated
@@ -61,7 +60,7 @@ class Session:
         session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         seconds = int(self.s.cfg.api.session_hours * 3600)
         expires = now_us() + seconds * 1_000_000
-        self.s.catalog.create_session(hashlib.sha256(session_id.encode()).hexdigest(), token.name, csrf, expires)
+        self.s.catalog.create_session(session_id, token.name, csrf, expires)
         log.info("signed in", extra={"actor": token.name, "role": token.role, "expires": us_to_iso(expires)})
         body = SessionOut(name=token.name, role=token.role, csrf=csrf, expires=us_to_iso(expires))
         return Response(encode(body), status_code=201, media_type=JSON,
