@@ -46,6 +46,7 @@ SLOW_MODULES = (
     "test_litestream.py",       # (50)
     "test_camera_quirks.py",    # (50 on its own) odd cameras, an edge each
     "test_player_browser.py",   # (40) with the `footage` fixture (about 27 s)
+    "test_web_acceptance.py",   # (50) a recording system and the web page in chromium
     "test_hostile_edge.py",     # (30)
     "test_mqtt_tls.py",         # (30)
     "test_hostile_client.py",   # (25)

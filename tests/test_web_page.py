@@ -7,6 +7,7 @@ chromium (headless) through Debian's chromedriver, as tests/test_player_browser.
 
 from __future__ import annotations
 
+import gzip
 import re
 import tempfile
 import time
@@ -79,7 +80,8 @@ def _wait(driver: Any, what: str, script: str, timeout: float = 10) -> Any:
 
 
 def _visible(driver: Any, element_id: str) -> bool:
-    return bool(driver.execute_script(f"const e = document.getElementById('{element_id}'); return e && !e.hidden"))
+    return bool(driver.execute_script(f"const e = document.getElementById('{element_id}'); "
+                                      "return !!e && e.getClientRects().length > 0"))
 
 
 def _sign_in(driver: Any, token: str) -> None:
@@ -101,14 +103,20 @@ def test_the_page_is_served_with_strict_headers_and_hashed_assets(hub_url: str) 
     assert not re.search(r"\son[a-z]+=", html)
     assets = re.findall(r'(?:src|href)="(/assets/[^"]+)"', html)
     assert {a.rsplit(".", 1)[-1] for a in assets} == {"js", "css"}
-    for asset in assets:
-        assert re.fullmatch(r"/assets/[a-z]+\.[0-9a-f]{12}\.(js|css)", asset), asset
-        with urllib.request.urlopen(hub_url + asset, timeout=10) as resp:
+    versions = {re.fullmatch(r"/assets/([0-9a-f]{12})/[a-z]+\.(?:js|css)", a).group(1) for a in assets}
+    assert len(versions) == 1, assets
+    version = versions.pop()
+    # every module the page imports, hls.js included (the light ES module build, gzipped)
+    for name in ("app.js", "api.js", "camera.js", "timeline.js", "player.js", "style.css", "hls.mjs"):
+        request = urllib.request.Request(f"{hub_url}/assets/{version}/{name}", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
-            assert resp.headers["Content-Security-Policy"] == csp and resp.read()
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(hub_url + "/assets/app.000000000000.js", timeout=10)
-    assert err.value.code == 404
+            assert resp.headers["Content-Security-Policy"] == csp and resp.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(resp.read())
+    for stale in ("/assets/000000000000/app.js", f"/assets/{version}/nothing.js"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(hub_url + stale, timeout=10)
+        assert err.value.code == 404
 
 
 def test_sign_in_the_fleet_and_sign_out_in_a_browser(hub_url: str, browser: Any) -> None:

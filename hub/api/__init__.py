@@ -10,7 +10,7 @@
     exports.py    export jobs and their files
     admin.py      health, readiness, metrics, the document, retention now
     session.py    signing in from a browser: a session cookie and its CSRF token
-    web.py        the web page (hub/web/): `/` and its hashed assets, outside the API
+    web.py        the web page (hub/web/): `/` and its versioned assets, outside the API
 
 Each domain module declares its endpoints beside its handlers; `HubApi` gathers them.
 """
@@ -32,7 +32,7 @@ from hub.api.incidents import Incidents
 from hub.api.openapi import document
 from hub.api.routing import Endpoint, Router, Services
 from hub.api.session import Session
-from hub.api.web import WebPage
+from hub.api.web import WebPage, origin_of
 from hub.catalog import HubCatalog
 from hub.config import HubConfig
 from hub.exports import Exporter
@@ -61,7 +61,8 @@ class HubApi:
             *Exports(self.services).endpoints(), *Session(self.services).endpoints()]
         self.spec = admin.spec = document(self.endpoints, __version__)
         self.router = Router(cfg, metrics, catalog, token_key)
-        self.web = WebPage()
+        public_s3 = origin_of(cfg.s3.public_endpoint_url or cfg.s3.endpoint_url)
+        self.web = WebPage(media_origins=(public_s3,) if cfg.api.media == "redirect" and public_s3 else ())
 
     def app(self) -> Starlette:
         return self.router.app(self.endpoints, self.web.routes())
