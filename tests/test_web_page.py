@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import pytest
 from hubkit import InProcessHub, seed_fake, seed_footage
 from test_player_browser import CHROMEDRIVER, CHROMIUM, SETUP_HINT, _reap, start_chromium
 
+from hub.catalog.segments import StoredSegment
+from shared import fragments
 from shared.process import start_http_server
 from shared.timeutil import now_us, us_to_iso
 from tools.apps import HUB_TOKENS
@@ -29,8 +32,14 @@ from tools.services import SeaweedS3
 HOSTILE = '<img src=x onerror="window.pwned = 1"></td></tr><script>window.pwned = 2</script>'
 
 
+@dataclass
+class Served:
+    url: str
+    hub: InProcessHub
+
+
 @pytest.fixture(scope="module")
-def hub_url(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, media: dict[str, Path]) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, media: dict[str, Path]) -> Iterator[Served]:
     hub = InProcessHub(tmp_path_factory.mktemp("web") / "hub", shared_s3, nodes=("site-a", "site-b"))
     now = now_us()
     hub.catalog.update_node("site-a", state="online", last_seen_us=now, disk_free_bytes=120_000_000_000,
@@ -47,10 +56,15 @@ def hub_url(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, medi
     server = start_http_server(hub.app.app(), "127.0.0.1", port)
     assert server is not None
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", hub)
     finally:
         server.should_exit = True
         hub.close()
+
+
+@pytest.fixture(scope="module")
+def hub_url(served: Served) -> str:
+    return served.url
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +83,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             _reap(profile)
 
 
-def _wait(driver: Any, what: str, script: str, timeout: float = 10) -> Any:
+def _wait(driver: Any, what: str, script: str, *args: Any, timeout: float = 10) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        value = driver.execute_script(script)
+        value = driver.execute_script(script, *args)
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}; console: {driver.get_log('browser')}"
@@ -174,3 +188,71 @@ def test_sign_in_the_fleet_and_sign_out_in_a_browser(hub_url: str, browser: Any)
     status = browser.execute_async_script(
         "const done = arguments[0]; fetch('/api/v1/session').then(r => done(r.status))")
     assert status == 401
+
+
+def _midnight_ms(browser: Any) -> int:
+    """The browser's last local midnight (ms since the epoch)."""
+    return int(browser.execute_script("const d = new Date(); d.setHours(0, 0, 0, 0); return d.getTime()"))
+
+
+def test_a_day_of_minute_segments_renders_fast(served: Served, browser: Any) -> None:
+    """Yesterday of a camera with 60-s segments, each its own run with a 3-s hole after it: 1,440
+    recorded stretches and as many gaps on one 24-h timeline."""
+    midnight = _midnight_ms(browser)
+    day0 = (midnight - 86_400_000) * 1000
+    for i in range(1440):
+        a = day0 + i * 60_000_000
+        served.hub.catalog.insert_segment(StoredSegment(
+            "site-a", 10_000 + i, "day", 10_000 + i, a, a + 57_000_000, 1000, "0" * 64, 100, "h264", None,
+            fragments.to_blob([(100, 900, a, 57_000_000)]), False, f"never-read/{i}"))
+    browser.get(served.url + "/#/camera/site-a.day")
+    _wait(browser, "the page to start", "return window.vigilReady === true")
+    if _visible(browser, "sign-in"):
+        _sign_in(browser, HUB_TOKENS["viewer"])
+    _wait(browser, "today's timeline", "return window.vigilTimeline && document.getElementById('day').value")
+    figures = []
+    for _ in range(3):
+        browser.execute_script("window.vigilTimeline = null; document.getElementById('day-prev').click()")
+        day = _wait(browser, "yesterday's timeline", "return window.vigilTimeline")
+        assert day["covered"] == 1440 and day["gaps"] >= 1440, day
+        figures.append(day)
+        browser.execute_script("document.getElementById('day-next').click()")
+        _wait(browser, "today again", "return window.vigilTimeline && window.vigilTimeline.covered === 0")
+    best = min(figures, key=lambda d: d["totalMs"])
+    print(f"\n24-h timeline, 1,440 segments and {best['gaps']} gaps: fetch {best['fetchMs']:.0f} ms, "
+          f"render {best['renderMs']:.0f} ms, total {best['totalMs']:.0f} ms "
+          f"(all: {[round(d['totalMs']) for d in figures]})")
+    assert best["totalMs"] < 200, figures
+    bars = browser.execute_script("return document.querySelectorAll('#timeline .tl-covered').length")
+    assert bars == 0          # today is shown again: nothing recorded today on this camera
+
+
+def test_playback_crosses_midnight_and_steps_to_the_next_gap(served: Served, browser: Any,
+                                                             media: dict[str, Path]) -> None:
+    """Real footage from 10 s before the browser's midnight to 2 s after, a 5-s hole, then 8 s more:
+    playing from yesterday turns the day at midnight; `]` jumps to where footage resumes."""
+    midnight = _midnight_ms(browser)
+    run1 = seed_footage(served.hub, media["h264"], "site-a", "mid", (midnight - 10_000) * 1000, 3,
+                        run_id=7, first_seq=500)
+    resume = run1[-1].end_us // 1000 + 5000
+    seed_footage(served.hub, media["h264"], "site-a", "mid", resume * 1000, 2, run_id=8, first_seq=600)
+    browser.get(served.url + f"/#/camera/site-a.mid?t={us_to_iso((midnight - 4000) * 1000)}")
+    _wait(browser, "the page to start", "return window.vigilReady === true")
+    if _visible(browser, "sign-in"):
+        _sign_in(browser, HUB_TOKENS["viewer"])
+    yesterday = _wait(browser, "yesterday's day", "return document.getElementById('day').value")
+    start = _wait(browser, "the first frame", "return +document.getElementById('clock').dataset.ms")
+    assert abs(start - (midnight - 4000)) <= 2000, (start, midnight)
+    after = _wait(browser, "playback past midnight", "const t = +document.getElementById('clock').dataset.ms; "
+                  "return t > arguments[0] + 500 ? t : null", midnight, timeout=20)
+    today = _wait(browser, "the day to turn", "const d = document.getElementById('day').value; "
+                  "return d !== arguments[0] ? d : null", yesterday)
+    assert today > yesterday and after > midnight
+    # `]`: to where footage resumes after the next gap
+    browser.execute_script("document.getElementById('timeline').focus(); document.dispatchEvent("
+                           "new KeyboardEvent('keydown', {key: ']', bubbles: true}))")
+    landed = _wait(browser, "the jump", "const t = +document.getElementById('clock').dataset.ms; "
+                   "return t >= arguments[0] ? t : null", resume, timeout=20)
+    assert landed - resume <= 2000, (landed, resume)
+    errors = browser.execute_script("return vigilPlayer.errors")
+    assert not [e for e in errors if e["fatal"]], errors
