@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +149,31 @@ def verify_dir(folder: Path, public_pem: bytes) -> tuple[list[str], dict[str, An
     return problems, manifest
 
 
+def verify_stored(store: ObjectStore, export_id: str, public_pem: bytes, work_dir: Path | None = None) \
+        -> tuple[list[str], dict[str, Any] | None] | None:
+    """An export in object storage, downloaded to a temp dir and checked as `verify_dir` checks a
+    folder, its source segments too (still stored, with the signed sha256); None if there is no such
+    export. `vigil-hub verify-export ID` and `GET /api/v1/exports/{id}/verification` run it."""
+    prefix = export_prefix(export_id)
+    keys = store.keys(prefix)
+    if prefix + MANIFEST not in keys:
+        return None
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vigil-verify-", dir=work_dir) as tmp:
+        for key in keys:
+            store.download(key, Path(tmp) / key[len(prefix):])
+        problems, manifest = verify_dir(Path(tmp), public_pem)
+    for src in (manifest or {}).get("sources", []):
+        stored = store.existing_sha256(src["key"])
+        if stored is None:
+            problems.append(f"source {src['key']}: no longer in object storage")
+        elif stored != src["sha256"]:
+            problems.append(f"source {src['key']}: stored sha256 {stored} differs from the manifest's "
+                            f"{src['sha256']}")
+    return problems, manifest
+
+
 def file_sha256(path: Path) -> tuple[int, str]:
     h = hashlib.sha256()
     size = 0
@@ -170,6 +196,7 @@ class Exporter:
         self.holds_changed = holds_changed
         self.signer = ManifestSigner.load(cfg.exports.signing_key_file, cfg.hub.data_dir)
         self.work_dir = cfg.hub.data_dir / "exports-tmp"
+        self._verifying = threading.Lock()
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="exports", daemon=True)
 
@@ -317,6 +344,20 @@ class Exporter:
             self.store.put_verified(prefix + name, blob, len(blob), hashlib.sha256(blob).hexdigest(),
                                     {"export": job.id}, content_type=ctype)
         return data
+
+    def verify(self, export_id: str) -> tuple[list[str], dict[str, Any] | None] | None:
+        """`verify_stored` with this hub's key, in its data dir; one at a time (each reads every
+        byte of an export from the bucket): None when another check is running, raises LookupError
+        when there is no such export in the bucket."""
+        if not self._verifying.acquire(blocking=False):
+            return None
+        try:
+            checked = verify_stored(self.store, export_id, self.signer.public_pem, self.work_dir.parent / "verify-tmp")
+        finally:
+            self._verifying.release()
+        if checked is None:
+            raise LookupError(export_id)
+        return checked
 
     def expire(self) -> int:
         """Delete the objects of exports past their expiry (done or failed) and mark them expired."""

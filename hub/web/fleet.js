@@ -104,7 +104,7 @@ async function refresh() {
       cell(row, replicaText(node.replica), node.replica && !node.replica.ok ? "state-offline" : "");
       cell(row, node.last_error || "");
     }
-    $("fleet-status").textContent = `${nodes.length} nodes, updated ${new Date().toLocaleTimeString()}`;
+    $("fleet-status").textContent = `${nodes.length} node${nodes.length === 1 ? "" : "s"}, updated ${new Date().toLocaleTimeString()}`;
   } catch (err) {
     if (err.status !== 401) $("fleet-status").textContent = `could not load the fleet: ${err.message}`;
   }
