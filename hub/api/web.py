@@ -40,6 +40,7 @@ TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; char
          ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 HLS_FILE = "hls.light.min.mjs"          # vendor/: served as hls.mjs
 GZIP_MIN_BYTES = 1024
+PAGE_PATHS = ("/", "/assets/{version}/{name}")
 
 
 def content_security_policy(media_origins: tuple[str, ...] = ()) -> str:
@@ -110,5 +111,5 @@ class WebPage:
         return Response(found.data, media_type=found.media_type, headers=headers)
 
     def routes(self) -> list[Route]:
-        return [Route("/", self.page, methods=["GET"]),
-                Route("/assets/{version}/{name}", self.asset, methods=["GET"])]
+        index, assets = PAGE_PATHS
+        return [Route(index, self.page, methods=["GET"]), Route(assets, self.asset, methods=["GET"])]
