@@ -136,6 +136,8 @@ class CameraView {
   async loadDay(t, keepView = false) {
     const start = localMidnight(t);
     const end = start + DAY;
+    const mine = (this.loads = (this.loads || 0) + 1);   // only the latest request is shown
+    this.loadingDay = start;
     const until = Math.min(end, Date.now());
     const cam = encodeURIComponent(this.camera);
     const t0 = performance.now();
@@ -155,11 +157,11 @@ class CameraView {
         return;
       }
     }
-    if (this.abort.signal.aborted) return;
+    if (this.abort.signal.aborted || mine !== this.loads) return;
     const fetched = performance.now();
     this.dayStart = start;
     $("day").value = dateText(start);
-    const mine = (i) => {
+    const onThisCamera = (i) => {
       const links = i.cameras.filter((c) => c.camera === this.camera);
       return { start: Math.min(...links.map((c) => ms(c.start))), end: Math.max(...links.map((c) => ms(c.end))) };
     };
@@ -167,7 +169,7 @@ class CameraView {
     this.timeline.setDay({
       start, end,
       covered: toMs(timeline.covered), gaps: toMs(timeline.gaps), holds: toMs(timeline.holds),
-      incidents: incidents.map((i) => ({ id: i.id, title: i.title, ...mine(i) })),
+      incidents: incidents.map((i) => ({ id: i.id, title: i.title, ...onThisCamera(i) })),
       annotations: toMs(annotations),
     });
     this.showZoom();
@@ -215,7 +217,7 @@ class CameraView {
     clock.dataset.ms = String(Math.round(t));
     this.timeline.setPlayhead(t);
     if (this.dayStart != null && (t < this.dayStart || t >= this.dayStart + DAY)) {
-      this.loadDay(t).then(() => this.timeline.setView(t));
+      if (this.loadingDay !== localMidnight(t)) this.loadDay(t).then(() => this.timeline.setView(t));
     } else if (!this.timeline.pressed && (t < this.timeline.view[0] || t > this.timeline.view[1])) {
       this.timeline.setView(t + (this.timeline.view[1] - this.timeline.view[0]) * 0.4);   // follow the playhead
     }
