@@ -50,7 +50,7 @@ class HubService:
         data_dir = cfg.hub.data_dir
         if problem := data_dir_problem(data_dir, "hub.data_dir", cfg.replication()):
             raise StartupError(problem)
-        self.catalog = HubCatalog(data_dir)
+        self.catalog = HubCatalog(data_dir, url=cfg.catalog.url)
         store = ObjectStore(cfg.s3, max_pool=2 * cfg.ingest.pull_concurrency + 4)
         try:
             store.ensure_bucket()
@@ -80,7 +80,8 @@ class HubService:
     def _ready(self, store: ObjectStore) -> list[str]:
         problems = []
         try:
-            HubCatalog(self.cfg.hub.data_dir, readonly=True).close()
+            assert self.catalog is not None
+            self.catalog.ping()
         except Exception as exc:
             problems.append(f"catalog: {exc}")
         try:

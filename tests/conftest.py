@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from tools.apps import Edge, Hub
 from tools.apps import edge_mqtt as edge_mqtt
 from tools.cameras import TestCam, ensure_media
 from tools.processes import VENV_BIN as VENV_BIN
-from tools.services import Mosquitto, SeaweedS3
+from tools.services import TEST_CATALOG_ENV, Mosquitto, Postgres, SeaweedS3
 
 FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 
@@ -180,6 +181,45 @@ def wait_for(what: str, check: Any, timeout: float, every: float = 0.5) -> Any:
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def catalog_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """VIGIL_TEST_CATALOG=postgres: every hub the tests start keeps its catalog in its own database
+    on one throwaway PostgreSQL cluster (per pytest worker); otherwise in SQLite files as shipped."""
+    engine = os.environ.get("VIGIL_TEST_CATALOG", "sqlite")
+    if engine == "sqlite":
+        yield engine
+        return
+    assert engine == "postgres", f"VIGIL_TEST_CATALOG must be sqlite or postgres, not {engine!r}"
+    pg = Postgres.start(tmp_path_factory.mktemp("postgres"))
+    os.environ[TEST_CATALOG_ENV] = pg.url()
+    try:
+        yield engine
+    finally:
+        os.environ.pop(TEST_CATALOG_ENV, None)
+        pg.stop()
+
+
+def hub_sql(hub: Any, statement: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    """One statement on a hub's catalog, whichever engine holds it (committed; rows if it returns
+    any): for what a test sets up or looks at that no catalog method does."""
+    from hub.config import load_hub_config
+
+    url = load_hub_config(hub.config).catalog.url
+    if not url:
+        db = hub.data_dir / "hub.db"
+        if statement.lstrip().upper().startswith("SELECT"):
+            return sql_rows(db, statement, args)
+        sql_write(db, statement, args)
+        return []
+    import psycopg
+
+    from hub.catalog.postgres import configure
+    with psycopg.connect(url, autocommit=True) as conn:
+        configure(conn)      # rows by name and position, as sqlite3.Row
+        cur = conn.execute(statement.replace("?", "%s"), args)
+        return cur.fetchall() if cur.description else []
 
 
 def sql_rows(db: Path, query: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

@@ -32,7 +32,7 @@ from typing import Any, Self
 from edge.catalog import Catalog, SegmentRow
 from hub.config import edge_node_token
 from tools.processes import VENV_BIN, ManagedProcess, free_port
-from tools.services import Mosquitto, SeaweedS3
+from tools.services import Mosquitto, SeaweedS3, catalog_config_lines
 
 __all__ = ["HUB_TOKENS", "TOKEN", "Edge", "Hub", "edge_mqtt"]
 
@@ -203,7 +203,7 @@ class Hub(_App):
                  "[mqtt]", f'url = "{broker.url}"', 'username = "hub"', 'password = "hub-secret"', "",
                  "[s3]", f'endpoint_url = "{s3.endpoint_url}"', f'bucket = "{s3.bucket}"',
                  f'access_key = "{s3.access_key}"', f'secret_key = "{s3.secret_key}"', "",
-                 "[edge]", f'token = "{TOKEN}"', "", "[ingest]"]
+                 "[edge]", f'token = "{TOKEN}"', "", *catalog_config_lines(), "[ingest]"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in ingest.items()] + [""]
         for e in nodes or []:
             lines += ["[[nodes]]", f'id = "{e.node_id}"', f'url = "{e.url}"', ""]
@@ -260,7 +260,8 @@ class Hub(_App):
 
     def catalog(self) -> Any:
         from hub.catalog import HubCatalog
-        return HubCatalog(self.data_dir, readonly=True)
+        from hub.config import load_hub_config
+        return HubCatalog(self.data_dir, readonly=True, url=load_hub_config(self.config).catalog.url)
 
     def __repr__(self) -> str:
         return f"<Hub {self.url} pid={self.pid} {self._state()}>"

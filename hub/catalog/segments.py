@@ -189,9 +189,11 @@ class SegmentWrites(Writer):
                 db.run(
                     "INSERT INTO cameras (node, camera, first_start_us, last_end_us, max_segment_us) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node, camera) DO UPDATE SET "
-                    "first_start_us = min(coalesce(first_start_us, excluded.first_start_us), excluded.first_start_us), "
-                    "last_end_us = max(coalesce(last_end_us, excluded.last_end_us), excluded.last_end_us), "
-                    "max_segment_us = max(max_segment_us, excluded.max_segment_us)",
+                    "first_start_us = " + db.least("coalesce(cameras.first_start_us, excluded.first_start_us)",
+                                                   "excluded.first_start_us") + ", "
+                    "last_end_us = " + db.greatest("coalesce(cameras.last_end_us, excluded.last_end_us)",
+                                                   "excluded.last_end_us") + ", "
+                    "max_segment_us = " + db.greatest("cameras.max_segment_us", "excluded.max_segment_us"),
                     (seg.node, seg.camera, seg.start_us, seg.end_us, seg.end_us - seg.start_us))
             return bool(inserted)
 
@@ -207,6 +209,6 @@ class SegmentWrites(Writer):
             for s in segments:
                 ends[(s.node, s.camera)] = max(ends.get((s.node, s.camera), 0), s.end_us)
             for (node, camera), end in ends.items():
-                db.run("UPDATE cameras SET expired_before_us = max(expired_before_us, ?), first_start_us = "
-                       "(SELECT min(start_us) FROM segments WHERE node = ? AND camera = ?) "
+                db.run(f"UPDATE cameras SET expired_before_us = {db.greatest('expired_before_us', '?')}, "
+                       "first_start_us = (SELECT min(start_us) FROM segments WHERE node = ? AND camera = ?) "
                        "WHERE node = ? AND camera = ?", (end, node, camera, node, camera))
