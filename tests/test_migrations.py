@@ -7,17 +7,20 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import sql_rows
 
 from edge import catalog as edge_catalog
 from edge.catalog import Catalog
-from hub.catalog import HubCatalog, Link, NewAnnotation, NewIncident
+from hub.catalog import HubCatalog, Link, NewAnnotation, NewIncident, postgres
 from hub.catalog import schema as hub_schema
 from shared import enums, sqlite
 from shared.timeutil import now_us
+from tools.services import Postgres
 
 # sha256 of the SQL of every released migration. A released migration is never edited: a change is
 # a new migration, whose hash is added here once it is released.
@@ -134,3 +137,57 @@ def test_a_hub_catalog_from_v1_upgraded_takes_every_enum_and_audits_exports(tmp_
         ("create", None), ("update", ["running", "done"]), ("update", ["done", "failed"]),
         ("update", ["failed", "expired"])]
     assert exported[-1].actor == "ops" and exported[0].actor == "vigil-hub"
+
+
+# -- PostgreSQL: the same schema, its own released steps ---------------------------------------------
+PG_RELEASED = {"PG_SCHEMA_V8": "5c0207d26cf7b23f5c1815b5a1ad6d9924d2c8415ca35dead2478e8bd3ff95af"}
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    server = Postgres.start(tmp_path_factory.mktemp("pg"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_released_postgres_migrations_are_frozen() -> None:
+    steps = [s for s in postgres.PG_MIGRATIONS if s is not None]
+    assert len(steps) == len(PG_RELEASED), "pin the new PostgreSQL step's hash here"
+    assert len(postgres.PG_MIGRATIONS) == len(hub_schema.MIGRATIONS), \
+        "each SQLite step of the hub catalog needs its PostgreSQL step (one ordered list)"
+    for name, digest in PG_RELEASED.items():
+        got = hashlib.sha256(getattr(postgres, name).encode()).hexdigest()
+        assert got == digest, f"postgres {name} was edited after its release: put the change in a new step"
+
+
+def test_postgres_schema_matches_sqlite_and_every_enum(tmp_path: Path, pg: Postgres) -> None:
+    """The newest schema on both engines: the same tables and views with the same columns, and
+    every enum's CHECK listing the same values."""
+    HubCatalog(tmp_path).close()
+    db = tmp_path / "hub.db"
+    lite = {t: [r[1] for r in sql_rows(db, f"PRAGMA table_info({t})")]
+            for (t,) in sql_rows(db, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                     "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'incident_fts_%'")}
+    url = pg.create_database("schema")
+    HubCatalog(tmp_path, url=url).close()
+    HubCatalog(tmp_path, url=url).close()          # a second start migrates nothing
+    with psycopg.connect(url) as conn:
+        cols: dict[str, list[str]] = {}
+        for table, column in conn.execute("SELECT table_name, column_name FROM information_schema.columns WHERE "
+                                          "table_schema = 'public' ORDER BY table_name, ordinal_position"):
+            cols.setdefault(table, []).append(column)
+        version = conn.execute("SELECT max(version), count(*) FROM schema_version").fetchone()
+        checks = {}
+        for table, definition in conn.execute(
+                "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c'"):
+            for column, values in re.findall(r"\(\(?(\w+) = ANY \(ARRAY\[([^\]]*)\]", definition):
+                checks[(table, column)] = set(re.findall(r"'([^']*)'", values))
+    assert version == (len(hub_schema.MIGRATIONS), 1)
+    cols.pop("schema_version")
+    fts = cols.pop("incident_fts")
+    assert fts == ["incident_id", *lite.pop("incident_fts"), "doc"]
+    assert cols == lite
+    for key, values in ENUM_CHECKS["hub"].items():
+        assert checks[key] == set(values), f"postgres {key}: CHECK lists {sorted(checks[key])}"

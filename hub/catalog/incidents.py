@@ -9,7 +9,7 @@ Search: user words are quoted before they reach FTS5 (`fts_query`), so no input 
 every word must match, `word*` is a prefix. FTS5 is SQLite's; on PostgreSQL the same table holds
 the texts and a `tsvector` of their words (split and folded here: lower case, diacritics removed,
 as FTS5's unicode61 does), searched with a `tsquery` made of quoted lexemes (`pg_tsquery`: again
-no input is a syntax error), ranked by `ts_rank`, the snippet made by `ts_headline`.
+no input is a syntax error), ranked by `ts_rank`, the snippet made here (`_snippet`).
 """
 
 from __future__ import annotations
@@ -198,9 +198,32 @@ def pg_tsquery(text: str) -> str | None:
     return " & ".join(terms) or None
 
 
-# ts_headline's options: the matches marked as FTS5's snippet() marks them, about as long
-_HEADLINE = (f"StartSel={_OPEN}, StopSel={_CLOSE}, MaxWords=16, MinWords=6, ShortWord=0, MaxFragments=1, "
-             "FragmentDelimiter=…")
+def _snippet(texts: tuple[str, ...], tsquery: str, size: int = 16) -> str:
+    """PostgreSQL's side of FTS5's snippet(): the text (of the first column that matches) around
+    its best window of `size` words, the matching words between the markers. Made here rather than
+    by ts_headline, which drops whatever looks like markup from the text."""
+    terms = [(t.strip("'").split("'")[0], t.endswith(":*")) for t in tsquery.split(" & ")]
+
+    def hit(word: str) -> bool:
+        w = _words(word)
+        return bool(w) and any(w[0] == t or (prefix and w[0].startswith(t)) for t, prefix in terms)
+
+    for text in texts:
+        tokens = list(re.finditer(r"[^\W_]+", text))
+        hits = [hit(m.group()) for m in tokens]
+        if not any(hits):
+            continue
+        best = max(range(max(1, len(tokens) - size + 1)), key=lambda i: (sum(hits[i:i + size]), -i))
+        window = tokens[best:best + size]
+        first, last = best == 0, best + size >= len(tokens)       # the whole text from its start / to its end
+        out, at = [], 0 if first else window[0].start()
+        for m, is_hit in zip(window, hits[best:best + size], strict=True):
+            if is_hit:
+                out += [text[at:m.start()], _OPEN, m.group(), _CLOSE]
+                at = m.end()
+        out.append(text[at:len(text) if last else window[-1].end()])
+        return ("" if first else "…") + "".join(out) + ("" if last else "…")
+    return ""
 
 
 def _filters(q: IncidentQuery) -> tuple[list[str], list[Any]]:
@@ -290,10 +313,9 @@ class IncidentReads(Reader):
         rows = {r["id"]: r for r in self.db.rows(f"SELECT * FROM incidents WHERE id IN ({marks})", ids)}
         snippets: dict[int, str] = {}
         if fts and pg:
-            snippets = {r[0]: _marked_html(r[1]) for r in self.db.rows(
-                "SELECT incident_id, ts_headline('simple', concat_ws(' ', title, description, annotations, tags), "
-                f"to_tsquery('simple', ?), ?) FROM incident_fts WHERE incident_id IN ({marks})",
-                (fts, _HEADLINE, *ids))}
+            snippets = {r[0]: _marked_html(_snippet(tuple(r[1:]), fts)) for r in self.db.rows(
+                f"SELECT incident_id, title, description, annotations, tags FROM incident_fts "
+                f"WHERE incident_id IN ({marks})", ids)}
         elif fts:
             snippets = {r[0]: _marked_html(r[1]) for r in self.db.rows(
                 f"SELECT rowid, snippet(incident_fts, -1, '{_OPEN}', '{_CLOSE}', '…', 16) FROM incident_fts "
