@@ -54,7 +54,22 @@ SLOW_MODULES = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# The modules whose hubs keep a catalog: with VIGIL_TEST_CATALOG=postgres (the second pass of
+# scripts/test.sh) only these run, each hub on its own PostgreSQL database.
+HUB_MODULES = (
+    "test_dashboard.py", "test_fleet.py", "test_hostile_client.py", "test_hostile_edge.py", "test_hub_api.py",
+    "test_hub_fuzz.py", "test_mqtt_tls.py", "test_playback.py", "test_player_browser.py", "test_sessions.py",
+    "test_sync.py", "test_sync_trust.py", "test_web_acceptance.py", "test_web_page.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("VIGIL_TEST_CATALOG") == "postgres":
+        other = [item for item in items if item.path.name not in HUB_MODULES]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            items[:] = [item for item in items if item.path.name in HUB_MODULES]
+
     def rank(item: pytest.Item) -> int:
         name = item.path.name
         return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)

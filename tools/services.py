@@ -498,7 +498,8 @@ class Postgres(ManagedProcess):
 
     def command(self) -> list[str]:
         settings = {"listen_addresses": "127.0.0.1", "port": str(self.port),
-                    "unix_socket_directories": str(self.cluster), "max_connections": "200", "shared_buffers": "128MB", "logging_collector": "off"}
+                    "unix_socket_directories": str(self.cluster), "max_connections": "200",
+                    "shared_buffers": "128MB", "logging_collector": "off"}
         if not self.durable:
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
         return self._as_postgres(str(POSTGRES_BIN / "postgres"), "-D", str(self.data),
