@@ -66,6 +66,7 @@ export async function showIncident(id) {
     $("incident-title").textContent = err.message;
     return;
   }
+  if (!shown || shown.id !== incident.id) $("an-at").value = "";     // defaults to this incident's start
   shown = incident;
   renderIncident();
   loadAnnotations();
