@@ -8,6 +8,7 @@ import { $, ago, api, cameraLink, canWrite, dateTimeText, el, localInputValue, m
 // -- the list -----------------------------------------------------------------------------------
 
 let bound = false;
+let searches = 0;             // only the latest search's answer is shown (an earlier one may come later)
 
 export function showIncidents() {
   if (!bound) {
@@ -28,13 +29,15 @@ async function listIncidents() {
   }
   params.set("limit", "100");
   $("incidents-status").textContent = "searching…";
+  const mine = ++searches;
   let found;
   try {
     found = await api("GET", `/incidents?${params}`);
   } catch (err) {
-    $("incidents-status").textContent = err.message;
+    if (mine === searches) $("incidents-status").textContent = err.message;
     return;
   }
+  if (mine !== searches) return;
   const rows = found.incidents.map((i) => {
     const title = el("td", {}, el("a", { href: `#/incidents/${i.id}`, textContent: i.title }));
     if (i.snippet) title.append(el("div", { className: "snippet" }, ...snippetNodes(i.snippet)));
