@@ -60,15 +60,19 @@ async function listIncidents() {
 let shown = null;             // the incident on screen
 let detailBound = false;
 
+let opened = 0;
+
 export async function showIncident(id) {
   bindDetail();
+  const mine = ++opened;
   let incident;
   try {
     incident = await api("GET", `/incidents/${id}`);
   } catch (err) {
-    $("incident-title").textContent = err.message;
+    if (mine === opened) $("incident-title").textContent = err.message;
     return;
   }
+  if (mine !== opened) return;
   if (!shown || shown.id !== incident.id) $("an-at").value = "";     // defaults to this incident's start
   shown = incident;
   renderIncident();
