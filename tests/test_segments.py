@@ -10,7 +10,7 @@ import av
 import pytest
 from conftest import decode_errors, video_packets
 
-from edge.camera import MOVFLAGS
+from edge.run import MOVFLAGS
 from edge.segments import ClosedSegment, SegmentSink, final_path_of, parse_name, recover_file
 
 T0 = 1_800_000_000_000_000  # µs
