@@ -5,21 +5,38 @@
   be recorded, and the first segment must decode cleanly.
 * A camera that answers DESCRIBE, SETUP and PLAY but never sends a packet: it is never reported as
   `recording`, and its status, and the gap once it records again, say that it sent no media.
+* Hand-written cameras (`tools/rtspcam.py`, which counts every frame it sends), all recorded at once
+  by one edge with 2-s segments and `max_drift_seconds = 1`: 31-s GOPs (longer than the 30-s cap the
+  recorder had), parameter sets only in band with the probe running out before the first SPS,
+  camera clocks 2 % fast and 2 % slow, AAC that starts 8 s late with RTCP sender reports, the H.265
+  variants of the first three quirks, and a plain camera beside them. For each: every frame sent
+  from the first keyframe on is recorded, one run, rows that join end to start with no gap row,
+  every file matching its row, starting with a keyframe and decoding with no error.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import re
+import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
 from conftest import FRAME_US, check_row_matches_file, decode_errors, metric_value, video_packets, wait_for
+
+from edge.catalog import GapRow, SegmentRow
+from hub.playback import PlaylistFile, build_playlist
+from hub.remux import Source, remux
+from tools.apps import Edge
+from tools.rtspcam import CameraSpec, CameraStats, RtspCamera
+from tools.testmedia import make_loop, make_tone
 
 GOP_FRAMES = 30  # the standard loop: a keyframe every 2 s at 15 fps
 SKIP = 20        # the mid-GOP camera starts 20 frames into a GOP: its first keyframe comes 10 frames after PLAY
@@ -270,3 +287,200 @@ def test_gap_says_the_camera_sent_no_media(media: dict[str, Path], testcams: Any
     rows = edge.segments("cam")
     assert len({r.run_id for r in rows}) == 2
     assert any(r.end_us == gaps[0].start_us for r in rows) and any(r.start_us == gaps[0].end_us for r in rows)
+
+
+# -- hand-written cameras with the quirks of cheap ones, recorded together by one edge -----------
+
+LONG_GOP_FRAMES = 31 * 15  # a keyframe every 31 s: longer than the 30-s cap the recorder had
+INBAND_GOP_FRAMES = 6 * 15  # 750 kB per GOP at 1 Mbit/s: FFmpeg's 500-kB probe ends before the next SPS
+AUDIO_DELAY_S = 8.0
+CLOCK_RATES = {"fast": 1.02, "slow": 0.98}
+
+
+@dataclasses.dataclass
+class Recorded:
+    edge: Edge
+    stats: dict[str, CameraStats]
+    rows: dict[str, list[SegmentRow]]
+    gaps: dict[str, list[GapRow]]
+    metrics: str  # just before the cameras stopped
+    stopped_us: int  # when the cameras stopped sending
+
+
+def _specs(media: dict[str, Path]) -> list[CameraSpec]:
+    folder = media["h264"].parent
+    long264 = make_loop(folder / "h264-gop31.h264", seconds=31, gop_frames=LONG_GOP_FRAMES, bitrate="300k")
+    long265 = make_loop(folder / "h265-gop31.h265", codec="h265", seconds=31, gop_frames=LONG_GOP_FRAMES,
+                        bitrate="300k")
+    inband264 = make_loop(folder / "h264-gop6.h264", seconds=6, gop_frames=INBAND_GOP_FRAMES)
+    inband265 = make_loop(folder / "h265-gop6.h265", codec="h265", seconds=6, gop_frames=INBAND_GOP_FRAMES)
+    tone = make_tone(folder / "tone-48k.aac")
+    return [
+        CameraSpec("plain", media["h264"]),
+        # the GOP runs on at PLAY: the first keyframe comes 1 s in, the next ones 31 s apart
+        CameraSpec("longgop", long264, start_frame=LONG_GOP_FRAMES - 15),
+        CameraSpec("longgop265", long265, codec="h265", start_frame=LONG_GOP_FRAMES - 15),
+        # no sprop-parameter-sets; the first keyframe (and SPS) 80 frames, ~660 kB, after PLAY
+        CameraSpec("inband", inband264, sprop=False, start_frame=10),
+        CameraSpec("inband265", inband265, codec="h265", sprop=False, start_frame=10),
+        *(CameraSpec(name, media["h264"], clock_rate=rate) for name, rate in CLOCK_RATES.items()),
+        CameraSpec("lateaudio", media["h264"], audio=tone, audio_delay_s=AUDIO_DELAY_S, rtcp_interval_s=2.5),
+        # H.265 whose first keyframe comes 10 frames after PLAY, while FFmpeg probes
+        CameraSpec("midgop265", media["h265"], codec="h265", start_frame=SKIP),
+    ]
+
+
+@pytest.fixture(scope="module")
+def quirky(media: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    specs = _specs(media)
+    cams = RtspCamera(specs)
+    edge = Edge(tmp_path_factory.mktemp("quirky"), [{"id": s.name, "url": cams.url(s.name)} for s in specs],
+                {"segment_seconds": 2, "max_drift_seconds": 1})
+    try:
+        edge.start()
+        # two whole 31-s GOPs after the first keyframe: the third keyframe closes the second segment
+        edge.wait_segments("longgop", 2, timeout=90)
+        metrics = edge.get("/metrics").read().decode()  # (the cameras' ends, reconnects, are not counted)
+        cams.stop()
+        stopped = time.time_ns() // 1000
+
+        def all_ended() -> bool:
+            return all(c["state"] != "recording" for c in edge.get_json("/api/v1/cameras")["cameras"])
+        wait_for("every camera's stream to end", all_ended, timeout=20, every=0.2)
+        edge.stop()
+        c = edge.catalog()
+        try:
+            rows = {s.name: c.camera_segments(s.name) for s in specs}
+            gaps = {s.name: c.gaps(s.name) for s in specs}
+        finally:
+            c.close()
+        yield Recorded(edge, {s.name: cams.stats(s.name) for s in specs}, rows, gaps, metrics, stopped)
+    finally:
+        cams.stop()
+        edge.close()
+
+
+def _check_camera(rec: Recorded, name: str) -> list[SegmentRow]:
+    """What every quirky camera must get: one session, one run of rows that join end to start, no
+    gap row, each file matching its row, keyframe first, decoding cleanly, and every frame sent from
+    the first keyframe on recorded."""
+    rows, stats = rec.rows[name], rec.stats[name]
+    assert rows, f"{name}: nothing recorded"
+    assert stats.sessions == 1, f"{name}: the edge opened the stream {stats.sessions} times"
+    assert len({r.run_id for r in rows}) == 1, f"{name}: {len({r.run_id for r in rows})} runs"
+    assert rec.gaps[name] == [], rec.gaps[name]
+    for a, b in itertools.pairwise(rows):
+        assert b.start_us == a.end_us, f"{name}: {b.path} starts {(b.start_us - a.end_us) / 1e6:+.3f} s off"
+    recorded = 0
+    for row in rows:
+        check_row_matches_file(rec.edge.data_dir, row)
+        path = rec.edge.data_dir / row.path
+        assert decode_errors(path) == "", row.path
+        key_first, _, _, packets = video_packets(path)
+        assert key_first, f"{row.path} does not start with a keyframe"
+        recorded += packets
+    assert 0 <= stats.frames_from_key - recorded <= 1, \
+        f"{name}: {stats.frames_from_key} frames sent from the first keyframe on, {recorded} recorded"
+    # and the first one is placed when it was sent (plus the delivery delay)
+    assert stats.first_key_sent_us is not None
+    assert 0 <= rows[0].start_us - stats.first_key_sent_us < 500_000, (rows[0].start_us - stats.first_key_sent_us) / 1e6
+    return rows
+
+
+def test_plain_camera_beside_the_quirky_ones_is_unaffected(quirky: Recorded) -> None:
+    rows = _check_camera(quirky, "plain")
+    assert all(abs(r.end_us - r.start_us - 2_000_000) < 1000 for r in rows[1:-1]), [r.end_us - r.start_us for r in rows]
+    for counter in ("vigil_edge_dropped_packets_total", "vigil_edge_invalid_packets_total",
+                    "vigil_edge_timestamp_discontinuities_total", "vigil_edge_camera_reconnects_total"):
+        assert metric_value(quirky.metrics, counter, {"camera": "plain"}) == 0, counter
+
+
+@pytest.mark.parametrize("name", ["longgop", "longgop265"])
+def test_a_gop_longer_than_the_segment_cap_is_written_whole(quirky: Recorded, name: str, tmp_path: Path) -> None:
+    """31-s GOPs with 2-s segments: each GOP is one segment (no re-opened stream, no lost frames)."""
+    rows = _check_camera(quirky, name)
+    long_us = LONG_GOP_FRAMES * FRAME_US
+    assert len(rows) >= 3
+    assert all(abs(r.end_us - r.start_us - long_us) < 50_000 for r in rows[:-1]), [r.end_us - r.start_us for r in rows]
+    assert metric_value(quirky.metrics, "vigil_edge_camera_reconnects_total", {"camera": name}) == 0
+
+    # the hub plays and exports such segments whole: the playlist's target duration covers them,
+    # and an export of the range holds every frame
+    files = [PlaylistFile(f"n.{r.seq}", r.run_id, r.init_bytes, r.fragments.tolist()) for r in rows]
+    playlist = build_playlist(files, rows[0].start_us, rows[-1].end_us, lambda sid: f"{sid}.mp4",
+                              now=rows[-1].end_us + 1)
+    target = int(next(line for line in playlist.splitlines() if line.startswith("#EXT-X-TARGETDURATION:"))[22:])
+    durations = [float(line[8:-1]) for line in playlist.splitlines() if line.startswith("#EXTINF:")]
+    assert target >= max(durations) >= long_us / 1e6 - 0.05, (target, max(durations))
+    assert abs(sum(durations) - (rows[-1].end_us - rows[0].start_us) / 1e6) < 0.01
+
+    def fetch(src: Source) -> Path:
+        copy = tmp_path / f"{src.seq}.mp4"
+        shutil.copyfile(quirky.edge.data_dir / next(r.path for r in rows if r.seq == src.seq), copy)
+        return copy
+    sources = [Source(r.path, r.sha256, r.bytes, "n", r.seq, r.run_id, r.start_us, r.end_us,
+                      tuple(int(f[2]) for f in r.fragments)) for r in rows]
+    outputs = remux(sources, fetch, rows[0].start_us, rows[-1].end_us, tmp_path, "export", "export", lambda n: None)
+    assert len(outputs) == 1
+    exported = video_packets(outputs[0].path)[3]
+    assert exported == sum(video_packets(quirky.edge.data_dir / r.path)[3] for r in rows)
+
+
+@pytest.mark.parametrize("name", ["inband", "inband265"])
+def test_parameter_sets_only_in_band_are_taken_from_the_first_keyframe(quirky: Recorded, name: str) -> None:
+    """No parameter sets in the SDP and FFmpeg's probe ran out before the first one: recording starts
+    at the first keyframe (before: the muxer refused it, 'Invalid argument', four times)."""
+    rows = _check_camera(quirky, name)
+    assert metric_value(quirky.metrics, "vigil_edge_camera_reconnects_total", {"camera": name}) == 0
+    with av.open(str(quirky.edge.data_dir / rows[0].path)) as c:
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (640, 360)
+
+
+@pytest.mark.parametrize("name", list(CLOCK_RATES))
+def test_a_camera_clock_running_2_percent_off_keeps_one_run_on_wall_clock_time(quirky: Recorded, name: str) -> None:
+    """Before: a new run (overlapping rows, or a hole with no gap row) every 50 s at max_drift_seconds = 1."""
+    rows = _check_camera(quirky, name)
+    stats = quirky.stats[name]
+    real_s = stats.frames_from_key / (15 * CLOCK_RATES[name])  # how long the camera really sent for
+    span_s = (rows[-1].end_us - rows[0].start_us) / 1e6
+    assert abs(span_s - real_s) < 0.3, (span_s, real_s)
+    assert abs(rows[-1].end_us - quirky.stopped_us) < 500_000, (rows[-1].end_us - quirky.stopped_us) / 1e6
+    assert metric_value(quirky.metrics, "vigil_edge_timestamp_discontinuities_total", {"camera": name}) == 0
+
+
+def _audio_times(paths: list[Path]) -> list[tuple[float, float]]:
+    """(dts s, duration s) of every audio packet of a run's files, in order."""
+    times = []
+    for path in paths:
+        with av.open(str(path)) as c:
+            a = c.streams.audio[0]
+            times += [(float(p.dts * a.time_base), float(p.duration * a.time_base)) for p in c.demux(a)
+                      if p.size and p.dts is not None]
+    return times
+
+
+def test_audio_that_starts_late_with_sender_reports_costs_no_video(quirky: Recorded) -> None:
+    """AAC from 8 s after PLAY; FFmpeg moves it forward 8 s at its first RTCP sender report. Before:
+    the run ended on that audio jump and 0.8 s of video was lost."""
+    rows = _check_camera(quirky, "lateaudio")
+    stats = quirky.stats["lateaudio"]
+    paths = [quirky.edge.data_dir / r.path for r in rows]
+    audio = _audio_times(paths)
+    with av.open(str(paths[0])) as c:
+        video_start = float(next(p.dts for p in c.demux(c.streams.video[0]) if p.dts is not None)
+                            * c.streams.video[0].time_base)
+    # the audio starts where it was sent, 8 s into the video, and runs on without a hole
+    assert abs(audio[0][0] - video_start - AUDIO_DELAY_S) < 0.5, audio[0][0] - video_start
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(audio)]
+    assert max(steps) < 0.5 and min(steps) > 0, (min(steps), max(steps))
+    assert stats.audio_frames_sent - len(audio) <= 3, (stats.audio_frames_sent, len(audio))
+    assert stats.sender_reports >= 10
+    assert metric_value(quirky.metrics, "vigil_edge_camera_reconnects_total", {"camera": "lateaudio"}) == 0
+
+
+def test_h265_first_keyframe_during_the_probe_is_recorded(quirky: Recorded) -> None:
+    _check_camera(quirky, "midgop265")
+    # the P-frames before the keyframe cannot be decoded: dropped, and nothing else
+    dropped = metric_value(quirky.metrics, "vigil_edge_dropped_packets_total", {"camera": "midgop265"})
+    assert dropped == GOP_FRAMES - SKIP
+    assert metric_value(quirky.metrics, "vigil_edge_invalid_packets_total", {"camera": "midgop265"}) == 0

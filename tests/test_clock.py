@@ -3,10 +3,12 @@ decisions on synthetic packet streams."""
 
 from __future__ import annotations
 
-from edge.runclock import RunClock
+import itertools
+
 import pytest
 
 from edge.config import RecordingConfig
+from edge.runclock import RunClock
 
 S = 1_000_000
 T0 = 1_800_000_000 * S + 3_400_000  # wall time of the run's first keyframe (not on a boundary)
@@ -88,7 +90,7 @@ def test_the_wall_clock_mapping_is_continuous_and_monotonic() -> None:
         clock.anchored = n >= GOP
         clock.video(media, T0 + media * 100 // 102, keyframe=n % GOP == 0)
         walls.append(clock.wall_us(media))
-    steps = [b - a for a, b in zip(walls, walls[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(walls)]
     assert min(steps) > FRAME * 0.9 and max(steps) < FRAME * 1.1
 
 
