@@ -87,6 +87,7 @@ class Run:
             self.first[audio.index] = round(first_s / audio.time_base)
             self.shift[audio.index] = round(self.shift[video.index] * video.time_base / audio.time_base)
             self.audio_tb: Fraction = audio.time_base
+            self.a_num, self.a_den = audio.time_base.numerator * 1_000_000, audio.time_base.denominator
         self.audio_offset = 0  # ticks added to the camera's audio timestamps (re-timed audio)
         self.last_audio: int | None = None  # the last audio dts muxed, offset included
         self.mux_start_us = mux_start_us
@@ -153,12 +154,12 @@ class Run:
         pts_lead = pkt.pts - pkt.dts
         dts = pkt.dts + self.audio_offset
         note = None
-        media = int((dts - first) * self.audio_tb * 1_000_000)
+        media = (dts - first) * self.a_num // self.a_den
         expected = self.last_video + (arrival_us - self.last_video_arrival)
         if abs(media - expected) > AUDIO_SYNC_US:
             own = pkt.dts - first
             # back to the camera's own times when those agree with the video, else where the video is
-            target = first + (own if abs(own * self.audio_tb * 1_000_000 - expected) <= AUDIO_SYNC_US
+            target = first + (own if abs(own * self.a_num // self.a_den - expected) <= AUDIO_SYNC_US
                               else round(Fraction(expected, 1_000_000) / self.audio_tb))
             if self.last_audio is not None:
                 target = max(target, self.last_audio + (pkt.duration or 1))
