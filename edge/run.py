@@ -16,6 +16,10 @@ Two camera quirks are absorbed here (issue 16):
   (a camera whose audio starts late: FFmpeg stamps it from 0 until the first RTCP sender report of
   the audio track, then moves it forward) is re-timed to where the video is when it arrives, and
   back to its own times when those agree again. Audio never ends a run.
+* The MP4 muxer writes nothing until every track has a sample (`delay_moov`): a camera whose
+  audio starts late would have its video held in memory until then, and one that announces audio
+  and never sends any would have nothing written at all. Until the first audio packet the audio
+  track is filled with encoded silence, `SILENCE_LAG_US` behind the video, and up to that packet.
 """
 
 from __future__ import annotations
@@ -37,6 +41,37 @@ log = logging.getLogger(__name__)
 MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof+skip_trailer+frag_discont"
 AVIO_BUFFER = 256 * 1024  # fewer, larger writes into the SegmentSink: less Python per byte
 AUDIO_SYNC_US = 2_000_000  # audio further than this from the video where it arrives is re-timed
+SILENCE_LAG_US = 1_000_000  # silence fills the audio track this far behind the video until audio comes
+_silences: dict[tuple[str, int, int], tuple[bytes, int] | None] = {}
+
+
+def silent_frame(audio: Any) -> tuple[bytes, int] | None:
+    """One encoded frame of silence for an audio stream (same codec, rate and channels) and its
+    length in samples; None when there is no encoder for it. Made once per kind, then reused."""
+    ctx = audio.codec_context
+    key = (ctx.name, ctx.sample_rate, ctx.channels)
+    if key not in _silences:
+        _silences[key] = _encode_silence(ctx.name, ctx.sample_rate, ctx.layout.name)
+    return _silences[key]
+
+
+def _encode_silence(codec: str, rate: int, layout: str) -> tuple[bytes, int] | None:
+    try:
+        enc = av.CodecContext.create(codec, "w")
+        enc.sample_rate, enc.layout, enc.format = rate, layout, enc.codec.audio_formats[0]
+        enc.open()
+        samples = enc.frame_size or 1024
+        packets = []
+        for n in range(4):
+            frame = av.AudioFrame(format=enc.format.name, layout=layout, samples=samples)
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+            frame.sample_rate, frame.pts = rate, n * samples
+            packets += enc.encode(frame)
+        packets += enc.encode(None)
+    except (av.error.FFmpegError, ValueError):
+        return None
+    return (bytes(packets[len(packets) // 2]), samples) if packets else None
 
 
 def picture_size(video: Any, keyframe: av.Packet) -> tuple[int, int] | None:
@@ -90,6 +125,11 @@ class Run:
             self.a_num, self.a_den = audio.time_base.numerator * 1_000_000, audio.time_base.denominator
         self.audio_offset = 0  # ticks added to the camera's audio timestamps (re-timed audio)
         self.last_audio: int | None = None  # the last audio dts muxed, offset included
+        self.silence = silent_frame(audio) if audio is not None else None  # until the first audio packet
+        if self.silence is not None:
+            self.silence_ticks = max(1, round(Fraction(self.silence[1], audio.codec_context.sample_rate)
+                                              / audio.time_base))
+            self.silence_next = self.first[audio.index]
         self.mux_start_us = mux_start_us
         tb: Fraction = video.time_base
         self.video_index = video.index
@@ -131,11 +171,13 @@ class Run:
                 return decision
             self.sink.anchor_us = clock.anchor_us
             if pkt.is_keyframe:
-                self.sink.keyframe(clock.rel_us(media), decision == "cut")
+                self.sink.keyframe(self.mux_start_us + media, clock.rel_us(media), decision == "cut")
             if media > self.last_video:
                 self.frame_us = media - self.last_video
                 self.last_video = media
             self.last_video_arrival = arrival_us
+            if self.silence is not None and media > SILENCE_LAG_US:
+                self._fill_silence(self.first[self.audio_index] + (media - SILENCE_LAG_US) * self.a_den // self.a_num)
         else:
             note = self._time_audio(pkt, arrival_us)
             if note in ("audio_early", "audio_dropped"):
@@ -168,11 +210,29 @@ class Run:
             note = "audio_retimed"
         if dts < first:
             return "audio_early"  # from before the run's first keyframe
+        if self.silence is not None:  # the first audio packet: silence up to it, then no more
+            self._fill_silence(dts - self.silence_ticks)
+            self.silence = None
         if self.last_audio is not None and dts <= self.last_audio:
             return "audio_dropped"  # out of order
         pkt.dts, pkt.pts = dts, dts + pts_lead
         self.last_audio = dts
         return note
+
+    def _fill_silence(self, upto: int) -> None:
+        """Mux silent audio frames from where the silence (or the audio) got to, up to `upto` (ticks)."""
+        assert self.silence is not None and self.audio_index is not None
+        data, stream, shift = self.silence[0], self.streams[self.audio_index], self.shift[self.audio_index]
+        if self.last_audio is not None:
+            self.silence_next = max(self.silence_next, self.last_audio + 1)
+        while self.silence_next <= upto:
+            pkt = av.Packet(data)
+            pkt.stream, pkt.time_base = stream, self.audio_tb
+            pkt.dts = pkt.pts = self.silence_next + shift
+            pkt.duration = self.silence_ticks
+            self.out.mux_one(pkt)
+            self.last_audio = self.silence_next
+            self.silence_next += self.silence_ticks
 
     def close(self) -> None:
         try:

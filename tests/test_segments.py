@@ -41,7 +41,8 @@ def mux_clip(clip: Path, data_dir: Path, cut_every: int) -> list[ClosedSegment]:
             if pkt.size == 0 or pkt.dts is None:
                 continue
             if pkt.stream.index == v.index and pkt.is_keyframe:
-                sink.keyframe(T0 + round(pkt.dts * pkt.time_base * 1_000_000), cut=keyframes % cut_every == 0)
+                at = round(pkt.dts * pkt.time_base * 1_000_000)
+                sink.keyframe(at, T0 + at, cut=keyframes % cut_every == 0)
                 keyframes += 1
             pkt.stream = streams[pkt.stream.index]
             out.mux_one(pkt)
