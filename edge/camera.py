@@ -13,8 +13,7 @@ Runs (see docs/design/segments.md, "Time"):
   the next keyframe starts a new one, and the packets in between are counted as dropped and
   recorded as a `timestamp_jump` gap. Audio timestamps never end a run (`edge/run.py`).
 * A camera clock that steps away from the run's clock model (`clock_drift`) starts a new run
-  anchored at the edge clock, never before the previous run's end; a hole that leaves is a
-  `timestamp_jump` gap.
+  where the previous one ended (the stream is continuous: no overlap, no hole).
 * A GOP longer than `segment_seconds` is written whole into one segment; only a stream that goes
   `segment_cap_seconds` (minutes) without a keyframe is re-opened (`gop_too_long`).
 """
@@ -376,13 +375,17 @@ class CameraRecorder(threading.Thread):
             log.warning("camera clock stepped away from its steady rate; starting a new run",
                         extra={**self._extra, "drift_s": drift_s, "rate": round(run.clock.rate, 5)})
             self.metrics.timestamp_discontinuities.inc()
-            # Back to the edge clock, never before the footage already written (no overlap); a
-            # camera clock that stepped back leaves a hole, which the gap says.
-            self._end_run("timestamp_jump", f"camera clock off by {drift_s:g} s beyond its steady rate; "
-                                            "re-anchored to the edge clock")
-            restarted = self._start_run(pkt, arrival)
+            # The stream itself is continuous: the new run starts where this one ends (no overlap, no
+            # hole, no gap), and its clock model takes up the camera's new time from there.
+            end = run.end_us
+            self._end_run("", "")
+            self._gap_from = None
+            restarted = self._start_run(pkt, arrival, at_us=end)
             if restarted is not None:
                 restarted.write(pkt, arrival)
+        elif ended == "video_retimed":
+            self.metrics.timestamp_discontinuities.inc()
+            log.warning("camera clock stepped forward; its timestamps go on from the last frame", extra=self._extra)
         elif ended == "gop_too_long":
             log.warning("no keyframe within the segment cap; re-opening the stream", extra=self._extra)
             return "gop_too_long", f"no keyframe for {self.rec.segment_cap_seconds} s; re-opened the stream"
@@ -395,19 +398,20 @@ class CameraRecorder(threading.Thread):
             self.metrics.timestamp_discontinuities.inc()
             log.warning("audio timestamps disagree with the video; audio re-timed, video goes on", extra=self._extra)
 
-    def _start_run(self, key: av.Packet, anchor_us: int) -> Run | None:
+    def _start_run(self, key: av.Packet, arrival_us: int, at_us: int | None = None) -> Run | None:
+        """A run from keyframe `key`, anchored where it arrived (or `at_us`), never before the gap's start."""
         if self._size is None:
             self._size = picture_size(key.stream, key)
             if self._size is None:
                 log.warning("keyframe without parameter sets; waiting for the next one", extra=self._extra)
                 return None
         run_id = self.next_run_id()
-        floor = self._gap_from or 0
-        anchor = max(anchor_us, floor)
+        floor = self._gap_from or 0 if at_us is None else at_us
+        anchor = max(arrival_us, floor) if at_us is None else at_us
         # The previous run's muxed end can be later than this anchor: its anchor was refined to an
         # earlier time after its muxed start was fixed, or this run re-anchors after clock drift.
         self._run = Run(camera=self.cam.id, run_id=run_id, anchor_us=anchor, floor_us=floor,
-                        mux_start_us=max(anchor, self._mux_end_us), first_key=key, arrival_us=anchor_us,
+                        mux_start_us=max(anchor, self._mux_end_us), first_key=key, arrival_us=arrival_us,
                         size=self._size, video=key.stream, audio=self._audio, data_dir=self.data_dir,
                         rec=self.rec, on_closed=self._segment_closed, on_lost=self._footage_lost,
                         on_write_error=lambda: self.writer.request_retention(emergency=True))

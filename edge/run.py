@@ -12,6 +12,11 @@ Two camera quirks are absorbed here (issue 16):
   the first in-band SPS) has no picture size, which the muxer refuses ("Invalid argument"). The
   size is then read from the run's first keyframe, which carries them in band; the MP4 muxer takes
   the parameter sets themselves from that keyframe.
+* A camera clock that steps forward (an NTP correction: frames that arrive one after the other
+  stamped seconds apart, more than `max_drift_seconds` beyond their arrival) is re-timed: its
+  timestamps go on one frame after the last, and the run goes on (before, the run ended at the next
+  keyframe, leaving the stepped frames seconds off in the file). A step back ends the run
+  (`edge/camera.py`), as any video timestamp going backwards does.
 * Audio whose timestamps disagree with the video by more than `AUDIO_SYNC_US` where they arrive
   (a camera whose audio starts late: FFmpeg stamps it from 0 until the first RTCP sender report of
   the audio track, then moves it forward) is re-timed to where the video is when it arrives, and
@@ -123,6 +128,7 @@ class Run:
             self.shift[audio.index] = round(self.shift[video.index] * video.time_base / audio.time_base)
             self.audio_tb: Fraction = audio.time_base
             self.a_num, self.a_den = audio.time_base.numerator * 1_000_000, audio.time_base.denominator
+        self.video_offset = 0  # ticks added to the camera's video timestamps (a camera clock step)
         self.audio_offset = 0  # ticks added to the camera's audio timestamps (re-timed audio)
         self.last_audio: int | None = None  # the last audio dts muxed, offset included
         self.silence = silent_frame(audio) if audio is not None else None  # until the first audio packet
@@ -158,17 +164,30 @@ class Run:
 
     def write(self, pkt: av.Packet, arrival_us: int) -> str | None:
         """Mux one packet. Returns why the run must end before this packet (`"clock_drift"`,
-        `"gop_too_long"`), or what became of an audio packet (`"audio_retimed"`, or not muxed:
+        `"gop_too_long"`), that the video's timestamps stepped (`"video_retimed"`), or what became
+        of an audio packet (`"audio_retimed"`, or not muxed:
         `"audio_early"`, before the run's first keyframe, `"audio_dropped"`, out of order), or None."""
         index = pkt.stream.index
         note = None
         if index == self.video_index:
-            media = self.media_us(pkt.dts)
+            offset = self.video_offset
+            media = self.media_us(pkt.dts + offset)
+            step = media - self.last_video
+            if self.packets and step - (arrival_us - self.last_video_arrival) > self.clock.max_drift_us:
+                # The camera's clock stepped forward (frames that came one after the other are
+                # stamped seconds apart): its timestamps go on from here, one frame later.
+                offset -= (step - self.frame_us) * self.us_den // self.us_num
+                media = self.media_us(pkt.dts + offset)
+                note = "video_retimed"
             clock = self.clock
             clock.anchored = self.sink.anchored
             decision = clock.video(media, arrival_us, pkt.is_keyframe)
             if decision in ("clock_drift", "gop_too_long"):
                 return decision
+            if offset:
+                self.video_offset = offset
+                pkt.dts += offset
+                pkt.pts += offset
             self.sink.anchor_us = clock.anchor_us
             if pkt.is_keyframe:
                 self.sink.keyframe(self.mux_start_us + media, clock.rel_us(media), decision == "cut")

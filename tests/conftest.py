@@ -44,7 +44,7 @@ SLOW_MODULES = (
     "test_durability.py",       # (60)
     "test_hub_fuzz.py",         # (55)
     "test_litestream.py",       # (50)
-    "test_camera_quirks.py",    # (140 on its own) odd cameras: an edge each, and one edge for nine at once
+    "test_camera_quirks.py",    # (95 on its own) odd cameras: an edge each, and one edge for eleven at once
     "test_player_browser.py",   # (40) with the `footage` fixture (about 27 s)
     "test_hostile_edge.py",     # (30)
     "test_mqtt_tls.py",         # (30)

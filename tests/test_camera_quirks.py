@@ -328,6 +328,8 @@ def _specs(media: dict[str, Path]) -> list[CameraSpec]:
         CameraSpec("lateaudio", media["h264"], audio=tone, audio_delay_s=AUDIO_DELAY_S, rtcp_interval_s=2.5),
         # announces AAC in its SDP and never sends any
         CameraSpec("noaudio", media["h264"], audio=tone, audio_delay_s=1e6, rtcp_interval_s=2.5),
+        # a camera whose clock steps 3 s ahead 12 s in (an NTP correction)
+        CameraSpec("stepped", media["h264"], clock_step_s=3.0, clock_step_at_s=12.0),
         # H.265 whose first keyframe comes 10 frames after PLAY, while FFmpeg probes
         CameraSpec("midgop265", media["h265"], codec="h265", start_frame=SKIP),
     ]
@@ -457,6 +459,13 @@ def test_a_camera_clock_running_2_percent_off_keeps_one_run_on_wall_clock_time(q
     span_s = (rows[-1].end_us - rows[0].start_us) / 1e6
     assert abs(span_s - real_s) < 0.3, (span_s, real_s)
     assert metric_value(quirky.metrics, "vigil_edge_timestamp_discontinuities_total", {"camera": name}) == 0
+
+
+def test_a_camera_clock_that_steps_forward_keeps_its_run(quirky: Recorded) -> None:
+    """The camera's clock steps 3 s ahead (an NTP correction) mid-GOP: one run, every frame in place.
+    Before: the run ended at the next keyframe; the frames after the step sat 3 s late in the file."""
+    _check_camera(quirky, "stepped")
+    assert metric_value(quirky.metrics, "vigil_edge_timestamp_discontinuities_total", {"camera": "stepped"}) == 1
 
 
 def _audio(paths: list[Path]) -> tuple[float, list[float], float | None]:

@@ -22,6 +22,8 @@ for Vigil), optionally with an ADTS AAC loop as a second track. Spec fields:
   makes `fps` frames (and its audio samples) per second *of its own clock*, stamped 1/fps apart:
   a fast camera sends more frames per real second than its timestamps say.
 * `audio`, `audio_delay_s`: AAC frames from this file, the first one `audio_delay_s` after PLAY.
+* `clock_step_s`, `clock_step_at_s`: the camera's clock steps (its timestamps jump) by that much
+  that long after PLAY, as when a camera's NTP client corrects it.
 * `rtcp_interval_s`: RTCP sender reports (NTP time of the camera's clock and the matching RTP time)
   for every track that has started, every this many seconds (0: none).
 """
@@ -59,6 +61,8 @@ class CameraSpec:
     audio: Path | None = None
     audio_delay_s: float = 0.0
     rtcp_interval_s: float = 0.0
+    clock_step_s: float = 0.0      # the camera's clock (and its timestamps) steps by this much ...
+    clock_step_at_s: float = 0.0   # ... this long after PLAY (an NTP correction)
 
 
 @dataclasses.dataclass
@@ -340,7 +344,8 @@ class _Session:
                 elif at == next_video:
                     nals, key = media.units[(spec.start_frame + n) % len(media.units)]
                     payloads = [p for nal in nals for p in _payloads(nal, spec.codec)]
-                    self.send(b"".join(video.rtp(p, n * ticks, i == len(payloads) - 1)
+                    step = round(spec.clock_step_s * 90000) if at - t0 >= spec.clock_step_at_s > 0 else 0
+                    self.send(b"".join(video.rtp(p, n * ticks + step, i == len(payloads) - 1)
                                        for i, p in enumerate(payloads)))
                     n += 1
                     stats.frames_sent += 1
