@@ -45,7 +45,7 @@ SLOW_MODULES = (
     "test_durability.py",       # (60)
     "test_hub_fuzz.py",         # (55)
     "test_litestream.py",       # (50)
-    "test_camera_quirks.py",    # (50 on its own) odd cameras, an edge each
+    "test_camera_quirks.py",    # (95 on its own) odd cameras: an edge each, and one edge for eleven at once
     "test_player_browser.py",   # (40) with the `footage` fixture (about 27 s)
     "test_web_acceptance.py",   # (50) a recording system and the web page in chromium
     "test_hostile_edge.py",     # (30)

@@ -37,7 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["STANDARD_LOOPS", "make_loop", "make_standard_set"]
+__all__ = ["STANDARD_LOOPS", "make_loop", "make_standard_set", "make_tone"]
 
 #: Files made by the CLI: file name -> make_loop() keyword arguments.
 STANDARD_LOOPS: dict[str, dict] = {
@@ -128,6 +128,32 @@ def make_loop(
                 f"ffmpeg failed making {path} (exit {proc.returncode}):\n"
                 f"{' '.join(cmd)}\n{proc.stderr.strip()}")
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; make the cache readable like a normal file
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def make_tone(path: Path | str, seconds: int = 4, rate: int = 48000) -> Path:
+    """An ADTS AAC-LC loop (a 440 Hz sine, mono) for ``tools/rtspcam.py``; reused if it exists."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > 0:
+        return path
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("ffmpeg not found on PATH (apt-get install ffmpeg)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(fd)
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+           "-i", f"sine=frequency=440:sample_rate={rate}:duration={seconds}", "-ac", "1",
+           "-c:a", "aac", "-b:a", "48k", "-f", "adts", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or os.path.getsize(tmp) == 0:
+            raise RuntimeError(f"ffmpeg failed making {path} (exit {proc.returncode}):\n{proc.stderr.strip()}")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
