@@ -1,4 +1,5 @@
-"""`vigil-hub --config hub.toml [--check-config] [run | restore | replicate | nodes [--watch S] [--json]]`
+"""`vigil-hub --config hub.toml [--check-config] [--role all|ingest|api|jobs] [run | restore | replicate | nodes
+[--watch S] [--json]]`
 (restore: hub.db from its Litestream replica if it is missing; replicate: become Litestream for
 hub.db; nodes: the fleet as seen over MQTT),
 `vigil-hub --hash-token` (reads a token on stdin),
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from hub.config import ConfigError, HubConfig, load_hub_config
+from hub.roles import ROLES
 from hub.service import HubService, StartupError
 from shared import __version__, litestream
 from shared.logs import setup_logging
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run: serve (default); restore: bring hub.db back from its Litestream replica if it "
                              "is missing; replicate: run Litestream for hub.db; nodes: print the fleet as seen "
                              "over MQTT")
+    parser.add_argument("--role", choices=ROLES, default="all",
+                        help="run: what this process does (default all): api serves the API only, ingest also "
+                             "pulls from the edges, jobs also runs exports, retention and hold publication (one "
+                             "process at a time, by lease); roles other than all need [catalog] url")
     parser.add_argument("--watch", type=float, metavar="SECONDS", help="nodes: refresh every SECONDS")
     parser.add_argument("--json", action="store_true", help="nodes: one JSON document per refresh")
     args = parser.parse_args(argv)
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
     setup_logging(config.hub.log_level, node="hub")
-    service = HubService(config)
+    service = HubService(config, role=args.role)
     try:
         service.run_forever()
     except StartupError as exc:

@@ -198,14 +198,20 @@ class Exporter:
         self.work_dir = cfg.hub.data_dir / "exports-tmp"
         self._verifying = threading.Lock()
         self.wake = threading.Event()
+        self.runs_now: Callable[[], bool] = lambda: True   # the jobs lease: jobs are made only while held
         self.thread = threading.Thread(target=self._loop, name="exports", daemon=True)
 
     def start(self) -> None:
+        self.thread.start()
+
+    def take_over(self) -> None:
+        """This process starts making exports (at start, or when it takes the jobs lease over from a
+        process that stopped or died): jobs that were running there are made again from scratch."""
         n = self.catalog.requeue_running_exports()
         if n:
             log.warning("exports interrupted by a stop start again", extra={"exports": n})
         shutil.rmtree(self.work_dir, ignore_errors=True)
-        self.thread.start()
+        self.wake.set()
 
     def submit(self, cameras: list[Link], reason: str, requester: str) -> str:
         """Queue an export of a range per camera (each camera once)."""
@@ -220,6 +226,10 @@ class Exporter:
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
+            if not self.runs_now():
+                self.wake.wait(5.0)
+                self.wake.clear()
+                continue
             with self.catalog.read() as r:
                 export_id = r.next_queued_export()
             if export_id is None:

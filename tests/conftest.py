@@ -48,6 +48,7 @@ SLOW_MODULES = (
     "test_camera_quirks.py",    # (95 on its own) odd cameras: an edge each, and one edge for eleven at once
     "test_player_browser.py",   # (40) with the `footage` fixture (about 27 s)
     "test_web_acceptance.py",   # (50) a recording system and the web page in chromium
+    "test_hub_roles.py",        # (25) three hub processes on one PostgreSQL catalog
     "test_hostile_edge.py",     # (30)
     "test_mqtt_tls.py",         # (30)
     "test_hostile_client.py",   # (25)

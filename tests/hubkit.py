@@ -85,6 +85,7 @@ class InProcessHub:
             self.bus.start()
         self.exporter = Exporter(self.cfg, self.catalog, self.store, self.metrics, self.stop_event,
                                  self.holds_changed)
+        self.exporter.take_over()
         self.exporter.start()
         self.retention = HubRetention(self.cfg, self.catalog, self.store, self.metrics, self.stop_event,
                                       expire_exports=self.exporter.expire)

@@ -27,6 +27,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from hub.catalog.annotations import Annotation, AnnotationChanges, AnnotationReads, AnnotationWrites, NewAnnotation, Tag
 from hub.catalog.audit import AuditEntry, AuditReads
@@ -127,6 +128,19 @@ class _SqliteBackend:
             yield db
 
 
+class _AlwaysHeld:
+    """The jobs lock of a SQLite catalog: its one process holds it."""
+
+    def try_take(self) -> bool:
+        return True
+
+    def alive(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
 class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, ExportWrites, TokenWrites,
                  SessionWrites):
     """The catalog's writer (one transaction at a time) and its readers, on SQLite (`data_dir/hub.db`)
@@ -147,6 +161,14 @@ class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, E
 
     def close(self) -> None:
         self.backend.close()
+
+    def jobs_lock(self) -> Any:
+        """What makes one process the runner of the hub's jobs: on PostgreSQL a session advisory
+        lock (`postgres.SessionLock`); on SQLite, whose catalog one process owns, a lock always held."""
+        if self.url:
+            from hub.catalog.postgres import JOBS_LOCK, SessionLock
+            return SessionLock(self.url, JOBS_LOCK)
+        return _AlwaysHeld()
 
     def ping(self) -> None:
         """Raise if the catalog cannot be read now (readiness: SQLite opens its file again,

@@ -30,6 +30,7 @@ import psycopg_pool
 from hub.catalog.db import CatalogBusy, Row, Sql
 
 MIGRATE_LOCK = 0x76696769   # the advisory lock migrations hold ("vigi")
+JOBS_LOCK = 0x76696A62      # the advisory lock of the process that runs the hub's jobs ("vijb")
 
 PG_SCHEMA_V8 = """
 CREATE TABLE nodes (
@@ -430,3 +431,57 @@ class PostgresBackend:
 
     def close(self) -> None:
         self.pool.close()
+
+
+class SessionLock:
+    """A PostgreSQL session-level advisory lock on a connection of its own: held until released,
+    or until the connection ends (the process died: the kernel closes its socket; or the server
+    stops hearing from it: `idle_session_timeout` and TCP keepalives end the session within
+    about `silent_seconds`), when PostgreSQL frees it and another process may take it. The holder
+    checks its connection (`alive()`) more often than that, and stops using what the lock guards
+    as soon as the check fails."""
+
+    def __init__(self, url: str, key: int, silent_seconds: int = 20) -> None:
+        self.url = url
+        self.key = key
+        self.silent_seconds = silent_seconds
+        self.conn: psycopg.Connection | None = None
+
+    def _connect(self) -> psycopg.Connection:
+        t = max(1, self.silent_seconds // 4)
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10, keepalives=1, keepalives_idle=t,
+                               keepalives_interval=t, keepalives_count=3)
+        conn.execute(f"SET idle_session_timeout = '{self.silent_seconds}s'")
+        conn.execute(f"SET tcp_keepalives_idle = {t}")
+        conn.execute(f"SET tcp_keepalives_interval = {t}")
+        conn.execute("SET tcp_keepalives_count = 3")
+        return conn
+
+    def try_take(self) -> bool:
+        """Take the lock if nobody holds it (False when another session does, or the database
+        cannot be reached)."""
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = self._connect()
+            return bool(self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0])
+        except psycopg.Error:
+            self.release()
+            return False
+
+    def alive(self) -> bool:
+        """Whether this session still holds the lock (a statement on its connection answers)."""
+        if self.conn is None or self.conn.closed:
+            return False
+        try:
+            held = self.conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = "
+                                     "pg_backend_pid() AND objid = %s AND granted", (self.key & 0xFFFFFFFF,))
+            return bool(held.fetchone()[0])
+        except psycopg.Error:
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+        self.conn = None
