@@ -255,7 +255,8 @@ class Exporter:
         try:
             result = self._build(job, work)
         except Interrupted:
-            log.info("export interrupted by a stop; it starts again at the next start", extra={"export": export_id})
+            log.info("export interrupted (the hub stops, or this process lost the jobs lease): it is made again "
+                     "by the next holder of the jobs", extra={"export": export_id})
             return
         except (ExportError, StoreError, av.FFmpegError, OSError) as exc:
             reason = str(exc) or exc.__class__.__name__
@@ -269,6 +270,12 @@ class Exporter:
                                            "bytes": sum(f["bytes"] for f in result["files"])})
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _check_still_mine(self) -> None:
+        """Between an export's steps: stop when the hub stops or this process lost the jobs lease
+        (another process makes the export again; two must not write its objects at once)."""
+        if self.stop_event.is_set() or not self.runs_now():
+            raise Interrupted
 
     def _build(self, job: ExportJob, work: Path) -> dict[str, Any]:
         export_id = job.id
@@ -287,8 +294,7 @@ class Exporter:
             self.catalog.set_export_progress(export_id, round(min(0.99, done / (3 * total)), 4))
 
         def download(src: Source) -> Path:
-            if self.stop_event.is_set():
-                raise Interrupted
+            self._check_still_mine()
             path = work / f"{src.node}.{src.seq}.mp4"
             size, digest = self.store.download(src.key, path)
             if digest != src.sha256 or size != src.bytes:
@@ -307,12 +313,14 @@ class Exporter:
                 cam_outputs = remux(sources, fetch, start_us, end_us, work, f"{node}.{camera}",
                                     f"{node}.{camera} {us_to_iso(start_us)} - {us_to_iso(end_us)}", progress) \
                     if sources else []
+            self._check_still_mine()
             files = self._upload(prefix, export_id, f"{node}.{camera}", cam_outputs,
                                  sum(src.bytes for src in sources), progress)
             outputs += files
             manifest_cams.append({"camera": f"{node}.{camera}", "start": us_to_iso(start_us),
                                   "end": us_to_iso(end_us), "files": [f["name"] for f in files],
                                   "footage": bool(files)})
+        self._check_still_mine()
         data = self._sign_and_store(prefix, job, {"cameras": manifest_cams, "sources": sources_json,
                                                   "outputs": outputs})
         return {"files": [{k: o[k] for k in ("name", "camera", "bytes", "sha256", "duration_s", "start", "end")}
