@@ -211,6 +211,7 @@ class Run:
             self.sink.anchor_us = clock.anchor_us
             if pkt.is_keyframe:
                 self.sink.keyframe(media, decision == "cut")
+            self.sink.video_packet(media, pkt.size, pkt.is_keyframe)  # the activity series (shared/activity.py)
             if media > self.last_video:
                 self.frame_us = media - self.last_video
                 self.last_video = media

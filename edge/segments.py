@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared import activity
 from shared.timeutil import compact_to_us, us_to_compact, us_to_datetime
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ClosedSegment:
     audio_codec: str | None
     fd: int | None = None  # open descriptor for the writer to fsync and close
     recovered: bool = False
+    activity: bytes | None = None  # shared/activity.py BLOB: video bytes per UTC second
 
     @property
     def final_path(self) -> Path:
@@ -120,7 +122,9 @@ class SegmentSink:
     keyframe), and `cut=True` makes that fragment the first of a new file. Times are media
     microseconds since the run's first keyframe; `anchor_us` maps them to wall-clock time and
     may be refined by the recorder until the first fragment reaches the sink (`anchored`).
-    `finish(end_us)` after the muxer is closed completes the last file.
+    `finish(end_us)` after the muxer is closed completes the last file. `video_packet` is told
+    every video packet's media time, size and keyframe flag (two list appends: the per-second
+    activity series of each file is made from them when the file closes).
     """
 
     def __init__(self, *, camera: str, run_id: int, data_dir: Path, video_codec: str,
@@ -162,6 +166,9 @@ class SegmentSink:
         self._lost_from: int | None = None
         self._lost_detail = ""
         self.bytes_written = 0
+        # video packets not yet in a closed file's activity series: media µs, size (negative: keyframe)
+        self._pkt_t: list[int] = []
+        self._pkt_n: list[int] = []
 
     # -- recorder side ------------------------------------------------------------------------
     @property
@@ -174,6 +181,20 @@ class SegmentSink:
             self._cuts.add(self._kf_count)
         self._kf_times[self._kf_count] = self._last_kf_us = media_us
         self._kf_count += 1
+
+    def video_packet(self, media_us: int, size: int, keyframe: bool) -> None:
+        self._pkt_t.append(media_us)
+        self._pkt_n.append(-size if keyframe else size)
+
+    def _activity(self, start_us: int, end_us: int) -> bytes:
+        """The activity series of [start, end) from the packets before `end`; those are forgotten."""
+        t = np.array(self._pkt_t, dtype=np.int64) + self.anchor_us
+        n = np.array(self._pkt_n, dtype=np.int64)
+        later = t >= end_us
+        self._pkt_t = (t[later] - self.anchor_us).tolist()
+        self._pkt_n = n[later].tolist()
+        mine = ~later & (t >= start_us)  # (packets of fragments a full disk refused are before start)
+        return activity.to_blob(activity.from_packets(start_us, end_us, t[mine], np.abs(n[mine]), n[mine] < 0))
 
     def finish(self, end_us: int) -> None:
         """The muxer is closed: complete the last file; `end_us` is the wall end of its last frame."""
@@ -313,11 +334,12 @@ class SegmentSink:
             frags[i] = (offset, size, start, 0)
         frags[:-1, 3] = frags[1:, 2] - frags[:-1, 2]
         frags[-1, 3] = max(end_us - frags[-1, 2], 0)
+        start, end = int(frags[0, 2]), int(frags[-1, 2] + frags[-1, 3])
         self.on_closed(ClosedSegment(
-            camera=self.camera, run_id=self.run_id, part_path=path,
-            start_us=int(frags[0, 2]), end_us=int(frags[-1, 2] + frags[-1, 3]),
+            camera=self.camera, run_id=self.run_id, part_path=path, start_us=start, end_us=end,
             bytes=self._size, sha256=self._hash.hexdigest(), init_bytes=len(self.init),
             fragments=frags, video_codec=self.video_codec, audio_codec=self.audio_codec, fd=fd,
+            activity=self._activity(start, end),
         ))
 
     def _fail(self, detail: str, opening: bool = False) -> None:
@@ -391,6 +413,7 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
     # Fragment times from the packets: the first packet of fragment k has the fragment's start.
     frag_starts: list[float | None] = [None] * len(boxes)
     first = last_end = None
+    packets: list[tuple[float, int, bool]] = []  # (dts s, size, keyframe) for the activity series
     video_codec, audio_codec = "", None
     try:
         with av.open(str(path)) as container:
@@ -410,6 +433,7 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
                     frag_starts[k] = t
                 first = t if first is None else first
                 last_end = t + (pkt.duration or 0) * tb
+                packets.append((t, pkt.size, pkt.is_keyframe))
     except (av.error.FFmpegError, IndexError) as exc:
         log.warning("removed undecodable segment file", extra={"camera": camera, "path": str(path),
                                                                 "error": str(exc)})
@@ -429,8 +453,12 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
+    end_us = max(end_us, start_us)
+    pk = np.array(packets, dtype=np.float64).reshape(-1, 3)
+    series = activity.from_packets(start_us, end_us, start_us + np.round((pk[:, 0] - first) * 1e6).astype(np.int64),
+                                   pk[:, 1], pk[:, 2] > 0)
     return ClosedSegment(
-        camera=camera, run_id=run_id, part_path=path, start_us=start_us, end_us=max(end_us, start_us),
+        camera=camera, run_id=run_id, part_path=path, start_us=start_us, end_us=end_us,
         bytes=keep, sha256=digest.hexdigest(), init_bytes=init_size, fragments=frags,
-        video_codec=video_codec, audio_codec=audio_codec, recovered=True,
+        video_codec=video_codec, audio_codec=audio_codec, recovered=True, activity=activity.to_blob(series),
     )
