@@ -24,7 +24,8 @@ from shared.timeutil import now_us
 RELEASED = {
     "edge": {"SCHEMA_V1": "93295fe3cbe45e7eac04a71e0351e92cb89813d57dc1faca5b08f9569e07ff13",
              "SCHEMA_V2": "b690c3ebf976952a8d92ca3a7526cab3acec300e9143eabb2f1eed8dd5cf5f08",
-             "SCHEMA_V3": "53a6e561ad486812cb8e00dde2845cea6c16902b48e0e9d14a531a171c07c1d3"},
+             "SCHEMA_V3": "53a6e561ad486812cb8e00dde2845cea6c16902b48e0e9d14a531a171c07c1d3",
+             "SCHEMA_V4": "24dca5655745b1a24004637e5512ab2032d74cc5262a6532ad10007e02cfc9cf"},
     "hub": {"SCHEMA_V1": "59bc88238bb6d9abb275e6f1b1e8896894dc0017200dde920d2fadb9f9959aa4",
             "SCHEMA_V2": "d4964bd805960c1b3d877c4f0c179034287cddb7e80ade727a7b649a95730d99",
             "SCHEMA_V3": "60260f237ed32574add586197a270203a887302ee0f81ea53e45aeacb4b78abc",
@@ -32,7 +33,8 @@ RELEASED = {
             "SCHEMA_V5": "9d851a1ffc1c13540c96165eb7730dc31587dcb446bb0bb4b06c8a23a6b66516",
             "SCHEMA_V6": "a809a94d6e80adc8b012b95c09c4f61793b21f753b0024c5d3e867f5aee02211",
             "SCHEMA_V7": "f5230369d6f7546c8ead0ecb5674007ff2bfdf5fe1cd6fbde3fb761a679a41b8",
-            "SCHEMA_V8": "9eec30b1f242a2a3159e4d3e654c41a7b7d801f333d3676c9d6999c445678f8a"},
+            "SCHEMA_V8": "9eec30b1f242a2a3159e4d3e654c41a7b7d801f333d3676c9d6999c445678f8a",
+            "SCHEMA_V9": "1079681f854d7c7c944505d15ab14ffc088608ea45364d9d88e0d2586184f6ad"},
 }
 MODULES = {"edge": edge_catalog, "hub": hub_schema}
 # (table, column) -> the enum its CHECK must list, in the newest schema
