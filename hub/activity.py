@@ -1,0 +1,221 @@
+"""Activity from packet sizes: where a camera's picture changed, without decoding a frame.
+
+An encoder spends bytes on what changed since the previous frame, so the bytes of a camera's
+non-keyframe packets per second (`shared/activity.py`, measured by the edge) rise when something
+moves in the scene. This module turns the stored per-second series into the API's answers, with
+numpy over whole arrays (no Python loop per second):
+
+* `assemble` lays a camera's segment series onto one array of UTC seconds (the second a cut falls
+  in is shared by two segments: their parts add up);
+* `score` gives every second a robust z-score against the camera's own rolling baseline:
+  `z = (x - median) / scale`, where `x` is the second's non-keyframe bytes, `median` the median of
+  the 10-s block medians of the previous hour and `scale` the larger of 1.4826 times the median
+  of those blocks' MADs (the noise of a still scene), `REL_FLOOR` of the median and `ABS_FLOOR`
+  (an encoder that sends almost nothing for a still scene has a MAD of a few bytes). Keyframe
+  seconds are left out when the GOP is longer than a second (an I-frame's bytes say nothing of
+  motion, and the second holding one has one P-frame fewer); with a GOP of a second or less every
+  second has a keyframe and its non-keyframe bytes are used as they are. With less than
+  `MIN_HISTORY_BLOCKS` of history before a block, the baseline is that of the camera's first hour
+  in the loaded range (a camera that just started recording);
+* `intervals` finds the runs of seconds with `z > K`, joins runs at most `JOIN_S` apart, keeps
+  those with at least `MIN_ACTIVE_S` active seconds, and scores each by the sum of its seconds'
+  z (strength times duration), with a sentence that says why;
+* `downsample` gives the series per step for a timeline's heat strip.
+
+The parameters were chosen on the test cameras of tests/test_activity.py (a moving object on a
+still, slightly noisy background; a still scene with heavy sensor noise), see docs/design/api.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from shared import activity
+
+BLOCK_S = 10                 # the baseline's blocks
+WINDOW_BLOCKS = 360          # the baseline is the previous hour
+MIN_HISTORY_BLOCKS = 6       # a minute of history, else the first hour's baseline
+REFRESH_BLOCKS = 6           # the baseline moves once a minute
+K = 4.0                      # a second is active when z > K
+REL_FLOOR = 0.25             # the scale is at least this fraction of the median ...
+ABS_FLOOR = 1500.0           # ... and at least these bytes per second (12 kbit/s)
+JOIN_S = 5                   # active runs this close are one interval
+MIN_ACTIVE_S = 2             # an interval has at least this many active seconds
+KEYFRAME_SHARE = 0.75        # keyframes in more seconds than this: GOP <= 1 s, keyframe seconds are kept
+HISTORY_S = WINDOW_BLOCKS * BLOCK_S
+
+
+@dataclasses.dataclass(frozen=True)
+class Seconds:
+    """A camera's series on a grid of UTC seconds from `start_s`."""
+    start_s: int
+    inter: np.ndarray        # float64 non-keyframe video bytes per second
+    key: np.ndarray          # float64 keyframe video bytes per second
+    covered: np.ndarray      # bool: some stored segment covers the second
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    x: np.ndarray            # the signal: non-keyframe bytes, NaN where not scored
+    median: np.ndarray       # the baseline per second
+    scale: np.ndarray
+    z: np.ndarray            # (x - median) / scale, NaN where not scored
+    skipped: np.ndarray      # bool: recorded keyframe seconds left out of the score
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    start_s: int
+    end_s: int               # exclusive
+    score: float
+    peak_z: float
+    active_s: int
+    kbps: float              # mean non-keyframe bit rate over the active seconds
+    baseline_kbps: float     # the baseline's median there
+    why: str
+
+
+def assemble(rows: list[tuple[int, bytes]], start_s: int, n: int) -> Seconds:
+    """The series of segments (first second, BLOB) on the grid [start_s, start_s + n)."""
+    inter = np.zeros(n)
+    key = np.zeros(n)
+    covered = np.zeros(n, dtype=bool)
+    if rows:
+        lengths = np.fromiter((len(b) // activity.ROW_BYTES for _, b in rows), dtype=np.int64, count=len(rows))
+        starts = np.fromiter((s for s, _ in rows), dtype=np.int64, count=len(rows))
+        values = np.frombuffer(b"".join(b for _, b in rows), dtype="<u4").reshape(-1, 2)
+        first = np.cumsum(lengths) - lengths
+        idx = np.repeat(starts - start_s - first, lengths) + np.arange(int(lengths.sum()))
+        inside = (idx >= 0) & (idx < n)
+        idx = idx[inside]
+        inter = np.bincount(idx, weights=values[inside, 0], minlength=n)
+        key = np.bincount(idx, weights=values[inside, 1], minlength=n)
+        covered[idx] = True
+    return Seconds(start_s, inter, key, covered)
+
+
+def _median_rows(a: np.ndarray) -> np.ndarray:
+    """The median of each row of `a` ignoring NaN (NaN for a row of NaN): a sort, not nanmedian."""
+    s = np.sort(a, axis=1)                       # NaN last
+    count = np.sum(~np.isnan(a), axis=1)
+    rows = np.arange(len(a))
+    lo = s[rows, np.maximum(count - 1, 0) // 2]
+    hi = s[rows, count // 2]
+    return np.where(count > 0, (lo + hi) / 2, np.nan)
+
+
+def signal(sec: Seconds) -> np.ndarray:
+    """Non-keyframe bytes per covered second; NaN where not covered and, unless the GOP is a second
+    or less, in keyframe seconds."""
+    x = np.where(sec.covered, sec.inter, np.nan)
+    keyed = sec.covered & (sec.key > 0)
+    if keyed.sum() <= KEYFRAME_SHARE * max(int(sec.covered.sum()), 1):
+        x[keyed] = np.nan
+    return x
+
+
+def score(sec: Seconds) -> Scored:
+    x = signal(sec)
+    n = len(x)
+    nb = -(-n // BLOCK_S)
+    blocks = np.full(nb * BLOCK_S, np.nan)
+    blocks[:n] = x
+    blocks = blocks.reshape(nb, BLOCK_S)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bmed = _median_rows(blocks)
+        bmad = _median_rows(np.abs(blocks - bmed[:, None]))
+        # the baseline of block b: the blocks of the hour before it, recomputed every REFRESH_BLOCKS
+        at = np.arange(0, nb, REFRESH_BLOCKS)
+        padded_med = np.concatenate([np.full(WINDOW_BLOCKS, np.nan), bmed])
+        padded_mad = np.concatenate([np.full(WINDOW_BLOCKS, np.nan), bmad])
+        view_med = np.lib.stride_tricks.sliding_window_view(padded_med, WINDOW_BLOCKS)[at]
+        view_mad = np.lib.stride_tricks.sliding_window_view(padded_mad, WINDOW_BLOCKS)[at]
+        med = _median_rows(view_med)
+        mad = _median_rows(view_mad)
+        history = np.sum(~np.isnan(view_med), axis=1)
+        valid = np.flatnonzero(~np.isnan(bmed))[:WINDOW_BLOCKS]
+        if len(valid):   # too little history: the first hour's baseline
+            cold = history < MIN_HISTORY_BLOCKS
+            med[cold] = np.median(bmed[valid])
+            mad[cold] = np.nanmedian(bmad[valid])
+    med_s = np.repeat(np.repeat(med, REFRESH_BLOCKS)[:nb], BLOCK_S)[:n]
+    mad_s = np.repeat(np.repeat(mad, REFRESH_BLOCKS)[:nb], BLOCK_S)[:n]
+    scale = np.fmax(np.fmax(1.4826 * mad_s, REL_FLOOR * med_s), ABS_FLOOR)
+    z = (x - med_s) / scale
+    return Scored(x, med_s, scale, z, sec.covered & np.isnan(x))
+
+
+def intervals(sc: Scored, start_s: int, lo: int = 0, hi: int | None = None) -> list[Interval]:
+    """The active intervals of a scored series that overlap its seconds [lo, hi), best first."""
+    active = np.nan_to_num(sc.z, nan=-np.inf) > K
+    where = np.flatnonzero(active)
+    if len(where) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(where) > JOIN_S + 1)
+    firsts = where[np.concatenate([[0], breaks + 1])]
+    lasts = where[np.concatenate([breaks, [len(where) - 1]])]
+    hi = len(active) if hi is None else hi
+    z = np.nan_to_num(sc.z, nan=0.0)
+    out = []
+    for a, b in zip(firsts.tolist(), lasts.tolist(), strict=True):
+        b += 1
+        a -= int(a > 0 and sc.skipped[a - 1])          # a keyframe second at either end belongs to it
+        b += int(b < len(active) and sc.skipped[b])
+        if b <= lo or a >= hi:
+            continue
+        act = active[a:b]
+        n_act = int(act.sum())
+        if n_act < MIN_ACTIVE_S:
+            continue
+        zz = z[a:b][act]
+        kbps = float(np.mean(sc.x[a:b][act])) * 8 / 1000
+        base = float(np.nanmedian(sc.median[a:b])) * 8 / 1000
+        scale = float(np.nanmedian(sc.scale[a:b])) * 8 / 1000
+        total = float(zz.sum())
+        why = (f"non-keyframe video at {kbps:.0f} kbit/s over {n_act} of {b - a} s, {kbps / max(base, 1e-9):.1f}x "
+               f"the camera's baseline of {base:.0f} kbit/s (median of the previous hour); peak {float(zz.max()):.1f} "
+               f"and mean {total / n_act:.1f} noise scales ({scale:.0f} kbit/s) above it; score = sum over the "
+               f"active seconds")
+        out.append(Interval(start_s + a, start_s + b, round(total, 1), round(float(zz.max()), 1), n_act,
+                            round(kbps, 1), round(base, 1), why))
+    out.sort(key=lambda i: -i.score)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    kbps: list[float | None]         # mean video bit rate (all video) over the covered seconds of each step
+    motion_kbps: list[float | None]  # mean non-keyframe bit rate over its scored seconds
+    level: list[float | None]        # the highest z of its scored seconds (z > K: active)
+    keyframes: list[int]             # seconds with a keyframe
+
+
+def downsample(sec: Seconds, sc: Scored, offset: int, count: int, step: int) -> Steps:
+    """`count` steps of `step` seconds from second `offset` of the grid."""
+    span = slice(offset, offset + count * step)
+
+    def per_step(a: np.ndarray, fill: float) -> np.ndarray:
+        out = np.full(count * step, fill)
+        part = a[span]
+        out[:len(part)] = part
+        return out.reshape(count, step)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        covered = per_step(sec.covered.astype(float), 0.0)
+        total = per_step(sec.inter + sec.key, 0.0)
+        n_cov = covered.sum(axis=1)
+        kbps = np.where(n_cov > 0, total.sum(axis=1) / np.maximum(n_cov, 1) * 8 / 1000, np.nan)
+        motion = np.nanmean(per_step(sc.x, np.nan), axis=1) * 8 / 1000
+        level = np.nanmax(per_step(sc.z, np.nan), axis=1)
+    keyframes = per_step((sec.key > 0).astype(float), 0.0).sum(axis=1).astype(int)
+    return Steps(_rounded(kbps), _rounded(motion), _rounded(level), keyframes.tolist())
+
+
+def _rounded(a: np.ndarray) -> list[float | None]:
+    r = np.round(a, 1)
+    return [None if v != v else v for v in r.tolist()]
