@@ -64,6 +64,7 @@ class Scored:
     scale: np.ndarray
     z: np.ndarray            # (x - median) / scale, NaN where not scored
     skipped: np.ndarray      # bool: recorded keyframe seconds left out of the score
+    cold: np.ndarray         # bool: too little history before the second: the first hour's baseline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,15 +139,16 @@ def score(sec: Seconds) -> Scored:
         mad = _median_rows(view_mad)
         history = np.sum(~np.isnan(view_med), axis=1)
         valid = np.flatnonzero(~np.isnan(bmed))[:WINDOW_BLOCKS]
+        cold = history < MIN_HISTORY_BLOCKS
         if len(valid):   # too little history: the first hour's baseline
-            cold = history < MIN_HISTORY_BLOCKS
             med[cold] = np.median(bmed[valid])
             mad[cold] = np.nanmedian(bmad[valid])
     med_s = np.repeat(np.repeat(med, REFRESH_BLOCKS)[:nb], BLOCK_S)[:n]
     mad_s = np.repeat(np.repeat(mad, REFRESH_BLOCKS)[:nb], BLOCK_S)[:n]
     scale = np.fmax(np.fmax(1.4826 * mad_s, REL_FLOOR * med_s), ABS_FLOOR)
     z = (x - med_s) / scale
-    return Scored(x, med_s, scale, z, sec.covered & np.isnan(x))
+    cold_s = np.repeat(np.repeat(cold, REFRESH_BLOCKS)[:nb], BLOCK_S)[:n]
+    return Scored(x, med_s, scale, z, sec.covered & np.isnan(x), cold_s)
 
 
 def intervals(sc: Scored, start_s: int, lo: int = 0, hi: int | None = None) -> list[Interval]:
@@ -172,14 +174,18 @@ def intervals(sc: Scored, start_s: int, lo: int = 0, hi: int | None = None) -> l
         if n_act < MIN_ACTIVE_S:
             continue
         zz = z[a:b][act]
+        scored = int(np.sum(~np.isnan(sc.x[a:b])))
         kbps = float(np.mean(sc.x[a:b][act])) * 8 / 1000
         base = float(np.nanmedian(sc.median[a:b])) * 8 / 1000
         scale = float(np.nanmedian(sc.scale[a:b])) * 8 / 1000
         total = float(zz.sum())
-        why = (f"non-keyframe video at {kbps:.0f} kbit/s over {n_act} of {b - a} s, {kbps / max(base, 1e-9):.1f}x "
-               f"the camera's baseline of {base:.0f} kbit/s (median of the previous hour); peak {float(zz.max()):.1f} "
-               f"and mean {total / n_act:.1f} noise scales ({scale:.0f} kbit/s) above it; score = sum over the "
-               f"active seconds")
+        history = ("the median of the camera's first hour in the range: it has less than a minute of history"
+                   if sc.cold[a:b].any() else "the median of its previous hour")
+        skipped = "; keyframe seconds are not scored" if sc.skipped[a:b].any() else ""
+        why = (f"non-keyframe video at {kbps:.0f} kbit/s in {n_act} of the {scored} scored seconds of these "
+               f"{b - a} s{skipped}: {kbps / max(base, 1e-9):.1f}x the camera's baseline of {base:.0f} kbit/s "
+               f"({history}), peak {float(zz.max()):.1f} and mean {total / n_act:.1f} noise scales "
+               f"({scale:.0f} kbit/s) above it. Score: the sum of those {n_act} seconds' levels")
         out.append(Interval(start_s + a, start_s + b, round(total, 1), round(float(zz.max()), 1), n_act,
                             round(kbps, 1), round(base, 1), why))
     out.sort(key=lambda i: -i.score)

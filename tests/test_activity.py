@@ -123,7 +123,7 @@ def test_bursts_are_found_ranked_and_explained() -> None:
     found = scoring.intervals(scoring.score(sec), sec.start_s)
     assert _like(found, sec.start_s, bursts), found
     assert [round((i.end_s - i.start_s) / 10) for i in found] == [6, 4, 1], "ranked by strength x duration"
-    assert "4.0x the camera's baseline of 24 kbit/s" in found[0].why
+    assert "4.0x the camera's baseline of 24 kbit/s (the median of its previous hour)" in found[0].why, found[0].why
 
 
 def test_a_still_noisy_camera_and_a_slow_drift_raise_nothing() -> None:

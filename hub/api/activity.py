@@ -116,7 +116,7 @@ class Activity:
         cameras = list(dict.fromkeys(CameraId.parse(c) for c in q.cameras.split(",")))
         self._check(q.start, q.end, min(MAX_DAYS, MAX_CAMERA_DAYS / len(cameras)))
         for c in cameras:
-            camera_row(ctx.reader, c.node, c.camera, status=422)
+            camera_row(ctx.reader, c.node, c.camera)
         found = []
         for c in cameras:
             sec, sc, offset = _load(ctx, c.node, c.camera, q.start, q.end)
@@ -137,5 +137,5 @@ class Activity:
                      path_params=CameraPath, query=ActivityQuery, response=ActivitySeries),
             Endpoint("GET", f"{API}/activity/search", self.search,
                      "Intervals where cameras' video bit rate rose above their own baseline, best first",
-                     query=SearchQuery, response=ActivitySearch, errors=(422,)),
+                     query=SearchQuery, response=ActivitySearch),
         ]
