@@ -3,10 +3,12 @@
 at 10 M segments).
 
 1. fill: `HubCatalog(data_dir)` creates `<dir>/data/hub.db` with the real schema (migrations), then
-   `--segments` 10-s segments (the edge's default length) of `--cameras` cameras (20 per node, back to
+   `--segments` segments of `--segment-seconds` (10: 8,640 a camera-day, the worst case; the edge's
+   default is 60) of `--cameras` cameras (20 per node, back to
    back, each camera's cuts at its own phase) are bulk-inserted in global time order (as the hub ingests
    them, so rowids interleave all cameras): the `segments` row (5 fragments, sha256, object key) and its
-   activity series in `segment_activity` as `insert_segment` writes them (11 UTC seconds a segment:
+   activity series in `segment_activity` as `insert_segment` writes them (one more UTC second than the
+   segment's length:
    non-keyframe bytes about 3 kB/s with noise and a burst now and then, a keyframe every 2 s), the
    `cameras` extent rows, and `nodes`. 100 k rows a transaction, `synchronous=OFF` and no journal during
    the fill only. Seeded: one size always gives the same db; `--reuse` keeps it.
@@ -18,7 +20,8 @@ at 10 M segments).
    (24 h, default step: 87 s, 994 steps) and `GET /api/v1/activity/search?cameras=&start=&end=` (one
    camera, 24 h).
 
-    .venv/bin/python bench/activity_bench.py                        # 10 M segments, 400 cameras
+    .venv/bin/python bench/activity_bench.py                        # 10 M 10-s segments, 400 cameras
+    .venv/bin/python bench/activity_bench.py --segment-seconds 60   # 10 M 60-s segments
     .venv/bin/python bench/activity_bench.py --segments 200000 --requests 100      # quick
 
 Every process it starts (vigil-hub) is stopped by its PID in a `finally`.
@@ -46,7 +49,6 @@ from hub import activity  # noqa: E402
 from hub.catalog import HubCatalog  # noqa: E402
 
 US = 1_000_000
-SEG_US = 10 * US
 BASE_US = 1_790_812_800 * US          # 2026-10-01T00:00:00Z
 CAMS_PER_NODE = 20
 FRAGS = 5
@@ -60,7 +62,7 @@ def camera_ids(cameras: int) -> list[tuple[str, str]]:
     return [(f"n{c // CAMS_PER_NODE:03d}", f"cam{c % CAMS_PER_NODE:02d}") for c in range(cameras)]
 
 
-def fill(db_dir: Path, segments: int, cameras: int) -> dict[str, Any]:
+def fill(db_dir: Path, segments: int, cameras: int, seg_s: int) -> dict[str, Any]:
     data_dir = db_dir / "data"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
@@ -70,6 +72,7 @@ def fill(db_dir: Path, segments: int, cameras: int) -> dict[str, Any]:
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-2000000")
     rng = np.random.default_rng(SEED)
+    seg_us = seg_s * US
     cams = camera_ids(cameras)
     per_cam = segments // cameras
     phase = rng.integers(0, US, size=cameras)
@@ -82,8 +85,8 @@ def fill(db_dir: Path, segments: int, cameras: int) -> dict[str, Any]:
     done = in_tx = 0
     conn.execute("BEGIN")
     for slot in range(per_cam):
-        starts = BASE_US + slot * SEG_US + phase
-        n_sec = 11
+        starts = BASE_US + slot * seg_us + phase
+        n_sec = seg_s + 1
         inter = rng.normal(3000, 300, size=(cameras, n_sec)).clip(0)
         burst = rng.random(cameras) < 0.02
         inter[burst] *= 4
@@ -100,11 +103,11 @@ def fill(db_dir: Path, segments: int, cameras: int) -> dict[str, Any]:
             s = int(starts[c])
             frag[:, 0] = 1200 + np.arange(FRAGS) * 40_000
             frag[:, 1] = 40_000
-            frag[:, 2] = s + np.arange(FRAGS) * 2 * US
-            frag[:, 3] = 2 * US
-            seg_rows.append((node, seq[node], cam, 1, s, s + SEG_US, 201_200, shas[64 * c:64 * c + 64], 1200, "h264",
-                             None, frag.tobytes(), 0, f"recordings/{node}/{cam}/{s}_{seq[node]}.mp4", s + SEG_US + US))
-            act_rows.append((node, cam, s // US, seq[node], series[c, :(s + SEG_US - 1) // US - s // US + 1].tobytes()))
+            frag[:, 2] = s + np.arange(FRAGS) * (seg_us // FRAGS)
+            frag[:, 3] = seg_us // FRAGS
+            seg_rows.append((node, seq[node], cam, 1, s, s + seg_us, 201_200, shas[64 * c:64 * c + 64], 1200, "h264",
+                             None, frag.tobytes(), 0, f"recordings/{node}/{cam}/{s}_{seq[node]}.mp4", s + seg_us + US))
+            act_rows.append((node, cam, s // US, seq[node], series[c, :(s + seg_us - 1) // US - s // US + 1].tobytes()))
         conn.executemany(seg_sql, seg_rows)
         conn.executemany(act_sql, act_rows)
         done += cameras
@@ -116,30 +119,33 @@ def fill(db_dir: Path, segments: int, cameras: int) -> dict[str, Any]:
             if slot % 250 == 0:
                 print(f"[fill] {done:,}/{per_cam * cameras:,} segments, {done / (time.monotonic() - t0):,.0f}/s",
                       flush=True)
-    end = BASE_US + per_cam * SEG_US
+    end = BASE_US + per_cam * seg_us
     conn.executemany("INSERT INTO cameras (node, camera, first_start_us, last_end_us, max_segment_us) "
-                     "VALUES (?,?,?,?,?)", [(n, c, BASE_US, end + US, SEG_US) for n, c in cams])
+                     "VALUES (?,?,?,?,?)", [(n, c, BASE_US, end + US, seg_us) for n, c in cams])
     conn.executemany("INSERT INTO nodes (id, accepted, source, state, cameras, first_seen_us, last_seen_us, "
                      "synced_through) VALUES (?, 1, 'first_sight', 'online', ?, ?, ?, ?)",
                      [(n, json.dumps([c for nn, c in cams if nn == n]), BASE_US, end, seq[n]) for n in sorted(seq)])
     conn.execute("COMMIT")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.close()
-    info = {"segments": per_cam * cameras, "cameras": cameras, "seed": SEED, "t0_us": BASE_US, "t1_us": end,
+    info = {"segments": per_cam * cameras, "cameras": cameras, "segment_seconds": seg_s, "seed": SEED,
+            "t0_us": BASE_US, "t1_us": end,
             "fill_s": round(time.monotonic() - t0, 1)}
     (db_dir / "fill.json").write_text(json.dumps(info))
     return info
 
 
-def ensure_filled(db_dir: Path, segments: int, cameras: int, reuse: bool) -> dict[str, Any]:
+def ensure_filled(db_dir: Path, segments: int, cameras: int, seg_s: int, reuse: bool) -> dict[str, Any]:
     marker = db_dir / "fill.json"
     if reuse and marker.exists():
         info = json.loads(marker.read_text())
-        if info.get("segments") == segments // cameras * cameras and info.get("cameras") == cameras:
+        info.setdefault("segment_seconds", 10)
+        if (info.get("segments"), info.get("cameras"), info["segment_seconds"]) == (
+                segments // cameras * cameras, cameras, seg_s):
             print(f"[fill] reusing {db_dir}", flush=True)
             return info
-    print(f"[fill] {segments:,} 10-s segments of {cameras} cameras into {db_dir}/data/hub.db ...", flush=True)
-    return fill(db_dir, segments, cameras)
+    print(f"[fill] {segments:,} {seg_s}-s segments of {cameras} cameras into {db_dir}/data/hub.db ...", flush=True)
+    return fill(db_dir, segments, cameras, seg_s)
 
 
 def windows(info: dict[str, Any], n: int, rng: random.Random) -> list[tuple[str, str, int]]:
@@ -207,13 +213,15 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--segments", type=int, default=10_000_000)
     ap.add_argument("--cameras", type=int, default=400)
+    ap.add_argument("--segment-seconds", type=int, default=10, help="10 (the worst case: 8,640 segments a day) "
+                    "or 60 (the edge's default)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/activity-bench"))
     ap.add_argument("--reuse", action="store_true", help="reuse DIR/seg-N when filled with the same parameters")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--json", type=Path, help="write every figure to this JSON file")
     a = ap.parse_args(argv)
-    db_dir = a.dir / f"seg-{a.segments}"
-    info = ensure_filled(db_dir, a.segments, a.cameras, a.reuse)
+    db_dir = a.dir / (f"seg-{a.segments}" + (f"-{a.segment_seconds}s" if a.segment_seconds != 10 else ""))
+    info = ensure_filled(db_dir, a.segments, a.cameras, a.segment_seconds, a.reuse)
     size = sum(f.stat().st_size for f in (db_dir / "data").glob("hub.db*"))
     hours = (info["t1_us"] - info["t0_us"]) / 3600e6
     print(f"[fill] {info['segments']:,} segments, {hours:.1f} h per camera, db {size / 1e9:.2f} GB"
@@ -221,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     res = {"fill": info, "db_bytes": size, "in_process": in_process(db_dir, info, a.requests),
            "http": over_http(db_dir, info, a.requests)}
     p, h = res["in_process"], res["http"]
-    print(f"\n=== activity, 24 h of one camera at {info['segments']:,} segments ({a.requests} requests, ms) ===")
+    print(f"\n=== activity, 24 h of one camera at {info['segments']:,} {info['segment_seconds']}-s segments "
+          f"({a.requests} requests, ms) ===")
     print(f"in process: read {p['read']['p50']:.1f} / {p['read']['p99']:.1f} (p50 / p99; {p['rows_mean']} series "
           f"rows incl. the hour before), numpy {p['numpy']['p50']:.1f} / {p['numpy']['p99']:.1f}, "
           f"total {p['total']['p50']:.1f} / {p['total']['p99']:.1f}")

@@ -35,12 +35,14 @@ import numpy as np
 
 from shared import activity
 
-BLOCK_S = 10                 # the baseline's blocks
-WINDOW_BLOCKS = 360          # the baseline is the previous hour
-MIN_HISTORY_BLOCKS = 6       # a minute of history, else the first hour's baseline
-REFRESH_BLOCKS = 6           # the baseline moves once a minute
+BLOCK_S = 60                 # the baseline's blocks: it moves once a minute
+WINDOW_BLOCKS = 60           # the baseline is the previous hour
+MIN_HISTORY_BLOCKS = 1       # a minute of history, else the first hour's baseline
 K = 4.0                      # a second is active when z > K
 REL_FLOOR = 0.25             # the scale is at least this fraction of the median ...
+REL_FLOOR_SMOOTH = 0.04      # ... of a SMOOTH_S-second mean's median
+SMOOTH_S = 5
+SMOOTH_WINDOW_BLOCKS = 10    # the mean's baseline is the previous 10 minutes (a slow drift, dusk, stays below it)
 ABS_FLOOR = 1500.0           # ... and at least these bytes per second (12 kbit/s)
 JOIN_S = 5                   # active runs this close are one interval
 MIN_ACTIVE_S = 2             # an interval has at least this many active seconds
@@ -118,8 +120,10 @@ def signal(sec: Seconds) -> np.ndarray:
     return x
 
 
-def score(sec: Seconds) -> Scored:
-    x = signal(sec)
+def _baseline(x: np.ndarray, window: int = WINDOW_BLOCKS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(median, MAD, cold) per second of `x`: the medians of the one-minute block medians and MADs of
+    the `window` blocks before each block; `cold` where those hold less than MIN_HISTORY_BLOCKS blocks
+    (then the first `window` blocks stand in)."""
     n = len(x)
     nb = -(-n // BLOCK_S)
     blocks = np.full(nb * BLOCK_S, np.nan)
@@ -129,26 +133,50 @@ def score(sec: Seconds) -> Scored:
         warnings.simplefilter("ignore", RuntimeWarning)
         bmed = _median_rows(blocks)
         bmad = _median_rows(np.abs(blocks - bmed[:, None]))
-        # the baseline of block b: the blocks of the hour before it, recomputed every REFRESH_BLOCKS
-        at = np.arange(0, nb, REFRESH_BLOCKS)
-        padded_med = np.concatenate([np.full(WINDOW_BLOCKS, np.nan), bmed])
-        padded_mad = np.concatenate([np.full(WINDOW_BLOCKS, np.nan), bmad])
-        view_med = np.lib.stride_tricks.sliding_window_view(padded_med, WINDOW_BLOCKS)[at]
-        view_mad = np.lib.stride_tricks.sliding_window_view(padded_mad, WINDOW_BLOCKS)[at]
+        padded_med = np.concatenate([np.full(window, np.nan), bmed])
+        padded_mad = np.concatenate([np.full(window, np.nan), bmad])
+        view_med = np.lib.stride_tricks.sliding_window_view(padded_med, window)[:nb]
+        view_mad = np.lib.stride_tricks.sliding_window_view(padded_mad, window)[:nb]
         med = _median_rows(view_med)
         mad = _median_rows(view_mad)
         history = np.sum(~np.isnan(view_med), axis=1)
-        valid = np.flatnonzero(~np.isnan(bmed))[:WINDOW_BLOCKS]
+        valid = np.flatnonzero(~np.isnan(bmed))[:window]
         cold = history < MIN_HISTORY_BLOCKS
-        if len(valid):   # too little history: the first hour's baseline
+        if len(valid):
             med[cold] = np.median(bmed[valid])
             mad[cold] = np.nanmedian(bmad[valid])
-    med_s = np.repeat(np.repeat(med, REFRESH_BLOCKS)[:nb], BLOCK_S)[:n]
-    mad_s = np.repeat(np.repeat(mad, REFRESH_BLOCKS)[:nb], BLOCK_S)[:n]
-    scale = np.fmax(np.fmax(1.4826 * mad_s, REL_FLOOR * med_s), ABS_FLOOR)
-    z = (x - med_s) / scale
-    cold_s = np.repeat(np.repeat(cold, REFRESH_BLOCKS)[:nb], BLOCK_S)[:n]
-    return Scored(x, med_s, scale, z, sec.covered & np.isnan(x), cold_s)
+
+    def per_second(v: np.ndarray) -> np.ndarray:
+        return np.repeat(v, BLOCK_S)[:n]
+    return per_second(med), per_second(mad), per_second(cold)
+
+
+def _smoothed(x: np.ndarray) -> np.ndarray:
+    """The mean of the scored seconds among the SMOOTH_S around each second (NaN with fewer than 2)."""
+    ok = ~np.isnan(x)
+    pad = SMOOTH_S // 2
+    total = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+    count = np.concatenate([[0], np.cumsum(ok)])
+    idx = np.arange(len(x))
+    lo, hi = np.maximum(idx - pad, 0), np.minimum(idx + pad + 1, len(x))
+    n = count[hi] - count[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= 2, (total[hi] - total[lo]) / n, np.nan)
+
+
+def score(sec: Seconds) -> Scored:
+    """Each scored second's level: the larger of its own z and that of the mean of the SMOOTH_S
+    seconds around it (a steady rise smaller than one second's noise shows in the mean)."""
+    x = signal(sec)
+    med, mad, cold = _baseline(x)
+    scale = np.fmax(np.fmax(1.4826 * mad, REL_FLOOR * med), ABS_FLOOR)
+    x5 = _smoothed(x)
+    med5, mad5, _ = _baseline(x5, SMOOTH_WINDOW_BLOCKS)
+    scale5 = np.fmax(np.fmax(1.4826 * mad5, REL_FLOOR_SMOOTH * med5), ABS_FLOOR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        z = np.where(np.isnan(x), np.nan, np.fmax((x - med) / scale, (x5 - med5) / scale5))
+    return Scored(x, med, scale, z, sec.covered & np.isnan(x), cold)
 
 
 def intervals(sc: Scored, start_s: int, lo: int = 0, hi: int | None = None) -> list[Interval]:
@@ -204,21 +232,21 @@ def downsample(sec: Seconds, sc: Scored, offset: int, count: int, step: int) -> 
     """`count` steps of `step` seconds from second `offset` of the grid."""
     span = slice(offset, offset + count * step)
 
-    def per_step(a: np.ndarray, fill: float) -> np.ndarray:
-        out = np.full(count * step, fill)
+    def per_step(a: np.ndarray, fill: float | bool) -> np.ndarray:
+        out = np.full(count * step, fill, dtype=a.dtype)
         part = a[span]
         out[:len(part)] = part
         return out.reshape(count, step)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        covered = per_step(sec.covered.astype(float), 0.0)
-        total = per_step(sec.inter + sec.key, 0.0)
-        n_cov = covered.sum(axis=1)
-        kbps = np.where(n_cov > 0, total.sum(axis=1) / np.maximum(n_cov, 1) * 8 / 1000, np.nan)
-        motion = np.nanmean(per_step(sc.x, np.nan), axis=1) * 8 / 1000
-        level = np.nanmax(per_step(sc.z, np.nan), axis=1)
-    keyframes = per_step((sec.key > 0).astype(float), 0.0).sum(axis=1).astype(int)
+    x = per_step(sc.x, np.nan)
+    scored = ~np.isnan(x)
+    n_scored = scored.sum(axis=1)
+    n_cov = per_step(sec.covered, False).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kbps = np.where(n_cov > 0, per_step(sec.inter + sec.key, 0.0).sum(axis=1) / n_cov * 8 / 1000, np.nan)
+        motion = np.where(n_scored > 0, np.where(scored, x, 0.0).sum(axis=1) / n_scored * 8 / 1000, np.nan)
+    level = np.fmax.reduce(per_step(sc.z, np.nan), axis=1)     # (fmax passes over NaN)
+    keyframes = per_step(sec.key > 0, False).sum(axis=1)
     return Steps(_rounded(kbps), _rounded(motion), _rounded(level), keyframes.tolist())
 
 

@@ -24,7 +24,7 @@ import numpy as np
 US = 1_000_000
 COLUMNS = ("inter_bytes", "key_bytes")
 ROW_BYTES = 4 * len(COLUMNS)
-MAX_SECONDS = 3600                  # no segment is longer (the recorder's caps are minutes)
+MAX_SECONDS = 7300                  # no segment is longer (recording.max_segment_seconds is at most 7200)
 MAX_TEXT = 4 * -(-MAX_SECONDS * ROW_BYTES // 3)   # base64 characters of the longest series
 _U32_MAX = 2**32 - 1
 

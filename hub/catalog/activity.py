@@ -15,9 +15,8 @@ class ActivityReads(Reader):
     def activity_rows(self, node: str, camera: str, start_us: int, end_us: int) -> list[tuple[int, bytes]]:
         """(first UTC second, series BLOB) of a camera's stored segments overlapping [start, end), by
         start; segments without a series are left out."""
-        rows = self.db.rows(
+        return self.db.tuples(  # type: ignore[return-value]
             "SELECT start_s, series FROM segment_activity WHERE node = ? AND camera = ? AND start_s < ? "
             "AND start_s >= ? - coalesce((SELECT max_segment_us FROM cameras WHERE node = ? AND camera = ?), 0) "
             "/ 1000000 - 1 ORDER BY start_s, seq",
             (node, camera, -(-end_us // 1_000_000), start_us // 1_000_000, node, camera))
-        return [(r[0], r[1]) for r in rows]

@@ -46,6 +46,15 @@ class Sql:
         except sqlite3.OperationalError as exc:
             raise _translated(exc) from None
 
+    def tuples(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples: cheaper than `rows` for thousands of small rows."""
+        try:
+            cur = self.conn.cursor()
+            cur.row_factory = None
+            return cur.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise _translated(exc) from None
+
     def row(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
         rows = self.rows(sql, args)
         return rows[0] if rows else None
