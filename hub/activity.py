@@ -7,16 +7,19 @@ numpy over whole arrays (no Python loop per second):
 
 * `assemble` lays a camera's segment series onto one array of UTC seconds (the second a cut falls
   in is shared by two segments: their parts add up);
-* `score` gives every second a robust z-score against the camera's own rolling baseline:
-  `z = (x - median) / scale`, where `x` is the second's non-keyframe bytes, `median` the median of
-  the 10-s block medians of the previous hour and `scale` the larger of 1.4826 times the median
-  of those blocks' MADs (the noise of a still scene), `REL_FLOOR` of the median and `ABS_FLOOR`
-  (an encoder that sends almost nothing for a still scene has a MAD of a few bytes). Keyframe
-  seconds are left out when the GOP is longer than a second (an I-frame's bytes say nothing of
-  motion, and the second holding one has one P-frame fewer); with a GOP of a second or less every
-  second has a keyframe and its non-keyframe bytes are used as they are. With less than
-  `MIN_HISTORY_BLOCKS` of history before a block, the baseline is that of the camera's first hour
-  in the loaded range (a camera that just started recording);
+* `score` gives every scored second a level, the larger of two robust z-scores against the
+  camera's own recent past: its non-keyframe bytes `x` as `(x - median) / scale`, `median` the
+  median of the one-minute block medians of the previous hour and `scale` the largest of 1.4826
+  times the median of those blocks' MADs (the noise of a still scene), `REL_FLOOR` of the median
+  and `ABS_FLOOR` (an encoder that sends almost nothing for a still scene has a MAD of a few
+  bytes); and the same for the mean of the `SMOOTH_S` seconds around it against the previous
+  `SMOOTH_WINDOW_BLOCKS` minutes with `REL_FLOOR_SMOOTH` (a small object in a noisy scene adds
+  less than one second's noise but lifts the mean). Keyframe seconds are left out when the GOP is
+  longer than a second (an I-frame's bytes say nothing of motion, and the second holding one has
+  one P-frame fewer); with a GOP of a second or less every second has a keyframe and its
+  non-keyframe bytes are used as they are. With less than `MIN_HISTORY_BLOCKS` of history before
+  a block, the baseline is that of the camera's first hour in the loaded range (a camera that just
+  started recording);
 * `intervals` finds the runs of seconds with `z > K`, joins runs at most `JOIN_S` apart, keeps
   those with at least `MIN_ACTIVE_S` active seconds, and scores each by the sum of its seconds'
   z (strength times duration), with a sentence that says why;
@@ -67,6 +70,7 @@ class Scored:
     z: np.ndarray            # (x - median) / scale, NaN where not scored
     skipped: np.ndarray      # bool: recorded keyframe seconds left out of the score
     cold: np.ndarray         # bool: too little history before the second: the first hour's baseline
+    scale5: np.ndarray       # the scale of the 5-s mean's level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +180,7 @@ def score(sec: Seconds) -> Scored:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         z = np.where(np.isnan(x), np.nan, np.fmax((x - med) / scale, (x5 - med5) / scale5))
-    return Scored(x, med, scale, z, sec.covered & np.isnan(x), cold)
+    return Scored(x, med, scale, z, sec.covered & np.isnan(x), cold, scale5)
 
 
 def intervals(sc: Scored, start_s: int, lo: int = 0, hi: int | None = None) -> list[Interval]:
@@ -206,14 +210,16 @@ def intervals(sc: Scored, start_s: int, lo: int = 0, hi: int | None = None) -> l
         kbps = float(np.mean(sc.x[a:b][act])) * 8 / 1000
         base = float(np.nanmedian(sc.median[a:b])) * 8 / 1000
         scale = float(np.nanmedian(sc.scale[a:b])) * 8 / 1000
+        scale5 = float(np.nanmedian(sc.scale5[a:b])) * 8 / 1000
         total = float(zz.sum())
         history = ("the median of the camera's first hour in the range: it has less than a minute of history"
                    if sc.cold[a:b].any() else "the median of its previous hour")
         skipped = "; keyframe seconds are not scored" if sc.skipped[a:b].any() else ""
         why = (f"non-keyframe video at {kbps:.0f} kbit/s in {n_act} of the {scored} scored seconds of these "
                f"{b - a} s{skipped}: {kbps / max(base, 1e-9):.1f}x the camera's baseline of {base:.0f} kbit/s "
-               f"({history}), peak {float(zz.max()):.1f} and mean {total / n_act:.1f} noise scales "
-               f"({scale:.0f} kbit/s) above it. Score: the sum of those {n_act} seconds' levels")
+               f"({history}); level peak {float(zz.max()):.1f}, mean {total / n_act:.1f} (a level: how many noise "
+               f"scales a second, {scale:.0f} kbit/s, or its 5-s mean, {scale5:.0f} kbit/s, is above the baseline, "
+               f"the larger). Score: the sum of those {n_act} seconds' levels")
         out.append(Interval(start_s + a, start_s + b, round(total, 1), round(float(zz.max()), 1), n_act,
                             round(kbps, 1), round(base, 1), why))
     out.sort(key=lambda i: -i.score)
