@@ -22,6 +22,7 @@ at 10 M segments).
 
     .venv/bin/python bench/activity_bench.py                        # 10 M 10-s segments, 400 cameras
     .venv/bin/python bench/activity_bench.py --segment-seconds 60   # 10 M 60-s segments
+    .venv/bin/python bench/activity_bench.py --reuse --warm-cache   # the db read once first
     .venv/bin/python bench/activity_bench.py --segments 200000 --requests 100      # quick
 
 Every process it starts (vigil-hub) is stopped by its PID in a `finally`.
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/activity-bench"))
     ap.add_argument("--reuse", action="store_true", help="reuse DIR/seg-N when filled with the same parameters")
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--warm-cache", action="store_true", help="read the db once first (page cache warm, as "
+                    "bench/api_bench.py --warm-cache); without it, a random camera-day is often read from disk")
     ap.add_argument("--json", type=Path, help="write every figure to this JSON file")
     a = ap.parse_args(argv)
     db_dir = a.dir / (f"seg-{a.segments}" + (f"-{a.segment_seconds}s" if a.segment_seconds != 10 else ""))
@@ -226,11 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     hours = (info["t1_us"] - info["t0_us"]) / 3600e6
     print(f"[fill] {info['segments']:,} segments, {hours:.1f} h per camera, db {size / 1e9:.2f} GB"
           + (f", filled in {info['fill_s']} s" if "fill_s" in info else ""), flush=True)
-    res = {"fill": info, "db_bytes": size, "in_process": in_process(db_dir, info, a.requests),
-           "http": over_http(db_dir, info, a.requests)}
+    if a.warm_cache:
+        t = time.monotonic()
+        with open(db_dir / "data" / "hub.db", "rb") as fh:
+            while fh.read(8 << 20):
+                pass
+        print(f"[cache] read the db once in {time.monotonic() - t:.0f} s (page cache warm)", flush=True)
+    res = {"fill": info, "db_bytes": size, "warm_cache": a.warm_cache,
+           "in_process": in_process(db_dir, info, a.requests), "http": over_http(db_dir, info, a.requests)}
     p, h = res["in_process"], res["http"]
     print(f"\n=== activity, 24 h of one camera at {info['segments']:,} {info['segment_seconds']}-s segments "
-          f"({a.requests} requests, ms) ===")
+          f"({a.requests} requests, ms; page cache {'warm' if a.warm_cache else 'as it is'}) ===")
     print(f"in process: read {p['read']['p50']:.1f} / {p['read']['p99']:.1f} (p50 / p99; {p['rows_mean']} series "
           f"rows incl. the hour before), numpy {p['numpy']['p50']:.1f} / {p['numpy']['p99']:.1f}, "
           f"total {p['total']['p50']:.1f} / {p['total']['p99']:.1f}")
