@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SEGMENTS_DIR = "segments"
 PART_SUFFIX = ".part"
+MAX_PENDING_PACKETS = 200_000  # video packets awaiting their file's activity series (55 min at 60 fps)
 _NAME = re.compile(r"(?P<start>[0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-r(?P<run>[0-9]+)\.mp4")
 
 
@@ -185,6 +186,8 @@ class SegmentSink:
     def video_packet(self, media_us: int, size: int, keyframe: bool) -> None:
         self._pkt_t.append(media_us)
         self._pkt_n.append(-size if keyframe else size)
+        if len(self._pkt_t) > MAX_PENDING_PACKETS:  # no file closes (a full disk): forget the oldest half
+            del self._pkt_t[:MAX_PENDING_PACKETS // 2], self._pkt_n[:MAX_PENDING_PACKETS // 2]
 
     def _activity(self, start_us: int, end_us: int) -> bytes:
         """The activity series of [start, end) from the packets before `end`; those are forgotten."""
@@ -320,6 +323,9 @@ class SegmentSink:
         if self._lost_from is not None:
             self.on_lost(self._lost_from, start, self._lost_detail)
             self._lost_from = None
+            keep = [i for i, t in enumerate(self._pkt_t) if self.anchor_us + t >= start]  # (the lost packets)
+            self._pkt_t = [self._pkt_t[i] for i in keep]
+            self._pkt_n = [self._pkt_n[i] for i in keep]
 
     def _close_file(self, end_us: int) -> None:
         fd, path = self._fd, self._path
