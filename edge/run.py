@@ -191,6 +191,7 @@ class Run:
             self.sink.anchor_us = clock.anchor_us
             if pkt.is_keyframe:
                 self.sink.keyframe(self.mux_start_us + media, clock.rel_us(media), decision == "cut")
+            self.sink.video_packet(clock.rel_us(media), pkt.size, pkt.is_keyframe)  # the activity series
             if media > self.last_video:
                 self.frame_us = media - self.last_video
                 self.last_video = media

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared import activity
 from shared.timeutil import compact_to_us, us_to_compact, us_to_datetime
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 SEGMENTS_DIR = "segments"
 PART_SUFFIX = ".part"
 KEY_MATCH_US = 2000  # a fragment's tfdt and its keyframe's muxed time agree to this (rounding)
+MAX_PENDING_PACKETS = 200_000  # video packets awaiting their file's activity series (55 min at 60 fps)
 _NAME = re.compile(r"(?P<start>[0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-r(?P<run>[0-9]+)\.mp4")
 
 
@@ -66,6 +68,7 @@ class ClosedSegment:
     audio_codec: str | None
     fd: int | None = None  # open descriptor for the writer to fsync and close
     recovered: bool = False
+    activity: bytes | None = None  # shared/activity.py BLOB: video bytes per UTC second
 
     @property
     def final_path(self) -> Path:
@@ -125,6 +128,9 @@ class SegmentSink:
     (buffered until it is whole), and a cut asked for inside a fragment moves to the next one.
     `anchor_us` may be refined by the recorder until the first fragment reaches the sink
     (`anchored`). `finish(end_us)` after the muxer is closed completes the last file.
+    `video_packet(rel_us, size, keyframe)` is told every video packet's wall-clock time relative to
+    `anchor_us`, size and keyframe flag (two list appends: the per-second activity series of each
+    file is made from them when the file closes).
     """
 
     def __init__(self, *, camera: str, run_id: int, data_dir: Path, video_codec: str,
@@ -171,6 +177,9 @@ class SegmentSink:
         self._lost_from: int | None = None
         self._lost_detail = ""
         self.bytes_written = 0
+        # video packets not yet in a closed file's activity series: media µs, size (negative: keyframe)
+        self._pkt_t: list[int] = []
+        self._pkt_n: list[int] = []
 
     # -- recorder side ------------------------------------------------------------------------
     @property
@@ -183,6 +192,22 @@ class SegmentSink:
 
     def _key_near(self, mux_us: int) -> tuple[int, bool] | None:
         return next((v for k, v in self._keys.items() if abs(k - mux_us) <= KEY_MATCH_US), None)
+
+    def video_packet(self, media_us: int, size: int, keyframe: bool) -> None:
+        self._pkt_t.append(media_us)
+        self._pkt_n.append(-size if keyframe else size)
+        if len(self._pkt_t) > MAX_PENDING_PACKETS:  # no file closes (a full disk): forget the oldest half
+            del self._pkt_t[:MAX_PENDING_PACKETS // 2], self._pkt_n[:MAX_PENDING_PACKETS // 2]
+
+    def _activity(self, start_us: int, end_us: int) -> bytes:
+        """The activity series of [start, end) from the packets before `end`; those are forgotten."""
+        t = np.array(self._pkt_t, dtype=np.int64) + self.anchor_us
+        n = np.array(self._pkt_n, dtype=np.int64)
+        later = t >= end_us
+        self._pkt_t = (t[later] - self.anchor_us).tolist()
+        self._pkt_n = n[later].tolist()
+        mine = ~later & (t >= start_us)  # (packets of fragments a full disk refused are before start)
+        return activity.to_blob(activity.from_packets(start_us, end_us, t[mine], np.abs(n[mine]), n[mine] < 0))
 
     def finish(self, end_us: int) -> None:
         """The muxer is closed: complete the last file; `end_us` is the wall end of its last frame."""
@@ -337,6 +362,9 @@ class SegmentSink:
         if self._lost_from is not None:
             self.on_lost(self._lost_from, start, self._lost_detail)
             self._lost_from = None
+            keep = [i for i, t in enumerate(self._pkt_t) if self.anchor_us + t >= start]  # (the lost packets)
+            self._pkt_t = [self._pkt_t[i] for i in keep]
+            self._pkt_n = [self._pkt_n[i] for i in keep]
 
     def _close_file(self, end_us: int) -> None:
         fd, path = self._fd, self._path
@@ -351,11 +379,12 @@ class SegmentSink:
             frags[i] = (offset, size, start, 0)
         frags[:-1, 3] = frags[1:, 2] - frags[:-1, 2]
         frags[-1, 3] = max(end_us - frags[-1, 2], 0)
+        start, end = int(frags[0, 2]), int(frags[-1, 2] + frags[-1, 3])
         self.on_closed(ClosedSegment(
-            camera=self.camera, run_id=self.run_id, part_path=path,
-            start_us=int(frags[0, 2]), end_us=int(frags[-1, 2] + frags[-1, 3]),
+            camera=self.camera, run_id=self.run_id, part_path=path, start_us=start, end_us=end,
             bytes=self._size, sha256=self._hash.hexdigest(), init_bytes=len(self.init),
             fragments=frags, video_codec=self.video_codec, audio_codec=self.audio_codec, fd=fd,
+            activity=self._activity(start, end),
         ))
 
     def _fail(self, detail: str, opening: bool = False) -> None:
@@ -492,6 +521,7 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
     # Fragment times from the packets: the first packet of fragment k has the fragment's start.
     frag_starts: list[float | None] = [None] * len(boxes)
     first = last_end = None
+    packets: list[tuple[float, int, bool]] = []  # (dts s, size, keyframe) for the activity series
     video_codec, audio_codec = "", None
     try:
         with av.open(str(path)) as container:
@@ -511,6 +541,7 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
                     frag_starts[k] = t
                 first = t if first is None else first
                 last_end = t + (pkt.duration or 0) * tb
+                packets.append((t, pkt.size, pkt.is_keyframe))
     except (av.error.FFmpegError, IndexError) as exc:
         log.warning("removed undecodable segment file", extra={"camera": camera, "path": str(path),
                                                                 "error": str(exc)})
@@ -530,8 +561,12 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
+    end_us = max(end_us, start_us)
+    pk = np.array(packets, dtype=np.float64).reshape(-1, 3)
+    series = activity.from_packets(start_us, end_us, start_us + np.round((pk[:, 0] - first) * 1e6).astype(np.int64),
+                                   pk[:, 1], pk[:, 2] > 0)
     return ClosedSegment(
-        camera=camera, run_id=run_id, part_path=path, start_us=start_us, end_us=max(end_us, start_us),
+        camera=camera, run_id=run_id, part_path=path, start_us=start_us, end_us=end_us,
         bytes=keep, sha256=digest.hexdigest(), init_bytes=init_size, fragments=frags,
-        video_codec=video_codec, audio_codec=audio_codec, recovered=True,
+        video_codec=video_codec, audio_codec=audio_codec, recovered=True, activity=activity.to_blob(series),
     )

@@ -5,6 +5,7 @@
     openapi.py    /openapi.json from the endpoints and their shapes
     fleet.py      nodes and cameras
     footage.py    segments, media, timelines, playlists, thumbnails, playback tokens
+    activity.py   a camera's bit rate per step and the search for activity (hub/activity.py)
     incidents.py  incidents, their audit trail and playlists, the global audit trail, holds
     annotations.py  tags and annotations
     exports.py    export jobs and their files
@@ -23,6 +24,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from hub import playback
+from hub.api.activity import Activity
 from hub.api.admin import Admin
 from hub.api.annotations import Annotations
 from hub.api.exports import Exports
@@ -57,6 +59,7 @@ class HubApi:
         admin = Admin(self.services)
         self.endpoints: list[Endpoint] = [
             *admin.endpoints(), *Fleet(self.services).endpoints(), *Footage(self.services).endpoints(),
+            *Activity(self.services).endpoints(),
             *Incidents(self.services).endpoints(), *Annotations(self.services).endpoints(),
             *Exports(self.services).endpoints(), *Session(self.services).endpoints()]
         self.spec = admin.spec = document(self.endpoints, __version__)

@@ -12,7 +12,7 @@ annotations, the audit trail and export jobs. The rest of the hub sees typed row
     with catalog.read() as r:               # a read on the writer's connection, under its lock
         r.stored_seqs(node, seqs)           #   (ingest threads: no connection per thread)
 
-The queries live in one module per table group (`fleet`, `segments`, `holds`, `incidents`,
+The queries live in one module per table group (`fleet`, `segments`, `activity`, `holds`, `incidents`,
 `annotations`, `audit`, `exports`, `tokens`, `sessions`), as read and write mixins that `CatalogReader` and
 `HubCatalog` combine; `schema`
 holds the migrations (postgres.py PostgreSQL's). Both engines run the same query modules: db.py
@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hub.catalog.activity import ActivityReads
 from hub.catalog.annotations import Annotation, AnnotationChanges, AnnotationReads, AnnotationWrites, NewAnnotation, Tag
 from hub.catalog.audit import AuditEntry, AuditReads
 from hub.catalog.db import CatalogBusy, CatalogError, Sql, SqliteSql
@@ -72,8 +73,8 @@ COUNTED_TABLES = ("segments", "gaps", "incidents", "annotations", "tags", "audit
                   "exports")
 
 
-class CatalogReader(FleetReads, SegmentReads, HoldReads, IncidentReads, AnnotationReads, AuditReads, ExportReads,
-                    TokenReads, SessionReads):
+class CatalogReader(FleetReads, SegmentReads, ActivityReads, HoldReads, IncidentReads, AnnotationReads, AuditReads,
+                    ExportReads, TokenReads, SessionReads):
     """Every read of the catalog, on one connection."""
 
     def __init__(self, db: Sql) -> None:

@@ -43,6 +43,10 @@ class Sql:
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         raise NotImplementedError
 
+    def tuples(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples: cheaper than `rows` for thousands of small rows."""
+        raise NotImplementedError
+
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         raise NotImplementedError
 
@@ -82,6 +86,15 @@ class SqliteSql(Sql):
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         try:
             return self.conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise _translated(exc) from None
+
+    def tuples(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples: cheaper than `rows` for thousands of small rows."""
+        try:
+            cur = self.conn.cursor()
+            cur.row_factory = None
+            return cur.execute(sql, args).fetchall()
         except sqlite3.OperationalError as exc:
             raise _translated(exc) from None
 

@@ -256,8 +256,30 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_expires ON sessions (expires_us);
 """
 
+PG_SCHEMA_V9 = """
+-- Each stored segment's activity series (SQLite's v9): clustered by camera and time through its
+-- primary key; deleted with its segment by a trigger.
+CREATE TABLE segment_activity (
+    node TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    start_s BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    series BYTEA NOT NULL,
+    PRIMARY KEY (node, camera, start_s, seq)
+);
+CREATE FUNCTION segment_activity_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM segment_activity
+     WHERE node = OLD.node AND camera = OLD.camera AND start_s = OLD.start_us / 1000000 AND seq = OLD.seq;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER segment_activity_deleted AFTER DELETE ON segments
+    FOR EACH ROW EXECUTE FUNCTION segment_activity_deleted();
+"""
+
 # index i: the step that brings the schema to version i + 1 (None: PostgreSQL started later)
-PG_MIGRATIONS: list[str | None] = [None] * 7 + [PG_SCHEMA_V8]
+PG_MIGRATIONS: list[str | None] = [None] * 7 + [PG_SCHEMA_V8, PG_SCHEMA_V9]
 
 
 class _IntBool(psycopg.adapt.Dumper):
@@ -327,6 +349,9 @@ class PgSql(Sql):
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         return self._execute(sql, args).fetchall()
 
+    def tuples(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.rows(sql, args)      # PgRow is a tuple
+
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         return self._execute(sql, args).rowcount
 
@@ -367,6 +392,9 @@ class PooledSql(PgSql):
             raise CatalogBusy(f"no catalog connection free: {exc}") from None
         except psycopg.Error as exc:
             raise _busy(exc) from None
+
+    def tuples(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.rows(sql, args)
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         raise RuntimeError("a reader does not write")
