@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hubkit import InProcessHub, seed_fake, seed_footage
 from test_player_browser import CHROMEDRIVER, CHROMIUM, SETUP_HINT, _reap, start_chromium
 
 from hub.catalog.segments import StoredSegment
-from shared import fragments
+from shared import activity, fragments
 from shared.process import start_http_server
 from shared.timeutil import now_us, us_to_iso
 from tools.apps import HUB_TOKENS
@@ -256,3 +257,39 @@ def test_playback_crosses_midnight_and_steps_to_the_next_gap(served: Served, bro
     assert landed - resume <= 2000, (landed, resume)
     errors = browser.execute_script("return vigilPlayer.errors")
     assert not [e for e in errors if e["fatal"]], errors
+
+
+def test_the_heat_strip_shows_where_activity_rose(served: Served, browser: Any) -> None:
+    """Two hours of 60-s segments whose series carry a steady noisy bit rate, and one 40-s burst of
+    motion in the second hour: the timeline's heat strip marks the burst and nothing else."""
+    rng = np.random.default_rng(7)
+    day0 = (_midnight_ms(browser) - 86_400_000 + 3 * 3600_000) * 1000      # yesterday 03:00, browser time
+    burst = (day0 + 5400 * 1_000_000, day0 + 5440 * 1_000_000)
+    for i in range(120):
+        a = day0 + i * 60_000_000
+        series = np.zeros((60, 2), dtype=np.uint32)
+        series[:, 0] = rng.normal(20_000, 1_500, 60).clip(0)          # P-frame bytes per second, noisy
+        series[::2, 1] = 60_000                                       # a keyframe every 2 s
+        seconds = np.arange(60) * 1_000_000 + a
+        series[(seconds >= burst[0]) & (seconds < burst[1]), 0] *= 4
+        served.hub.catalog.insert_segment(StoredSegment(
+            "site-a", 20_000 + i, "heat", 1, a, a + 60_000_000, 1000, "0" * 64, 100, "h264", None,
+            fragments.to_blob([(100, 900, a, 60_000_000)]), False, f"never-read/heat/{i}",
+            activity=activity.to_blob(series)))
+    browser.get(served.url + "/#/camera/site-a.heat")
+    _wait(browser, "the page to start", "return window.vigilReady === true")
+    if _visible(browser, "sign-in"):
+        _sign_in(browser, HUB_TOKENS["viewer"])
+    _wait(browser, "today's timeline", "return window.vigilTimeline")
+    browser.execute_script("window.vigilTimeline = null; document.getElementById('day-prev').click()")
+    _wait(browser, "yesterday's timeline", "return window.vigilTimeline && window.vigilTimeline.covered > 0")
+    cells = _wait(browser, "the heat strip", "const c = [...document.querySelectorAll('#timeline .tl-heat')];"
+                  "return c.length ? c.map(e => e.title) : null", timeout=15)
+    view = [float(v) for v in browser.execute_script("return document.getElementById('timeline').dataset.view")
+            .split(",")]
+    lefts = browser.execute_script("return [...document.querySelectorAll('#timeline .tl-heat')]"
+                                   ".map(e => parseFloat(e.style.left))")
+    at = [view[0] + f / 100 * (view[1] - view[0]) for f in lefts]
+    step = (view[1] - view[0]) / 300          # a cell is a step of about 3 px: a few minutes at 24 h
+    assert all(burst[0] / 1000 - step - 1000 <= t <= burst[1] / 1000 + 1000 for t in at), (cells, at, burst)
+    assert all(c.startswith("activity ") for c in cells)

@@ -54,6 +54,7 @@ class CameraView {
       play: (t) => this.play(t),
       select: (a, b) => this.select(a, b),
       hover: (text) => { $("timeline-hover").textContent = text; },
+      view: (a, b) => this.viewChanged(a, b),
     }, this.abort.signal);
     this.player = new Player($("video"), camera, {
       time: (t) => this.onTime(t),
@@ -70,6 +71,7 @@ class CameraView {
   close() {
     this.abort.abort();
     clearInterval(this.timer);
+    clearTimeout(this.heatTimer);
     this.player.destroy();
   }
 
@@ -109,6 +111,7 @@ class CameraView {
     $("legend").replaceChildren(el("span", { className: "key tl-covered-key", textContent: "recorded" }),
       ...GAP_REASONS.filter((r) => reasons.includes(r)).map((r) => el("span", { className: `key gap-${r}`,
                                                                                  textContent: r })),
+      el("span", { className: "key tl-heat-key", textContent: "activity" }),
       el("span", { className: "key tl-incident-key", textContent: "incident" }),
       el("span", { className: "key tl-hold-key", textContent: "held" }));
   }
@@ -182,6 +185,29 @@ class CameraView {
   refreshToday() {
     if (this.dayStart != null && Date.now() < this.dayStart + DAY && !this.timeline.pressed) {
       this.loadDay(this.dayStart, true);
+    }
+  }
+
+  // the heat strip of what is shown: the hub's activity index at about one step per 3 px
+  viewChanged(a, b) {
+    clearTimeout(this.heatTimer);
+    this.heatTimer = setTimeout(() => this.loadActivity(a, b), 150);
+  }
+
+  async loadActivity(a, b) {
+    const end = Math.min(b, Date.now());
+    const mine = (this.heatLoads = (this.heatLoads || 0) + 1);
+    if (end <= a) return this.timeline.setActivity(null);
+    const width = this.timeline.root.getBoundingClientRect().width || 1000;
+    const step = Math.max(1, Math.round((end - a) / 1000 / (width / 3)));
+    try {
+      const act = await api("GET", `/cameras/${encodeURIComponent(this.camera)}/activity?start=${iso(a)}` +
+                                   `&end=${iso(end)}&step=${step}`);
+      if (mine !== this.heatLoads || this.abort.signal.aborted) return;
+      this.timeline.setActivity({ start: ms(act.start), step: act.step_s * 1000, level: act.level, kbps: act.kbps,
+                                  threshold: act.threshold });
+    } catch (err) {
+      if (mine === this.heatLoads) this.timeline.setActivity(null);   // no series (older footage): no strip
     }
   }
 

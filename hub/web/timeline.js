@@ -1,5 +1,7 @@
 // A camera's day on a strip: recorded intervals, gaps coloured by reason (the reason and the
-// edge's words on hover), evidence holds, incidents and annotations, "now" and the playhead.
+// edge's words on hover), a heat strip of activity (the hub's activity index: where the video's
+// bit rate rose above the camera's own baseline), evidence holds, incidents and annotations, "now"
+// and the playhead.
 // The day's data is fetched once (one timeline call per day); zooming and panning only re-draw
 // what is inside the view. Click plays from an instant, drag selects a range, the wheel zooms.
 
@@ -16,12 +18,15 @@ export function zoomLabel(span) {
 }
 
 export class Timeline {
-  // handlers: play(t), select(start, end), hover(text); signal: removes the listeners when aborted
+  // handlers: play(t), select(start, end), hover(text), view(start, end) after each redraw;
+  // signal: removes the listeners when aborted
   constructor(root, handlers, signal) {
     this.root = root;
     this.handlers = handlers;
     this.footage = root.querySelector(".lane-footage");
     this.marks = root.querySelector(".lane-marks");
+    this.heat = root.querySelector(".lane-activity");
+    this.activity = null;     // {start, step (ms), level: [...], kbps: [...], threshold}
     this.axis = root.querySelector(".lane-axis");
     this.selectionBox = root.querySelector(".tl-selection");
     this.nowLine = root.querySelector(".tl-now");
@@ -143,9 +148,35 @@ export class Timeline {
     this.place(this.nowLine, Date.now());
     this.place(this.playheadLine, this.playhead);
     this.drawSelection();
+    this.drawHeat();
     this.lastRenderMs = performance.now() - t0;
     this.root.dataset.view = `${a},${b}`;           // what is shown, for tests and bookmarks
+    if (this.handlers.view) this.handlers.view(a, b);
 
+  }
+
+  setActivity(activity) {
+    this.activity = activity;
+    this.drawHeat();
+  }
+
+  // one cell per step whose activity level rose above half the threshold, stronger as it rises
+  drawHeat() {
+    const act = this.activity;
+    const cells = document.createDocumentFragment();
+    if (act) {
+      act.level.forEach((level, i) => {
+        if (level == null || level < act.threshold / 2) return;
+        const a = act.start + i * act.step;
+        const kbps = act.kbps[i] == null ? "" : `, ${Math.round(act.kbps[i])} kbit/s`;
+        const cell = this.bar("tl-heat", a, a + act.step, {
+          title: `activity ${level.toFixed(1)} (active above ${act.threshold})${kbps}, ${clockText(a)}` });
+        if (!cell) return;
+        cell.style.opacity = String(Math.min(1, 0.25 + level / (2 * act.threshold)));
+        cells.append(cell);
+      });
+    }
+    this.heat.replaceChildren(cells);
   }
 
   place(line, t) {
