@@ -22,7 +22,8 @@ from shared import systemd
 UNITS = sorted((Path(__file__).resolve().parent.parent / "systemd").glob("*.service"))
 MAX_EXPOSURE = 2.5
 CREDENTIALS = {"edge": ("http.token", "mqtt.password", "litestream.secret_key"),
-               "hub": ("s3.secret_key", "mqtt.password", "edge.token", "api.token_key", "litestream.secret_key")}
+               "hub": ("s3.secret_key", "mqtt.password", "edge.token", "api.token_key", "litestream.secret_key",
+                       "catalog.url")}
 # runs a command with the kernel's "memory deny write execute" rule (PR_SET_MDWE, Linux 6.3+):
 # what MemoryDenyWriteExecute=yes in the units enforces with seccomp
 MDWE_EXEC = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
