@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything Vigil needs on a Debian 12 machine, idempotently (run as root):
 # Debian packages (GStreamer RTSP server for test cameras, ffmpeg for checks, Chromium and its
-# driver for the browser player test), a virtualenv in .venv, the vigil package with its test
-# extras, the player test's pinned hls.js from the npm registry (tests/player/node_modules), and
+# driver for the browser player test, iptables for the thin-WAN test), a virtualenv in .venv, the
+# vigil package with its test extras, the player test's pinned hls.js from the npm registry (tests/player/node_modules), and
 # ansible-core + ansible-lint in .venv-ansible for the provisioning roles (ansible/).
 # Re-running does only what is missing.
 set -euo pipefail
@@ -14,6 +14,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
   chromium chromium-driver
+  iptables  # tests/test_thin_wan.py: cuts and drops on a namespaced WAN (ip and tc come with iproute2)
 )
 # npm installs hls.js for tests/test_player_browser.py; Debian's nodejs + npm unless some npm is there
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
