@@ -8,8 +8,13 @@ MQTT is a doorbell, not a ledger. Each trusted node has two lanes, each its own 
   `ingest.reconcile_seconds` regardless, so a lost MQTT message never loses a segment. It owns
   the cursor: the highest seq up to which every segment the edge lists is stored (or given up
   on), published as the retained `synced` message that lets the edge delete.
-* **live** pulls the segments that doorbells announce (the newest few, newest first), so fresh
-  footage reaches the hub promptly while a long backlog drains behind it.
+* **live** pulls the segments that doorbells announce, always the newest next, so fresh footage
+  reaches the hub promptly while a long backlog drains behind it. Live means recent: a doorbell
+  whose segment ended more than `_live_span` before the newest doorbell's (the edge's own clock on
+  both sides) is left to catch-up, so a reconnecting edge re-announcing its whole outbox does not
+  turn the live lane into a second catch-up lane. While live has work, catch-up keeps only one
+  download of that node in flight, and the edge serves live downloads ahead of catch-up ones
+  (`edge/api.py`, `Lanes`): a fresh segment takes the link, the backlog the rest.
 
 One pull: GET the file with the hub's token, hash it while it streams into a spool, check size
 and sha256 against the edge's row, put it into S3 idempotently (`hub/store.py`), and only then
@@ -50,7 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PAGE = 50                 # rows asked of an edge at a time
-LIVE_WINDOW = 32          # doorbells the live lane keeps (newest); older ones are catch-up's
+LIVE_WINDOW = 32          # doorbells the live lane keeps (newest seqs); older ones are catch-up's
+LIVE_SPAN_MIN_US = 20_000_000   # live: ended within max(this, 2 x the newest segment's length) of the newest
 LISTING_REFUSALS = ("bad_response", "too_large", "too_slow")  # counted as pull results when a listing fails
 
 
@@ -99,8 +105,10 @@ class NodeSync:
         self.failures: dict[int, int] = {}   # seq -> segment failures so far
         self.claims: dict[int, threading.Event] = {}  # seqs being pulled, set when done
         self.claims_lock = threading.Lock()
-        self.live: set[int] = set()
+        self.live: dict[int, tuple[int, int] | None] = {}   # doorbells: seq -> (start_us, end_us) as announced
         self.live_lock = threading.Lock()
+        self.live_idle = threading.Event()   # set while the live lane has nothing to pull
+        self.live_idle.set()
         self.catchup_wake = threading.Event()
         self.live_wake = threading.Event()
         self.pool = concurrent.futures.ThreadPoolExecutor(cfg.pull_concurrency_per_node,
@@ -127,14 +135,38 @@ class NodeSync:
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def doorbell(self, seq: int) -> None:
+    def doorbell(self, seq: int, span: tuple[int, int] | None = None) -> None:
+        """A segment announced: `span` is its (start_us, end_us) as the edge said (None if unreadable)."""
         if seq <= self.cursor:
             return
         with self.live_lock:
-            self.live.add(seq)
+            self.live[seq] = span
             while len(self.live) > LIVE_WINDOW:
-                self.live.discard(min(self.live))
+                del self.live[min(self.live)]
+            self.live_idle.clear()
         self.live_wake.set()
+
+    def _next_live(self) -> int | None:
+        """The newest announced seq not yet stored (taken out of the set), or None.
+
+        Doorbells of segments that ended more than max(LIVE_SPAN_MIN_US, twice the newest segment's
+        length) before the newest one did are dropped: they are backlog, catch-up's to pull. Only
+        times of one edge are compared (a lying edge misleads its own live lane, nothing else)."""
+        while True:
+            with self.live_lock:
+                for seq in [s for s in self.live if s <= self.cursor]:
+                    del self.live[seq]
+                if not self.live:
+                    return None
+                newest = max(self.live)
+                top = self.live.pop(newest)
+                if top is not None:
+                    horizon = top[1] - max(LIVE_SPAN_MIN_US, 2 * (top[1] - top[0]))
+                    for seq, span in list(self.live.items()):
+                        if span is None or span[1] < horizon:
+                            del self.live[seq]
+            if not self._stored([newest]):
+                return newest
 
     def _stored(self, seqs: list[int]) -> dict[int, str]:
         with self.ingest.catalog.read() as r:
@@ -185,6 +217,8 @@ class NodeSync:
         blocked = False  # a segment failed earlier in this pass: the cursor stays before it
         try:
             for row, wanted in self._listing(self.cursor):
+                if wanted:
+                    self._yield_to_live(window)
                 window.append((row, self.pool.submit(self.pull, row) if wanted else None))
                 while window and (len(window) > depth or window[0][1] is None or window[0][1].done()):
                     blocked = self._settle(window.popleft(), blocked)
@@ -194,6 +228,16 @@ class NodeSync:
             for _, fut in window:
                 if fut is not None:
                     fut.cancel()
+
+    def _yield_to_live(self, window: collections.deque[tuple[EdgeSegment, concurrent.futures.Future[None] | None]]
+                       ) -> None:
+        """While the live lane has work, keep at most one catch-up download in flight (and never
+        none: a backlog still drains on a link too thin for live footage alone)."""
+        stop = self.ingest.stop_event
+        while not self.live_idle.is_set() and not stop.is_set():
+            if not any(fut is not None and not fut.done() for _, fut in window):
+                return
+            self.live_idle.wait(0.25)
 
     def _listing(self, after: int) -> Iterator[tuple[EdgeSegment, bool]]:
         """(row, needs a pull) for every row the edge lists after `after`, a page at a time."""
@@ -274,27 +318,25 @@ class NodeSync:
 
     # -- live lane -----------------------------------------------------------------------------------
     def _live_loop(self) -> None:
+        """One pull at a time, always the newest doorbell next (looked at again after every pull)."""
         stop = self.ingest.stop_event
         while not stop.is_set():
-            self.live_wake.wait(5.0)
-            self.live_wake.clear()
-            with self.live_lock:
-                wanted = sorted((s for s in self.live if s > self.cursor), reverse=True)
-                self.live.clear()
-            stored = self._stored(wanted)
-            wanted = [s for s in wanted if s not in stored]
-            if not wanted:
+            seq = self._next_live()
+            if seq is None:
+                with self.live_lock:
+                    if not self.live:
+                        self.live_idle.set()
+                self.live_wake.wait(5.0)
+                self.live_wake.clear()
                 continue
             try:
-                lo, hi = min(wanted), max(wanted)
-                listed, _ = self._counted(self.client.segments_after, lo - 1, min(hi - lo + 1, 1000))
-                rows = {r.seq: r for r in listed}
-                for seq in wanted:  # newest first; a refused row is catch-up's to quarantine
-                    if seq in rows and rows[seq].refusal is None and not stop.is_set():
-                        self.pull(rows[seq], live=True)
+                listed, _ = self._counted(self.client.segments_after, seq - 1, 1)
+                # a refused row (or one the edge no longer lists) is catch-up's to quarantine
+                if listed and listed[0].seq == seq and listed[0].refusal is None and not stop.is_set():
+                    self.pull(listed[0], live=True)
             except PullError as exc:
-                log.info("live pull failed; catch-up will retry", extra={"peer": self.node, "reason": exc.reason,
-                                                                         "error": str(exc)})
+                log.info("live pull failed; catch-up will retry", extra={"peer": self.node, "seq": seq,
+                                                                         "reason": exc.reason, "error": str(exc)})
             self.catchup_wake.set()  # let the cursor move over what just arrived
 
     # -- one pull ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from hub.metrics import HubMetrics
 from hub.slots import FairSlots
 from hub.store import ObjectStore
 from shared.mqtt import CameraStatusMessage, NodeStatus, SegmentEvent
-from shared.timeutil import now_us
+from shared.timeutil import iso_to_us, now_us
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,11 @@ class Ingestor:
                 log.error("doorbell reuses a stored seq with different content (edge catalog replaced?)",
                           extra={"peer": node, "seq": msg.seq})
             return
-        sync.doorbell(msg.seq)
+        try:
+            span: tuple[int, int] | None = (iso_to_us(msg.start), iso_to_us(msg.end))
+        except ValueError:
+            span = None   # still rung; the live lane treats it as old unless it is the newest
+        sync.doorbell(msg.seq, span)
 
     def _approved_since(self, node: str) -> NodeSync | None:
         """The lanes of a node approved (through the API) after its last status, started now."""
