@@ -9,7 +9,8 @@ and the API never writes the catalog.
     GET /api/v1/cameras                       per-camera state
     GET /api/v1/segments?after_seq=N&limit=M  catalog rows in seq order, fragment index included
     GET /api/v1/segments/{seq}                the file (Range, ETag = sha256, video/mp4), capped at
-                                              `http.max_upload_mbps` across all downloads
+                                              `http.max_upload_mbps` across all downloads; live ones
+                                              first (`Lanes`)
     GET /api/v1/gaps?after_rev=N&limit=M      why footage is missing, in the order gaps were added or
                                               extended (`rev`)
     GET /api/v1/holds                         the hub's evidence holds in force on this node
@@ -36,10 +37,13 @@ from edge.catalog import Catalog, SegmentRow
 from edge.metrics import EdgeMetrics
 from shared.config import ascii_digits
 from shared.http import ApiError, error_response, parse_range
-from shared.timeutil import us_to_iso
+from shared.timeutil import now_us, us_to_iso
 
 MAX_LIMIT = 1000
 CHUNK = 256 * 1024
+CATCHUP_CHUNK = 64 * 1024     # a catch-up download's chunks: small, so it yields to live ones promptly
+LIVE_HOLD_S = 0.5             # catch-up waits while a live download moved a chunk this recently ...
+CATCHUP_MAX_WAIT_S = 5.0      # ... but at most this long per chunk: never long enough for a hub's read timeout
 
 
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -86,16 +90,50 @@ class Throttle:
             await asyncio.sleep(-self.tokens / self.rate)
 
 
+class Lanes:
+    """Live downloads go first in the upload (issue 16: a thin site WAN after an outage).
+
+    A download is *live* when its segment ended within `live_seconds` of now; the others are the
+    hub's catch-up. Before each chunk a catch-up download waits while a live one sent a chunk in
+    the last LIVE_HOLD_S, at most CATCHUP_MAX_WAIT_S, so a live segment gets the whole link while
+    the backlog takes what is left, and a catch-up download never stalls long enough for the hub
+    to give up on it. A live download stuck on a dead connection stops holding catch-up back
+    LIVE_HOLD_S after its last chunk. TCP still shares what the kernel already queued."""
+
+    def __init__(self, live_seconds: float) -> None:
+        self.live_us = int(live_seconds * 1e6)
+        self.live_sent = -1e9     # monotonic time of the last live chunk
+
+    def is_live(self, end_us: int) -> bool:
+        return now_us() - end_us <= self.live_us
+
+    async def catchup_turn(self) -> None:
+        waited = time.monotonic()
+        while True:
+            now = time.monotonic()
+            hold = self.live_sent + LIVE_HOLD_S - now
+            if hold <= 0 or now - waited >= CATCHUP_MAX_WAIT_S:
+                return
+            await asyncio.sleep(min(hold, 0.1))
+
+
 async def _file_chunks(path: Path, start: int, end: int, throttle: Throttle | None,
-                       metrics: EdgeMetrics) -> AsyncIterator[bytes]:
+                       metrics: EdgeMetrics, lanes: Lanes, live: bool) -> AsyncIterator[bytes]:
     fh = await run_in_threadpool(open, path, "rb")
+    size = throttle.chunk if throttle else CHUNK
+    if not live:
+        size = min(size, CATCHUP_CHUNK)
     try:
         await run_in_threadpool(fh.seek, start)
         remaining = end - start
         while remaining > 0:
-            chunk = await run_in_threadpool(fh.read, min(throttle.chunk if throttle else CHUNK, remaining))
+            if not live:
+                await lanes.catchup_turn()
+            chunk = await run_in_threadpool(fh.read, min(size, remaining))
             if not chunk:
                 return  # the file shrank: impossible for a committed segment; end the response short
+            if live:
+                lanes.live_sent = time.monotonic()
             if throttle is not None:
                 await throttle.take(len(chunk))
             remaining -= len(chunk)
@@ -107,9 +145,10 @@ async def _file_chunks(path: Path, start: int, end: int, throttle: Throttle | No
 
 def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
                camera_status: Callable[[], list[dict[str, Any]]], node_id: str,
-               max_upload_mbps: float = 0.0) -> Starlette:
+               max_upload_mbps: float = 0.0, live_seconds: float = 30.0) -> Starlette:
     expected = token.encode()
     throttle = Throttle(max_upload_mbps) if max_upload_mbps > 0 else None
+    lanes = Lanes(live_seconds)
 
     def read(fn: Callable[[Catalog], Any]) -> Awaitable[Any]:
         def run() -> Any:
@@ -178,7 +217,8 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
             status = 206
             headers["Content-Range"] = f"bytes {first}-{last}/{row.bytes}"
         headers["Content-Length"] = str(last - first + 1)
-        return StreamingResponse(_file_chunks(path, first, last + 1, throttle, metrics), status_code=status,
+        chunks = _file_chunks(path, first, last + 1, throttle, metrics, lanes, lanes.is_live(row.end_us))
+        return StreamingResponse(chunks, status_code=status,
                                  media_type="video/mp4", headers=headers)
 
     async def gaps(request: Request) -> Response:

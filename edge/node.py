@@ -103,7 +103,9 @@ class EdgeNode:
         cfg = self.config
         app = create_app(data_dir=cfg.node.data_dir, token=cfg.http.token, metrics=self.metrics,
                          camera_status=self.camera_status, node_id=cfg.node.id,
-                         max_upload_mbps=cfg.http.max_upload_mbps)
+                         max_upload_mbps=cfg.http.max_upload_mbps,
+                         # segments that ended this recently are live: served ahead of the hub's catch-up
+                         live_seconds=max(30, 3 * cfg.recording.segment_seconds))
         if cfg.http.tls:  # a clear error now rather than a server thread dying on it
             try:
                 ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cfg.http.cert_file,
