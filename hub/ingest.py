@@ -8,13 +8,13 @@ MQTT is a doorbell, not a ledger. Each trusted node has two lanes, each its own 
   `ingest.reconcile_seconds` regardless, so a lost MQTT message never loses a segment. It owns
   the cursor: the highest seq up to which every segment the edge lists is stored (or given up
   on), published as the retained `synced` message that lets the edge delete.
-* **live** pulls the segments that doorbells announce, always the newest next, so fresh footage
-  reaches the hub promptly while a long backlog drains behind it. Live means recent: a doorbell
-  whose segment ended more than `_live_span` before the newest doorbell's (the edge's own clock on
-  both sides) is left to catch-up, so a reconnecting edge re-announcing its whole outbox does not
-  turn the live lane into a second catch-up lane. While live has work, catch-up keeps only one
-  download of that node in flight, and the edge serves live downloads ahead of catch-up ones
-  (`edge/api.py`, `Lanes`): a fresh segment takes the link, the backlog the rest.
+* **live** pulls the segments that doorbells announce, always the newest next (LIVE_PULLS at a
+  time), so fresh footage reaches the hub promptly while a long backlog drains behind it. Live
+  means recent: a doorbell of a segment that ended more than LIVE_AGE_US ago by the edge's own
+  clock is left to catch-up (`doorbell`), so a reconnecting edge re-announcing its whole outbox
+  does not turn the live lane into a second catch-up lane. While live has work, catch-up keeps only one
+  download of that node in flight, and the edge serves live downloads (`?lane=live`) ahead of
+  catch-up ones (`edge/api.py`, `Lanes`): a fresh segment takes the link, the backlog the rest.
 
 One pull: GET the file with the hub's token, hash it while it streams into a spool, check size
 and sha256 against the edge's row, put it into S3 idempotently (`hub/store.py`), and only then
@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PAGE = 50                 # rows asked of an edge at a time
 LIVE_WINDOW = 32          # doorbells the live lane keeps (newest seqs); older ones are catch-up's
-LIVE_SPAN_MIN_US = 20_000_000   # live: ended within max(this, 2 x the newest segment's length) of the newest
+LIVE_AGE_US = 15_000_000  # live: a doorbell of a segment that ended within max(this, 1.5 x its length)
+LIVE_PULLS = 2            # live pulls in flight per node
+LIVE_TRIES = 4            # transient failures (network, busy) of one live pull before it is left to catch-up
 LISTING_REFUSALS = ("bad_response", "too_large", "too_slow")  # counted as pull results when a listing fails
 
 
@@ -105,7 +107,11 @@ class NodeSync:
         self.failures: dict[int, int] = {}   # seq -> segment failures so far
         self.claims: dict[int, threading.Event] = {}  # seqs being pulled, set when done
         self.claims_lock = threading.Lock()
-        self.live: dict[int, tuple[int, int] | None] = {}   # doorbells: seq -> (start_us, end_us) as announced
+        self.live: dict[int, tuple[int, int] | None] = {}   # live doorbells: seq -> (start_us, end_us) as announced
+        self.live_ends: collections.deque[int] = collections.deque(maxlen=LIVE_WINDOW)  # of the last doorbells
+        self.live_pulling = 0                 # live pulls in flight
+        self.live_tries: dict[int, int] = {}  # seq -> transient failures of its live pull so far
+        self.edge_clock: tuple[int, float] | None = None   # (edge's status ts, time.monotonic() when received)
         self.live_lock = threading.Lock()
         self.live_idle = threading.Event()   # set while the live lane has nothing to pull
         self.live_idle.set()
@@ -114,7 +120,8 @@ class NodeSync:
         self.pool = concurrent.futures.ThreadPoolExecutor(cfg.pull_concurrency_per_node,
                                                           thread_name_prefix=f"pull-{node_id}")
         self.threads = [threading.Thread(target=self._catchup_loop, name=f"catchup-{node_id}", daemon=True),
-                        threading.Thread(target=self._live_loop, name=f"live-{node_id}", daemon=True)]
+                        *(threading.Thread(target=self._live_loop, name=f"live-{node_id}", daemon=True)
+                          for _ in range(LIVE_PULLS))]
         self.last_published: int | None = None
         self.failing = False
         self.published_at = 0.0
@@ -135,38 +142,62 @@ class NodeSync:
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
+    def edge_status(self, ts_us: int) -> None:
+        """The edge's clock in its latest status message (`ts`), as received now."""
+        with self.live_lock:
+            self.edge_clock = (ts_us, time.monotonic())
+
     def doorbell(self, seq: int, span: tuple[int, int] | None = None) -> None:
-        """A segment announced: `span` is its (start_us, end_us) as the edge said (None if unreadable)."""
+        """A segment announced: `span` is its (start_us, end_us) as the edge said (None if unreadable).
+
+        It is live when its segment ended at most max(LIVE_AGE_US, 1.5 x its length) ago by the
+        edge's own clock (its last status's `ts` plus the time since it arrived: no clock skew
+        enters); older ones are backlog, catch-up's to pull. So after an outage the doorbells the
+        edge sends again (paho's queue from the outage first, then the outbox newest first) leave
+        only the newest segment of each camera to the live lane. Before any status the newest end
+        among this node's last LIVE_WINDOW doorbells stands in for the edge's clock. A lying edge
+        misleads its own live lane only."""
         if seq <= self.cursor:
             return
         with self.live_lock:
-            self.live[seq] = span
-            while len(self.live) > LIVE_WINDOW:
-                del self.live[min(self.live)]
-            self.live_idle.clear()
+            if span is not None:
+                self.live_ends.append(span[1])
+                if self.edge_clock is not None:
+                    now = self.edge_clock[0] + int((time.monotonic() - self.edge_clock[1]) * 1e6)
+                else:
+                    now = max(self.live_ends)
+                if now - span[1] > max(LIVE_AGE_US, 3 * (span[1] - span[0]) // 2):
+                    log.debug("doorbell of an old segment: catch-up's", extra={"peer": self.node, "seq": seq})
+                    return
+            elif self.live and seq < max(self.live):
+                return   # unreadable times: live only while it is the newest
+            self._add_live(seq, span)
         self.live_wake.set()
 
-    def _next_live(self) -> int | None:
-        """The newest announced seq not yet stored (taken out of the set), or None.
+    def _add_live(self, seq: int, span: tuple[int, int] | None) -> None:
+        """(with live_lock held)"""
+        self.live[seq] = span
+        while len(self.live) > LIVE_WINDOW:
+            del self.live[min(self.live)]
+        self.live_idle.clear()
 
-        Doorbells of segments that ended more than max(LIVE_SPAN_MIN_US, twice the newest segment's
-        length) before the newest one did are dropped: they are backlog, catch-up's to pull. Only
-        times of one edge are compared (a lying edge misleads its own live lane, nothing else)."""
+    def _next_live(self) -> tuple[int, tuple[int, int] | None] | None:
+        """The newest live seq not yet stored and its span (taken out of the set), or None."""
         while True:
             with self.live_lock:
                 for seq in [s for s in self.live if s <= self.cursor]:
                     del self.live[seq]
                 if not self.live:
+                    if not self.live_pulling:
+                        self.live_idle.set()
                     return None
                 newest = max(self.live)
-                top = self.live.pop(newest)
-                if top is not None:
-                    horizon = top[1] - max(LIVE_SPAN_MIN_US, 2 * (top[1] - top[0]))
-                    for seq, span in list(self.live.items()):
-                        if span is None or span[1] < horizon:
-                            del self.live[seq]
+                span = self.live.pop(newest)
+                self.live_pulling += 1
             if not self._stored([newest]):
-                return newest
+                return newest, span
+            with self.live_lock:
+                self.live_pulling -= 1
 
     def _stored(self, seqs: list[int]) -> dict[int, str]:
         with self.ingest.catalog.read() as r:
@@ -318,26 +349,53 @@ class NodeSync:
 
     # -- live lane -----------------------------------------------------------------------------------
     def _live_loop(self) -> None:
-        """One pull at a time, always the newest doorbell next (looked at again after every pull)."""
+        """Always the newest live doorbell next, looked at again after every pull. LIVE_PULLS threads
+        per node, so one segment's listing and store overlap the next one's download."""
         stop = self.ingest.stop_event
         while not stop.is_set():
-            seq = self._next_live()
-            if seq is None:
-                with self.live_lock:
-                    if not self.live:
-                        self.live_idle.set()
+            nxt = self._next_live()
+            if nxt is None:
                 self.live_wake.wait(5.0)
                 self.live_wake.clear()
                 continue
+            seq, span = nxt
             try:
-                listed, _ = self._counted(self.client.segments_after, seq - 1, 1)
-                # a refused row (or one the edge no longer lists) is catch-up's to quarantine
-                if listed and listed[0].seq == seq and listed[0].refusal is None and not stop.is_set():
-                    self.pull(listed[0], live=True)
-            except PullError as exc:
-                log.info("live pull failed; catch-up will retry", extra={"peer": self.node, "seq": seq,
-                                                                         "reason": exc.reason, "error": str(exc)})
+                self._live_pull(seq, span)
+            finally:
+                with self.live_lock:
+                    self.live_pulling -= 1
+                    if not self.live and not self.live_pulling:
+                        self.live_idle.set()
             self.catchup_wake.set()  # let the cursor move over what just arrived
+
+    def _live_pull(self, seq: int, span: tuple[int, int] | None) -> None:
+        stop = self.ingest.stop_event
+        try:
+            listed, _ = self._counted(self.client.segments_after, seq - 1, 1)
+            # a refused row (or one the edge no longer lists) is catch-up's to quarantine
+            if listed and listed[0].seq == seq and listed[0].refusal is None and not stop.is_set():
+                t0 = time.monotonic()
+                self.pull(listed[0], live=True)
+                log.debug("live pull", extra={"peer": self.node, "seq": seq, "seconds": time.monotonic() - t0})
+            with self.live_lock:
+                self.live_tries.pop(seq, None)
+        except PullError as exc:
+            # network trouble (a pooled connection the edge dropped while the link was down, a
+            # lost link) or no slot: try again shortly, unless it keeps failing; a failure of the
+            # segment itself is counted by the pull and left to catch-up
+            with self.live_lock:
+                for old in [s for s in self.live_tries if s <= self.cursor]:
+                    del self.live_tries[old]
+                tries = self.live_tries[seq] = self.live_tries.get(seq, 0) + 1
+                again = not exc.segment_failure and tries < LIVE_TRIES
+                if not again:
+                    del self.live_tries[seq]
+            log.info("live pull failed; retrying" if again else "live pull failed; catch-up will retry",
+                     extra={"peer": self.node, "seq": seq, "reason": exc.reason, "error": str(exc)})
+            if again:
+                stop.wait(min(8.0, 2.0 ** (tries - 1)))
+                with self.live_lock:
+                    self._add_live(seq, span)
 
     # -- one pull ------------------------------------------------------------------------------------
     def pull(self, row: EdgeSegment, live: bool = False) -> None:
@@ -369,21 +427,21 @@ class NodeSync:
                                self.ingest.stop_event):
                 retry = Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4),
                                  retry=retry_if_exception(_transient), reraise=True)
-                retry(self._pull_once, row)
+                retry(self._pull_once, row, live)
         except PullError as exc:
             self.ingest.metrics.pulls.labels(exc.reason).inc()
             if exc.segment_failure:
                 self._segment_failed(row, exc)
             raise
 
-    def _pull_once(self, row: EdgeSegment) -> None:
+    def _pull_once(self, row: EdgeSegment, live: bool) -> None:
         ingest = self.ingest
         t0 = time.perf_counter()
         # segments below the multipart threshold are held in memory and sent in one request;
         # larger ones go through an unnamed file in the spool folder
         in_memory = row.bytes < ingest.store.transfer.multipart_threshold
         with (_Chunks() if in_memory else tempfile.TemporaryFile(dir=ingest.spool_dir)) as spool:
-            size, sha = self.client.download(row.seq, spool, row.bytes)
+            size, sha = self.client.download(row.seq, spool, row.bytes, live=live)
             if size != row.bytes:
                 raise PullError("size_mismatch", f"seq {row.seq}: got {size} bytes, the edge's row says {row.bytes}")
             if sha != row.sha256:

@@ -14,6 +14,7 @@ share (`hub/slots.py`, fair per node) live here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -148,7 +149,12 @@ class Ingestor:
             url = row.http_url or msg.http_url
             if url:
                 self._start_sync(node, url)
-            self.syncs[node].catchup_wake.set()
+            sync = self.syncs.get(node)
+            if sync is not None:
+                if msg.ts is not None:
+                    with contextlib.suppress(ValueError):
+                        sync.edge_status(iso_to_us(msg.ts))   # the edge's clock, for the live lane
+                sync.catchup_wake.set()
 
     def camera_status(self, node: str, camera: str, msg: CameraStatusMessage) -> None:
         if node not in self.syncs:   # only nodes the hub pulls from get camera rows
