@@ -8,9 +8,9 @@ and the API never writes the catalog.
     GET /metrics                              Prometheus text
     GET /api/v1/cameras                       per-camera state
     GET /api/v1/segments?after_seq=N&limit=M  catalog rows in seq order, fragment index included
-    GET /api/v1/segments/{seq}                the file (Range, ETag = sha256, video/mp4), capped at
-                                              `http.max_upload_mbps` across all downloads; live ones
-                                              first (`Lanes`)
+    GET /api/v1/segments/{seq}[?lane=live]    the file (Range, ETag = sha256, video/mp4), capped at
+                                              `http.max_upload_mbps` across all downloads; the hub's
+                                              live ones first (`Lanes`)
     GET /api/v1/gaps?after_rev=N&limit=M      why footage is missing, in the order gaps were added or
                                               extended (`rev`)
     GET /api/v1/holds                         the hub's evidence holds in force on this node
@@ -37,11 +37,11 @@ from edge.catalog import Catalog, SegmentRow
 from edge.metrics import EdgeMetrics
 from shared.config import ascii_digits
 from shared.http import ApiError, error_response, parse_range
-from shared.timeutil import now_us, us_to_iso
+from shared.timeutil import us_to_iso
 
 MAX_LIMIT = 1000
 CHUNK = 256 * 1024
-CATCHUP_CHUNK = 64 * 1024     # a catch-up download's chunks: small, so it yields to live ones promptly
+LANE_CHUNK = 64 * 1024        # a segment download's chunks: small, so catch-up yields to live promptly
 LIVE_HOLD_S = 0.5             # catch-up waits while a live download moved a chunk this recently ...
 CATCHUP_MAX_WAIT_S = 5.0      # ... but at most this long per chunk: never long enough for a hub's read timeout
 
@@ -93,19 +93,15 @@ class Throttle:
 class Lanes:
     """Live downloads go first in the upload (issue 16: a thin site WAN after an outage).
 
-    A download is *live* when its segment ended within `live_seconds` of now; the others are the
+    A download is *live* when the hub's live lane asks for it (`?lane=live`); the others are the
     hub's catch-up. Before each chunk a catch-up download waits while a live one sent a chunk in
     the last LIVE_HOLD_S, at most CATCHUP_MAX_WAIT_S, so a live segment gets the whole link while
     the backlog takes what is left, and a catch-up download never stalls long enough for the hub
     to give up on it. A live download stuck on a dead connection stops holding catch-up back
     LIVE_HOLD_S after its last chunk. TCP still shares what the kernel already queued."""
 
-    def __init__(self, live_seconds: float) -> None:
-        self.live_us = int(live_seconds * 1e6)
+    def __init__(self) -> None:
         self.live_sent = -1e9     # monotonic time of the last live chunk
-
-    def is_live(self, end_us: int) -> bool:
-        return now_us() - end_us <= self.live_us
 
     async def catchup_turn(self) -> None:
         waited = time.monotonic()
@@ -120,9 +116,7 @@ class Lanes:
 async def _file_chunks(path: Path, start: int, end: int, throttle: Throttle | None,
                        metrics: EdgeMetrics, lanes: Lanes, live: bool) -> AsyncIterator[bytes]:
     fh = await run_in_threadpool(open, path, "rb")
-    size = throttle.chunk if throttle else CHUNK
-    if not live:
-        size = min(size, CATCHUP_CHUNK)
+    size = min(throttle.chunk if throttle else CHUNK, LANE_CHUNK)
     try:
         await run_in_threadpool(fh.seek, start)
         remaining = end - start
@@ -145,10 +139,10 @@ async def _file_chunks(path: Path, start: int, end: int, throttle: Throttle | No
 
 def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
                camera_status: Callable[[], list[dict[str, Any]]], node_id: str,
-               max_upload_mbps: float = 0.0, live_seconds: float = 30.0) -> Starlette:
+               max_upload_mbps: float = 0.0) -> Starlette:
     expected = token.encode()
     throttle = Throttle(max_upload_mbps) if max_upload_mbps > 0 else None
-    lanes = Lanes(live_seconds)
+    lanes = Lanes()
 
     def read(fn: Callable[[Catalog], Any]) -> Awaitable[Any]:
         def run() -> Any:
@@ -217,7 +211,8 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
             status = 206
             headers["Content-Range"] = f"bytes {first}-{last}/{row.bytes}"
         headers["Content-Length"] = str(last - first + 1)
-        chunks = _file_chunks(path, first, last + 1, throttle, metrics, lanes, lanes.is_live(row.end_us))
+        live = request.query_params.get("lane") == "live"
+        chunks = _file_chunks(path, first, last + 1, throttle, metrics, lanes, live)
         return StreamingResponse(chunks, status_code=status,
                                  media_type="video/mp4", headers=headers)
 
