@@ -2,8 +2,9 @@
 # Install everything Vigil needs on a Debian 12 machine, idempotently (run as root):
 # Debian packages (GStreamer RTSP server for test cameras, ffmpeg for checks, Chromium and its
 # driver for the browser player test, iptables for the thin-WAN test), a virtualenv in .venv, the
-# vigil package with its test extras, the player test's pinned hls.js from the npm registry (tests/player/node_modules), and
-# ansible-core + ansible-lint in .venv-ansible for the provisioning roles (ansible/).
+# vigil package with its test extras, the player test's pinned hls.js from the npm registry
+# (tests/player/node_modules), and ansible-core + ansible-lint in .venv-ansible for the
+# provisioning roles (ansible/).
 # Re-running does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
