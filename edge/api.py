@@ -43,7 +43,7 @@ MAX_LIMIT = 1000
 CHUNK = 256 * 1024
 LANE_CHUNK = 64 * 1024        # a segment download's chunks: small, so catch-up yields to live promptly
 LIVE_HOLD_S = 0.5             # catch-up waits while a live download moved a chunk this recently ...
-CATCHUP_MAX_WAIT_S = 5.0      # ... but at most this long per chunk: never long enough for a hub's read timeout
+CATCHUP_MAX_WAIT_S = 2.0      # ... but at most this long per chunk: never long enough for a hub's read timeout
 
 
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -58,6 +58,7 @@ PAGE = 50                 # rows asked of an edge at a time
 LIVE_WINDOW = 32          # doorbells the live lane keeps (newest seqs); older ones are catch-up's
 LIVE_AGE_US = 15_000_000  # live: a doorbell of a segment that ended within max(this, 1.5 x its length)
 LIVE_PULLS = 2            # live pulls in flight per node
+LIVE_RECENT_S = 15.0      # after a live pull, catch-up keeps one download of the node in flight this long
 LIVE_TRIES = 4            # transient failures (network, busy) of one live pull before it is left to catch-up
 LISTING_REFUSALS = ("bad_response", "too_large", "too_slow")  # counted as pull results when a listing fails
 
@@ -105,11 +106,13 @@ class NodeSync:
         self.cursor = row.synced_through if row else 0
         self.gaps_rev = row.gaps_rev if row else 0
         self.failures: dict[int, int] = {}   # seq -> segment failures so far
+        self.stored = 0                      # segments this node's lanes stored (a pass that stored some retries soon)
         self.claims: dict[int, threading.Event] = {}  # seqs being pulled, set when done
         self.claims_lock = threading.Lock()
         self.live: dict[int, tuple[int, int] | None] = {}   # live doorbells: seq -> (start_us, end_us) as announced
         self.live_ends: collections.deque[int] = collections.deque(maxlen=LIVE_WINDOW)  # of the last doorbells
         self.live_pulling = 0                 # live pulls in flight
+        self.live_recent = 0.0                # time.monotonic() until which live counts as active
         self.live_tries: dict[int, int] = {}  # seq -> transient failures of its live pull so far
         self.edge_clock: tuple[int, float] | None = None   # (edge's status ts, time.monotonic() when received)
         self.live_lock = threading.Lock()
@@ -213,6 +216,7 @@ class NodeSync:
             self.catchup_wake.clear()
             if stop.is_set():
                 return
+            stored_before = self.stored
             try:
                 self.catch_up()
                 self._publish_cursor(force=True)
@@ -223,6 +227,8 @@ class NodeSync:
                     self.ingest.catalog.update_node(self.node, last_error=None)
             except PullError as exc:
                 wait = min(interval, max(1.0, wait * 2 if wait < interval else 1.0))
+                if self.stored != stored_before:
+                    wait = 1.0   # the edge answers (a download too slow while live took the link): soon again
                 self.ingest.metrics.node_sync_errors.labels(self.node).inc()
                 self.ingest.catalog.update_node(self.node, last_error=str(exc))
                 # the first failure is a warning; repeats (an edge offline for days) are quieter
@@ -262,10 +268,12 @@ class NodeSync:
 
     def _yield_to_live(self, window: collections.deque[tuple[EdgeSegment, concurrent.futures.Future[None] | None]]
                        ) -> None:
-        """While the live lane has work, keep at most one catch-up download in flight (and never
-        none: a backlog still drains on a link too thin for live footage alone)."""
+        """While the live lane has work, or had within LIVE_RECENT_S, keep at most one catch-up
+        download in flight (and never none: a backlog still drains on a link too thin for live
+        footage alone). The edge sends live downloads first, so catch-up ones in flight only move
+        in the gaps: one at a time they stay well within their deadline (too_slow ends the pass)."""
         stop = self.ingest.stop_event
-        while not self.live_idle.is_set() and not stop.is_set():
+        while not stop.is_set() and (not self.live_idle.is_set() or time.monotonic() < self.live_recent):
             if not any(fut is not None and not fut.done() for _, fut in window):
                 return
             self.live_idle.wait(0.25)
@@ -364,6 +372,7 @@ class NodeSync:
             finally:
                 with self.live_lock:
                     self.live_pulling -= 1
+                    self.live_recent = time.monotonic() + LIVE_RECENT_S
                     if not self.live and not self.live_pulling:
                         self.live_idle.set()
             self.catchup_wake.set()  # let the cursor move over what just arrived
@@ -465,6 +474,7 @@ class NodeSync:
             video_codec=row.video_codec, audio_codec=row.audio_codec, fragments=fragments.to_blob(row.fragments),
             recovered=row.recovered, object_key=key))
         self.failures.pop(row.seq, None)
+        self.stored += 1
         m = ingest.metrics
         m.pulls.labels("stored" if result.created else "already_stored").inc()
         m.pull_seconds.observe(time.perf_counter() - t0)
