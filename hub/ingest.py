@@ -12,8 +12,8 @@ MQTT is a doorbell, not a ledger. Each trusted node has two lanes, each its own 
   time), so fresh footage reaches the hub promptly while a long backlog drains behind it. Live
   means recent: a doorbell of a segment that ended more than LIVE_AGE_US ago by the edge's own
   clock is left to catch-up (`doorbell`), so a reconnecting edge re-announcing its whole outbox
-  does not turn the live lane into a second catch-up lane. While live has work, catch-up keeps only one
-  download of that node in flight, and the edge serves live downloads (`?lane=live`) ahead of
+  does not turn the live lane into a second catch-up lane. While live is active, catch-up keeps
+  one download of that node in flight, and the edge serves live downloads (`?lane=live`) ahead of
   catch-up ones (`edge/api.py`, `Lanes`): a fresh segment takes the link, the backlog the rest.
 
 One pull: GET the file with the hub's token, hash it while it streams into a spool, check size
