@@ -98,7 +98,8 @@ class Lanes:
     the last LIVE_HOLD_S, at most CATCHUP_MAX_WAIT_S, so a live segment gets the whole link while
     the backlog takes what is left, and a catch-up download never stalls long enough for the hub
     to give up on it. A live download stuck on a dead connection stops holding catch-up back
-    LIVE_HOLD_S after its last chunk. TCP still shares what the kernel already queued."""
+    LIVE_HOLD_S after its last chunk. What the kernel already queued still goes out first, which
+    TCP_NOTSENT_LOWAT keeps small (edge/node.py)."""
 
     def __init__(self) -> None:
         self.live_sent = -1e9     # monotonic time of the last live chunk
