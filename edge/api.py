@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from edge.catalog import Catalog, SegmentRow
 from edge.metrics import EdgeMetrics
+from shared import activity
 from shared.config import ascii_digits
 from shared.http import ApiError, error_response, parse_range
 from shared.timeutil import us_to_iso
@@ -68,6 +69,7 @@ def segment_json(row: SegmentRow) -> dict[str, Any]:
         "video_codec": row.video_codec, "audio_codec": row.audio_codec,
         "recovered": row.recovered, "sync_state": row.sync_state,
         "fragments": row.fragments.tolist(),  # [offset, size, start_us, duration_us]
+        "activity": activity.to_text(row.activity),  # base64 of shared/activity.py's BLOB, or null
     }
 
 

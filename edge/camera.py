@@ -4,23 +4,18 @@ The thread owns everything about its camera and nothing else: it never touches S
 fsyncs and never waits for another camera. Finished segments and gaps go to the catalog writer
 through a queue (`edge/writer.py`).
 
-Time (see docs/design/segments.md, "Time"):
-* A *run* is an uninterrupted stretch of the stream with one MP4 muxer. Timestamps are shifted
-  once per run so the first video keyframe is muxed at the run's anchor time since the Unix epoch
-  (never before the previous run's end), and stay continuous across its files: they only grow from
-  one run to the next, which players that read the runs as one stream need (FFmpeg's HLS reader
-  dropped the first GOP after every run change when each run started at 0). `frag_discont` makes
-  the muxer write that start into each fragment's `tfdt` rather than into an edit list.
-* Wall-clock time of a packet = run anchor (arrival time of the run's first keyframe, UTC,
-  refined to the earliest implied arrival) + (dts - first dts). A keyframe stamped more than
-  `recording.max_drift_seconds` in the future, or a whole segment whose most punctual keyframe
-  arrived that late, starts a new run anchored at the edge clock again (lateness alone may be
-  this process falling behind, not the camera's clock).
-* Non-monotonic or jumping timestamps end the run; the next keyframe starts a new one, and the
-  packets in between are counted as dropped and recorded as a `timestamp_jump` gap.
-* A segment ends at the first keyframe at or after each wall-clock multiple of
-  `segment_seconds`. A stream that goes `segment_cap_seconds` without a keyframe is re-opened,
-  which makes the camera start a new GOP.
+The modules it drives: `edge/run.py` (one muxer per run, and the quirks absorbed there),
+`edge/runclock.py` (media time to wall-clock time, segment cuts, drift), `edge/backfill.py`
+(times for the packets FFmpeg returns without dts while it probes), `edge/segments.py` (files).
+
+Runs (see docs/design/segments.md, "Time"):
+* A new run starts at every RTSP session. Non-monotonic or jumping *video* timestamps end the run;
+  the next keyframe starts a new one, and the packets in between are counted as dropped and
+  recorded as a `timestamp_jump` gap. Audio timestamps never end a run (`edge/run.py`).
+* A camera clock that steps away from the run's clock model (`clock_drift`) starts a new run
+  where the previous one ended (the stream is continuous: no overlap, no hole).
+* A GOP longer than `segment_seconds` is written whole into one segment; only a stream that goes
+  `segment_cap_seconds` (minutes) without a keyframe is re-opened (`gop_too_long`).
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ import dataclasses
 import logging
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +31,11 @@ import av
 import av.error
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
+from edge.backfill import backfill, frame_ticks
 from edge.config import CameraConfig, RecordingConfig
 from edge.metrics import CameraMetrics
-from edge.segments import ClosedSegment, SegmentSink
+from edge.run import Run, picture_size
+from edge.segments import ClosedSegment
 from edge.writer import CatalogWriter, Gap
 from shared.logs import redact
 from shared.timeutil import now_us
@@ -48,9 +44,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_CODECS = {"h264", "hevc"}
 AUDIO_CODECS = {"aac", "opus"}  # what MP4 carries and browsers play; anything else is dropped
-MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof+skip_trailer+frag_discont"
 TIMESTAMP_JUMP_S = 5.0
-AVIO_BUFFER = 256 * 1024  # fewer, larger writes into the SegmentSink: less Python per byte
 HEALTHY_SESSION_S = 10.0  # a session that recorded this long reconnects at once, without backoff
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -102,136 +96,6 @@ def classify_open_error(exc: BaseException) -> CameraFailure:
     return CameraFailure("camera_unreachable", f"cannot open stream: {msg}")
 
 
-class RunClock:
-    """The time decisions of one run, kept free of I/O so they can be tested on their own.
-
-    Maps media time (µs since the run's first keyframe) to wall-clock time and says, for each
-    video packet, whether it starts a new segment (`"cut"`) or must end the run
-    (`"clock_drift"`, `"gop_too_long"`). See the module doc for the rules.
-    """
-
-    def __init__(self, *, anchor_us: int, floor_us: int, rec: RecordingConfig) -> None:
-        self.anchor_us = anchor_us
-        self.floor_us = floor_us  # the anchor never moves before the camera's previous footage
-        self.anchored = False  # set once wall-clock times have been written out
-        self.seg_us = rec.segment_seconds * 1_000_000
-        self.cap_us = rec.segment_cap_seconds * 1_000_000
-        self.max_drift_us = int(rec.max_drift_seconds * 1_000_000)
-        self.segment_start = 0  # media µs of the current segment's first keyframe
-        self.min_late_us = 0  # smallest (arrival - wall) of a keyframe in the current segment
-        self.keyframes = 0
-
-    def video(self, media: int, arrival_us: int, keyframe: bool) -> str:
-        if not self.anchored and arrival_us - media < self.anchor_us:
-            # Packets cannot arrive before they happen: the earliest implied anchor is the best.
-            # (The first packets of a session come out of FFmpeg's probe buffer up to ~1 s late.)
-            self.anchor_us = max(arrival_us - media, self.floor_us)
-        if not keyframe:
-            return "gop_too_long" if media - self.segment_start > self.cap_us else ""
-        self.keyframes += 1
-        wall = self.anchor_us + media
-        late = arrival_us - wall
-        if late < self.min_late_us:
-            self.min_late_us = late
-        # A frame stamped in the future means the camera clock runs fast. Frames arriving late
-        # may only mean this process fell behind, so a slow camera clock is declared only when
-        # even the most punctual keyframe of a whole segment was late.
-        if self.anchored and -late > self.max_drift_us:
-            return "clock_drift"
-        if self.keyframes > 1 and wall // self.seg_us > (self.anchor_us + self.segment_start) // self.seg_us:
-            if self.anchored and self.min_late_us > self.max_drift_us:
-                return "clock_drift"
-            self.segment_start = media
-            self.min_late_us = late
-            return "cut"
-        return ""
-
-
-class Run:
-    """One muxer writing one uninterrupted stretch of the stream into segment files."""
-
-    def __init__(self, *, camera: str, run_id: int, anchor_us: int, floor_us: int, mux_start_us: int,
-                 first_key: av.Packet, video: av.video.stream.VideoStream, audio: Any, data_dir: Path,
-                 rec: RecordingConfig, on_closed: Any, on_lost: Any, on_write_error: Any) -> None:
-        self.clock = RunClock(anchor_us=anchor_us, floor_us=floor_us, rec=rec)
-        self.sink = SegmentSink(
-            camera=camera, run_id=run_id, data_dir=data_dir, video_codec=video.codec_context.name,
-            audio_codec=audio.codec_context.name if audio is not None else None,
-            on_closed=on_closed, on_lost=on_lost, on_write_error=on_write_error)
-        self.out = av.open(self.sink, "w", format="mp4", options={"movflags": MOVFLAGS},
-                           buffer_size=AVIO_BUFFER)
-        self.streams: dict[int, Any] = {video.index: self.out.add_stream_from_template(video)}
-        if audio is not None:
-            self.streams[audio.index] = self.out.add_stream_from_template(audio)
-        # The first keyframe is muxed at `mux_start_us` (µs since the Unix epoch) converted to the
-        # stream's time base (~1.6e14 ticks at 90 kHz today, far below 2^53). One shift in seconds,
-        # converted per stream, keeps audio and video in sync; `first` is each stream's input dts of
-        # the run's first keyframe (earlier audio is dropped).
-        first_s = first_key.dts * video.time_base
-        self.first = {video.index: first_key.dts}
-        self.shift = {video.index: round(Fraction(mux_start_us, 1_000_000) / video.time_base) - first_key.dts}
-        if audio is not None:
-            self.first[audio.index] = round(first_s / audio.time_base)
-            self.shift[audio.index] = round(self.shift[video.index] * video.time_base / audio.time_base)
-        self.mux_start_us = mux_start_us
-        tb: Fraction = video.time_base
-        self.video_index = video.index
-        self.us_num, self.us_den = tb.numerator * 1_000_000, tb.denominator
-        self.sink.anchor_us = anchor_us
-        self.last_video = 0  # media µs of the newest video packet
-        self.frame_us = 0
-        self.packets = 0
-
-    @property
-    def end_us(self) -> int:
-        """Wall-clock end of the last video frame muxed."""
-        return self.sink.anchor_us + self.last_video + self.frame_us
-
-    @property
-    def mux_end_us(self) -> int:
-        """Muxed time (µs since the Unix epoch) of the end of the last video frame muxed."""
-        return self.mux_start_us + self.last_video + self.frame_us
-
-    def media_us(self, dts: int) -> int:
-        return (dts - self.first[self.video_index]) * self.us_num // self.us_den
-
-    def wall_us(self, dts: int) -> int:
-        return self.sink.anchor_us + self.media_us(dts)
-
-    def write(self, pkt: av.Packet, arrival_us: int) -> str | None:
-        """Mux one packet. Returns why the run must end before this packet, or None."""
-        index = pkt.stream.index
-        if index == self.video_index:
-            media = self.media_us(pkt.dts)
-            clock = self.clock
-            clock.anchored = self.sink.anchored
-            decision = clock.video(media, arrival_us, pkt.is_keyframe)
-            if decision in ("clock_drift", "gop_too_long"):
-                return decision
-            self.sink.anchor_us = clock.anchor_us
-            if pkt.is_keyframe:
-                self.sink.keyframe(media, decision == "cut")
-            if media > self.last_video:
-                self.frame_us = media - self.last_video
-                self.last_video = media
-        if pkt.dts < self.first[index]:  # audio from before the run's first keyframe
-            return None
-        shift = self.shift[index]
-        pkt.dts += shift
-        pkt.pts += shift
-        pkt.stream = self.streams[index]
-        self.out.mux_one(pkt)
-        self.packets += 1
-        return None
-
-    def close(self) -> None:
-        try:
-            self.out.close()
-        except av.error.FFmpegError as exc:
-            log.warning("muxer close failed", extra={"error": str(exc)})
-        self.sink.finish(self.end_us)
-
-
 class CameraRecorder(threading.Thread):
     """Records one camera forever: connect, record runs, reconnect with capped backoff."""
 
@@ -265,6 +129,7 @@ class CameraRecorder(threading.Thread):
         self._gap_detail = "edge was not recording"
         self._warned_audio: set[str] = set()
         self._audio: Any = None
+        self._size: tuple[int, int] | None = None  # the session's picture size
         self._run_gap: tuple[int, str, str] | None = None
         self._jump_ticks: dict[int, int] = {}
         self._session_packets = 0
@@ -408,6 +273,7 @@ class CameraRecorder(threading.Thread):
                             extra={**self._extra, "audio": audio.codec_context.name})
             audio = None
         self._audio = audio
+        self._size = None  # known once the stream has it, or its first keyframe told it
         return video, audio
 
     def _pump(self, inp: Any, video: Any, audio: Any) -> tuple[str, str]:
@@ -415,11 +281,11 @@ class CameraRecorder(threading.Thread):
         streams = [video] if audio is None else [video, audio]
         # Packets read while FFmpeg probed the stream (about its first second) have no dts, and the
         # first keyframe can be among them: each stream's are held, in order, until its first timed
-        # packet, then given times counted back from it (`_backfill`).
+        # packet, then given times counted back from it (`edge/backfill.py`).
         held: dict[int, list[tuple[av.Packet, int]]] = {}
         seen: set[int] = set()
         last_dts: dict[int, int] = {}
-        default_ticks = {s.index: _frame_ticks(s) for s in streams}
+        default_ticks = {s.index: frame_ticks(s) for s in streams}
         self._jump_ticks = {s.index: int(TIMESTAMP_JUMP_S / s.time_base) for s in streams}
         try:
             for pkt in inp.demux(*streams):
@@ -451,7 +317,7 @@ class CameraRecorder(threading.Thread):
                     if self._closed:
                         return "edge_restart", "edge stopping"
                     if index in held:
-                        for early, early_arrival in _backfill(held.pop(index), pkt, default_ticks[index]):
+                        for early, early_arrival in backfill(held.pop(index), pkt, default_ticks[index]):
                             ended = self._packet(early, early_arrival, last_dts, video.index)
                             if ended:
                                 return ended
@@ -478,56 +344,76 @@ class CameraRecorder(threading.Thread):
     def _packet(self, pkt: av.Packet, arrival: int, last_dts: dict[int, int], video_index: int) -> \
             tuple[str, str] | None:
         """Handle one timed packet under the lock; returns (reason, message) to end the session."""
-        index = pkt.stream.index
-        is_video = index == video_index
-        prev = last_dts.get(index)
+        if pkt.stream.index != video_index:  # audio: the run times it (edge/run.py), it never ends one
+            if self._run is not None:
+                self._audio_written(self._run.write(pkt, arrival))
+            return None
+        prev = last_dts.get(video_index)
         if prev is not None:
             step = pkt.dts - prev
-            if step <= 0 or step > self._jump_ticks[index]:
+            if step <= 0 or step > self._jump_ticks[video_index]:
                 kind = "non_monotonic" if step <= 0 else "jump"
-                if not is_video and step <= 0:
-                    self.metrics.invalid_packets.inc()
-                    return None
                 self.metrics.timestamp_discontinuities.inc()
                 log.warning("timestamps broke; starting a new run at the next keyframe",
-                            extra={**self._extra, "kind": kind, "stream": pkt.stream.type,
+                            extra={**self._extra, "kind": kind, "stream": "video",
                                    "step_s": float(step * pkt.time_base)})
-                self._end_run("timestamp_jump", f"{pkt.stream.type} timestamps {kind.replace('_', '-')}")
-                last_dts.clear()
-        last_dts[index] = pkt.dts
+                self._end_run("timestamp_jump", f"video timestamps {kind.replace('_', '-')}")
+        last_dts[video_index] = pkt.dts
         run = self._run
         if run is None:
-            if not (is_video and pkt.is_keyframe):
-                if is_video:  # nothing can be recorded before a keyframe
-                    self.metrics.dropped_packets.inc()
+            if not pkt.is_keyframe:  # nothing can be recorded before a keyframe
+                self.metrics.dropped_packets.inc()
                 return None
             run = self._start_run(pkt, arrival)
+            if run is None:
+                self.metrics.dropped_packets.inc()
+                return None
         ended = run.write(pkt, arrival)
         self._session_packets += 1
         if ended == "clock_drift":
-            log.warning("camera clock drifted; starting a new run", extra={
-                **self._extra, "drift_s": round((run.wall_us(pkt.dts) - arrival) / 1e6, 3)})
+            drift_s = round((run.wall_us(pkt.dts) - arrival) / 1e6, 3)
+            log.warning("camera clock stepped away from its steady rate; starting a new run",
+                        extra={**self._extra, "drift_s": drift_s, "rate": round(run.clock.rate, 5)})
             self.metrics.timestamp_discontinuities.inc()
+            # The stream itself is continuous: the new run starts where this one ends (no overlap, no
+            # hole, no gap), and its clock model takes up the camera's new time from there.
+            end = run.end_us
             self._end_run("", "")
-            self._gap_from = None  # re-anchoring loses no footage
-            # Back to the edge clock, even if that overlaps footage a fast camera clock stamped
-            # in the future: holding on to the camera's times would re-trigger at every keyframe.
-            self._start_run(pkt, arrival, floor_us=0).write(pkt, arrival)
+            self._gap_from = None
+            restarted = self._start_run(pkt, arrival, at_us=end)
+            if restarted is not None:
+                restarted.write(pkt, arrival)
+        elif ended == "video_retimed":
+            self.metrics.timestamp_discontinuities.inc()
+            log.warning("camera clock stepped forward; its timestamps go on from the last frame", extra=self._extra)
         elif ended == "gop_too_long":
             log.warning("no keyframe within the segment cap; re-opening the stream", extra=self._extra)
             return "gop_too_long", f"no keyframe for {self.rec.segment_cap_seconds} s; re-opened the stream"
         return None
 
-    def _start_run(self, key: av.Packet, anchor_us: int, floor_us: int | None = None) -> Run:
+    def _audio_written(self, note: str | None) -> None:
+        if note == "audio_dropped":
+            self.metrics.invalid_packets.inc()
+        elif note == "audio_retimed":
+            self.metrics.timestamp_discontinuities.inc()
+            log.warning("audio timestamps disagree with the video; audio re-timed, video goes on", extra=self._extra)
+
+    def _start_run(self, key: av.Packet, arrival_us: int, at_us: int | None = None) -> Run | None:
+        """A run from keyframe `key`, anchored where it arrived (or `at_us`), never before the gap's start."""
+        if self._size is None:
+            self._size = picture_size(key.stream, key)
+            if self._size is None:
+                log.warning("keyframe without parameter sets; waiting for the next one", extra=self._extra)
+                return None
         run_id = self.next_run_id()
-        floor = floor_us if floor_us is not None else self._gap_from or 0
-        anchor = max(anchor_us, floor)
+        floor = self._gap_from or 0 if at_us is None else at_us
+        anchor = max(arrival_us, floor) if at_us is None else at_us
         # The previous run's muxed end can be later than this anchor: its anchor was refined to an
         # earlier time after its muxed start was fixed, or this run re-anchors after clock drift.
         self._run = Run(camera=self.cam.id, run_id=run_id, anchor_us=anchor, floor_us=floor,
-                        mux_start_us=max(anchor, self._mux_end_us), first_key=key, video=key.stream,
-                        audio=self._audio, data_dir=self.data_dir, rec=self.rec, on_closed=self._segment_closed,
-                        on_lost=self._footage_lost,
+                        mux_start_us=max(anchor, self._mux_end_us), first_key=key, arrival_us=arrival_us,
+                        size=self._size, video=key.stream, audio=self._audio, data_dir=self.data_dir,
+                        rec=self.rec, on_closed=self._segment_closed, on_lost=self._footage_lost,
                         on_write_error=lambda: self.writer.request_retention(emergency=True))
         # the gap before this run is written when its first segment is, with the refined start
         self._run_gap = (self._gap_from, self._gap_reason, self._gap_detail) if self._gap_from else None
@@ -561,40 +447,6 @@ class CameraRecorder(threading.Thread):
 
     def _footage_lost(self, start_us: int, end_us: int, detail: str) -> None:
         self.writer.add_gap(Gap(self.cam.id, start_us, end_us, "disk_full", detail))
-
-
-def _frame_ticks(stream: Any) -> int:
-    """A guess at one packet's duration, in the stream's time base, for back-filling."""
-    if stream.type == "audio":
-        return max(1, round(Fraction(1024, stream.codec_context.sample_rate or 48000) / stream.time_base))
-    rate = stream.average_rate or stream.guessed_rate or Fraction(15)
-    return max(1, round(1 / (rate * stream.time_base)))
-
-
-def _backfill(held: list[tuple[av.Packet, int]], timed: av.Packet, default_ticks: int) -> \
-        list[tuple[av.Packet, int]]:
-    """Give the packets held without dts (in arrival order) the times they would have had.
-
-    dts: counted back from the stream's first timed packet, one packet duration each (decode
-    order is arrival order); should a pts come out earlier than its dts (a B-frame stream whose
-    frame durations vary), the held packets move earlier together so that none does, which leaves
-    at most a small step before `timed`. pts: kept; a missing one (the session's first packet) is
-    one duration before the earliest pts that follows it, which is right for a keyframe with or
-    without B-frames after it, and never before its dts.
-    """
-    dts = timed.dts
-    for pkt, _ in reversed(held):
-        dts -= pkt.duration or timed.duration or default_ticks
-        pkt.dts = dts
-    early = max((pkt.dts - pkt.pts for pkt, _ in held if pkt.pts is not None), default=0)
-    later = timed.pts
-    for pkt, _ in reversed(held):
-        if early > 0:
-            pkt.dts -= early
-        if pkt.pts is None:
-            pkt.pts = max(pkt.dts, later - (pkt.duration or timed.duration or default_ticks))
-        later = min(later, pkt.pts)
-    return held
 
 
 def _close_quietly(container: Any) -> None:

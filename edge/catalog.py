@@ -1,7 +1,7 @@
 """The edge catalog: one SQLite file (`<data_dir>/catalog.db`) describing every segment on disk.
 
 Only the catalog writer thread (`edge/writer.py`) writes it; the HTTP server opens it
-read-only. The schema is version 3 (`PRAGMA user_version`); later versions append a
+read-only. The schema is version 4 (`PRAGMA user_version`); later versions append a
 migration step to `MIGRATIONS`, never edit an old one.
 """
 
@@ -96,6 +96,12 @@ CREATE TABLE holds (
 CREATE INDEX holds_camera_start ON holds (camera, start_us);
 """
 
+SCHEMA_V4 = """
+-- Each segment's activity series (shared/activity.py): little-endian uint32 [n, 2], non-keyframe and
+-- keyframe video bytes per UTC second it touches. NULL for rows written before v4.
+ALTER TABLE segments ADD COLUMN activity BLOB;
+"""
+
 # A segment overlapping any hold of its camera (used as `[NOT] EXISTS` in retention queries).
 _HELD = ("EXISTS (SELECT 1 FROM holds h WHERE h.camera = segments.camera AND h.start_us < segments.end_us "
          "AND h.end_us > segments.start_us)")
@@ -104,7 +110,7 @@ _HELD = ("EXISTS (SELECT 1 FROM holds h WHERE h.camera = segments.camera AND h.s
 
 
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +129,7 @@ class SegmentRow:
     fragments: Any  # numpy int64 [n, 4]
     recovered: bool
     sync_state: str
+    activity: bytes | None = None  # shared/activity.py BLOB
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SegmentRow:
@@ -130,7 +137,7 @@ class SegmentRow:
                    end_us=row["end_us"], path=row["path"], bytes=row["bytes"], sha256=row["sha256"],
                    init_bytes=row["init_bytes"], video_codec=row["video_codec"],
                    audio_codec=row["audio_codec"], fragments=fragments.to_array(row["fragments"]),
-                   recovered=bool(row["recovered"]), sync_state=row["sync_state"])
+                   recovered=bool(row["recovered"]), sync_state=row["sync_state"], activity=row["activity"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +161,7 @@ def disk_full(exc: CatalogUnavailable) -> bool:
 
 
 _SEGMENT_COLUMNS = ("seq, camera, run_id, start_us, end_us, path, bytes, sha256, init_bytes, video_codec, "
-                    "audio_codec, fragments, recovered, sync_state")
+                    "audio_codec, fragments, recovered, sync_state, activity")
 
 
 class Catalog:
@@ -178,10 +185,11 @@ class Catalog:
             self._conn.execute("BEGIN")
             cur = self._conn.execute(
                 "INSERT INTO segments (camera, run_id, start_us, end_us, path, bytes, sha256, init_bytes, "
-                "video_codec, audio_codec, fragments, recovered, created_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "video_codec, audio_codec, fragments, recovered, created_us, activity) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (seg.camera, seg.run_id, seg.start_us, seg.end_us, str(seg.final_path.relative_to(self.data_dir)),
                  seg.bytes, seg.sha256, seg.init_bytes, seg.video_codec, seg.audio_codec,
-                 fragments.to_blob(seg.fragments), int(seg.recovered), created))
+                 fragments.to_blob(seg.fragments), int(seg.recovered), created, seg.activity))
             seq = int(cur.lastrowid or 0)
             if doorbell:
                 event = SegmentEvent(seq=seq, camera=seg.camera, start=us_to_iso(seg.start_us),

@@ -39,26 +39,30 @@ class NodeConfig:
                            else "must be debug, info, warning or error", doc="log level")
 
 
+DEFAULT_SEGMENT_CAP_S = 300  # the longest GOP recorded without re-opening the stream (issue 16)
+
+
 @dataclasses.dataclass(frozen=True)
 class RecordingConfig:
     segment_seconds: int = field(60, check=between(2, 3600),
                                  doc="cut at the first keyframe at or after each wall-clock multiple")
     max_segment_seconds: int = field(0, check=between(0, 7200),
-                                     doc="cap for very long GOPs (0 = 3 x segment_seconds, at least 30): "
-                                         "a segment that reaches it without a keyframe ends the RTSP "
-                                         "session, which makes the camera start a new GOP")
+                                     doc="safety cap for very long GOPs (0 = 300 s): a GOP longer than "
+                                         "segment_seconds is written whole into one segment; only a stream "
+                                         "that goes this long without a keyframe is re-opened")
     retain_days: float = field(30.0, check=between(0.001, 36500), doc="local retention")
     min_free_percent: float = field(10.0, check=between(0, 99),
                                     doc="below this, delete oldest segments (synced first); "
                                         "recording never stops")
     max_drift_seconds: float = field(5.0, check=between(0.5, 3600),
-                                     doc="a camera clock drifting this far from the edge clock starts a new run")
+                                     doc="a camera clock stepping this far from the run's clock model "
+                                         "(which follows a steady rate error of up to 5 %) starts a new run")
     retention_interval_seconds: float = field(10.0, check=between(0.1, 3600),
                                               doc="how often retention checks age and free space")
 
     @property
     def segment_cap_seconds(self) -> int:
-        return self.max_segment_seconds or max(3 * self.segment_seconds, 30)
+        return self.max_segment_seconds or DEFAULT_SEGMENT_CAP_S
 
 
 @dataclasses.dataclass(frozen=True)

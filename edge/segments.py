@@ -34,17 +34,20 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from shared import activity
 from shared.timeutil import compact_to_us, us_to_compact, us_to_datetime
 
 log = logging.getLogger(__name__)
 
 SEGMENTS_DIR = "segments"
 PART_SUFFIX = ".part"
+KEY_MATCH_US = 2000  # a fragment's tfdt and its keyframe's muxed time agree to this (rounding)
+MAX_PENDING_PACKETS = 200_000  # video packets awaiting their file's activity series (55 min at 60 fps)
 _NAME = re.compile(r"(?P<start>[0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-r(?P<run>[0-9]+)\.mp4")
 
 
@@ -65,6 +68,7 @@ class ClosedSegment:
     audio_codec: str | None
     fd: int | None = None  # open descriptor for the writer to fsync and close
     recovered: bool = False
+    activity: bytes | None = None  # shared/activity.py BLOB: video bytes per UTC second
 
     @property
     def final_path(self) -> Path:
@@ -115,12 +119,18 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 class SegmentSink:
     """The file object a run's MP4 muxer writes to (PyAV calls `write`; it never seeks).
 
-    The recorder calls `keyframe(media_us, cut)` just before it muxes each video keyframe: the
-    n-th call describes the n-th fragment (FFmpeg's `frag_keyframe` starts one per video
-    keyframe), and `cut=True` makes that fragment the first of a new file. Times are media
-    microseconds since the run's first keyframe; `anchor_us` maps them to wall-clock time and
-    may be refined by the recorder until the first fragment reaches the sink (`anchored`).
-    `finish(end_us)` after the muxer is closed completes the last file.
+    The recorder calls `keyframe(mux_us, rel_us, cut)` just before it muxes each video keyframe: its
+    muxed time (µs, as the muxer will write it), its wall-clock time relative to
+    `anchor_us`, and whether a new file should start there. FFmpeg's `frag_keyframe` starts a
+    fragment at a video keyframe, but not at every one: until every track has a sample it writes
+    nothing (`delay_moov`), so a camera whose audio starts late gets a first fragment of several
+    GOPs. Each fragment is therefore matched to its keyframe by the video `tfdt` in its `moof`
+    (buffered until it is whole), and a cut asked for inside a fragment moves to the next one.
+    `anchor_us` may be refined by the recorder until the first fragment reaches the sink
+    (`anchored`). `finish(end_us)` after the muxer is closed completes the last file.
+    `video_packet(rel_us, size, keyframe)` is told every video packet's wall-clock time relative to
+    `anchor_us`, size and keyframe flag (two list appends: the per-second activity series of each
+    file is made from them when the file closes).
     """
 
     def __init__(self, *, camera: str, run_id: int, data_dir: Path, video_codec: str,
@@ -137,15 +147,21 @@ class SegmentSink:
         self.on_write_error = on_write_error  # called at once on every failed write
         self.init = bytearray()  # ftyp + moov, repeated at the head of every file
         self.anchor_us = 0  # wall-clock time of media time 0
-        self._kf_times: dict[int, int] = {}  # media start of fragment n (n-th video keyframe), pruned
-        self._kf_count = 0
-        self._last_kf_us = 0
-        self._cuts: set[int] = set()  # fragment numbers that start a new file, pruned
+        self._keys: dict[int, tuple[int, bool]] = {}  # muxed µs -> (rel_us, cut) of keyframes not yet placed
+        self._timescale = 0  # of the video track, from the init section
+        # tfdt - muxed time of a fragment's keyframe: 0, or with B-frames the keyframe's pts - dts
+        # (FFmpeg moves the track so that its first sample is shown at its tfdt)
+        self._tfdt_offset: int | None = None
+        self._carry_cut = False  # a cut asked for inside a fragment: the next fragment starts a file
+        self._next_us: int | None = None  # muxed µs where the next fragment's video starts
+        self._frag_rel = 0  # rel_us of the fragment being written
+        self._moof: bytearray | None = None  # the moof being received
         # box parser state
         self._hdr = bytearray()
         self._box_type = b""
         self._box_left = 0
         self._frag_no = -1  # number of the fragment being written (moof seen)
+        self._closed_early = False  # the file was closed at the end of the previous fragment
         self._seen_moof = False
         # current file
         self._fd: int | None = None
@@ -156,12 +172,14 @@ class SegmentSink:
         self._good_hash = self._hash.copy()
         self._frag_offset = 0
         self._frags: list[tuple[int, int, int]] = []  # offset, size, start_us
-        self._file_start_frag = 0
         # disk trouble: drop bytes until the next fragment, remember what was lost
         self._discarding = False
         self._lost_from: int | None = None
         self._lost_detail = ""
         self.bytes_written = 0
+        # video packets not yet in a closed file's activity series: media µs, size (negative: keyframe)
+        self._pkt_t: list[int] = []
+        self._pkt_n: list[int] = []
 
     # -- recorder side ------------------------------------------------------------------------
     @property
@@ -169,11 +187,27 @@ class SegmentSink:
         """True once wall-clock times have been written out: `anchor_us` is final."""
         return self._seen_moof
 
-    def keyframe(self, media_us: int, cut: bool) -> None:
-        if cut and self._kf_count:
-            self._cuts.add(self._kf_count)
-        self._kf_times[self._kf_count] = self._last_kf_us = media_us
-        self._kf_count += 1
+    def keyframe(self, mux_us: int, rel_us: int, cut: bool) -> None:
+        self._keys[mux_us] = (rel_us, cut)
+
+    def _key_near(self, mux_us: int) -> tuple[int, bool] | None:
+        return next((v for k, v in self._keys.items() if abs(k - mux_us) <= KEY_MATCH_US), None)
+
+    def video_packet(self, media_us: int, size: int, keyframe: bool) -> None:
+        self._pkt_t.append(media_us)
+        self._pkt_n.append(-size if keyframe else size)
+        if len(self._pkt_t) > MAX_PENDING_PACKETS:  # no file closes (a full disk): forget the oldest half
+            del self._pkt_t[:MAX_PENDING_PACKETS // 2], self._pkt_n[:MAX_PENDING_PACKETS // 2]
+
+    def _activity(self, start_us: int, end_us: int) -> bytes:
+        """The activity series of [start, end) from the packets before `end`; those are forgotten."""
+        t = np.array(self._pkt_t, dtype=np.int64) + self.anchor_us
+        n = np.array(self._pkt_n, dtype=np.int64)
+        later = t >= end_us
+        self._pkt_t = (t[later] - self.anchor_us).tolist()
+        self._pkt_n = n[later].tolist()
+        mine = ~later & (t >= start_us)  # (packets of fragments a full disk refused are before start)
+        return activity.to_blob(activity.from_packets(start_us, end_us, t[mine], np.abs(n[mine]), n[mine] < 0))
 
     def finish(self, end_us: int) -> None:
         """The muxer is closed: complete the last file; `end_us` is the wall end of its last frame."""
@@ -233,37 +267,67 @@ class SegmentSink:
                 self._box_end()
 
     def _box_begin(self, box_type: bytes) -> None:
-        if box_type != b"moof":
-            return
-        self._seen_moof = True
+        if box_type == b"moof":
+            self._seen_moof = True  # the anchor is final from here on
+            self._moof = bytearray()
+
+    def _moof_end(self) -> None:
+        """A whole moof: find its keyframe, switch files if a cut falls here, write it out."""
+        moof, self._moof = bytes(self._moof or b""), None
         self._frag_no += 1
-        for n in [n for n in self._kf_times if n < self._frag_no - 1]:
-            del self._kf_times[n]
-        self._cuts.discard(self._frag_no - 1)
-        if self._fd is not None and self._frag_no in self._cuts:
-            self._close_file(self._start_of(self._frag_no))
+        if not self._timescale:
+            self._timescale = video_timescale(bytes(self.init)) or 90000
+        span = video_span(moof)
+        cut = self._carry_cut
+        if span is not None:
+            start_us, end_us = (t * 1_000_000 // self._timescale for t in (span[0], span[0] + span[1]))
+            if self._tfdt_offset is None:  # the run's first fragment starts with its first keyframe
+                self._tfdt_offset = start_us - min(self._keys, default=start_us)
+            start_us, end_us = start_us - self._tfdt_offset, end_us - self._tfdt_offset
+            for key_us in sorted(k for k in self._keys if k < end_us - KEY_MATCH_US):
+                rel, key_cut = self._keys.pop(key_us)
+                if key_us <= start_us + KEY_MATCH_US:
+                    cut, self._frag_rel = cut or key_cut, rel
+                else:  # inside this fragment: the cut waits for the next one
+                    self._carry_cut = self._carry_cut or key_cut
+            self._next_us = end_us
+        if span is None or self._frag_no == 0:
+            cut = False
+        if cut:
+            self._carry_cut = False
+        if self._fd is not None and cut:
+            self._close_file(self.anchor_us + self._frag_rel)
         if self._discarding or self._fd is None:
             self._open_file()
         if self._fd is not None:
             self._frag_offset = self._size
+        self._write_out(moof)
 
     def _box_end(self) -> None:
-        if self._box_type == b"mdat" and self._seen_moof and self._fd is not None and not self._discarding:
-            self._frags.append((self._frag_offset, self._size - self._frag_offset, self._start_of(self._frag_no)))
+        if self._box_type == b"moof":
+            self._moof_end()
+        elif self._box_type == b"mdat" and self._seen_moof and self._fd is not None and not self._discarding:
+            self._frags.append((self._frag_offset, self._size - self._frag_offset, self.anchor_us + self._frag_rel))
             self._good_size = self._size
             self._good_hash = self._hash.copy()
-            if self._frag_no + 1 in self._cuts:  # the next fragment starts a new file: close now
-                self._close_file(self._start_of(self._frag_no + 1))
-
-    def _start_of(self, frag_no: int) -> int:
-        """Wall-clock start of fragment `frag_no`."""
-        return self.anchor_us + self._kf_times.get(frag_no, self._last_kf_us)
+            following = self._key_near(self._next_us) if self._next_us is not None else None
+            if following is not None and (following[1] or self._carry_cut):
+                # the next fragment starts a new file: close this one now rather than a GOP later
+                self._close_file(self.anchor_us + following[0])
 
     def _out(self, data: bytes | memoryview) -> None:
+        if self._moof is not None:
+            self._moof += data
+            return
         if not self._seen_moof:
             self.init += data  # the init section; written at the head of each file
             return
-        if self._box_type == b"mfra" or self._fd is None or self._discarding:
+        if self._box_type == b"mfra":
+            return
+        self._write_out(data)
+
+    def _write_out(self, data: bytes | memoryview) -> None:
+        if self._fd is None or self._discarding:
             return
         try:
             _write_all(self._fd, data)
@@ -275,7 +339,7 @@ class SegmentSink:
 
     # -- files -------------------------------------------------------------------------------
     def _open_file(self) -> None:
-        start = self._start_of(self._frag_no)
+        start = self.anchor_us + self._frag_rel
         folder = segment_dir(self.data_dir, self.camera, start)
         path = folder / (segment_name(start, self.run_id) + PART_SUFFIX)
         fd = None
@@ -294,11 +358,13 @@ class SegmentSink:
         self._size = self._good_size = len(self.init)
         self._good_hash = self._hash.copy()
         self._frags = []
-        self._file_start_frag = self._frag_no
         self._discarding = False
         if self._lost_from is not None:
             self.on_lost(self._lost_from, start, self._lost_detail)
             self._lost_from = None
+            keep = [i for i, t in enumerate(self._pkt_t) if self.anchor_us + t >= start]  # (the lost packets)
+            self._pkt_t = [self._pkt_t[i] for i in keep]
+            self._pkt_n = [self._pkt_n[i] for i in keep]
 
     def _close_file(self, end_us: int) -> None:
         fd, path = self._fd, self._path
@@ -313,11 +379,12 @@ class SegmentSink:
             frags[i] = (offset, size, start, 0)
         frags[:-1, 3] = frags[1:, 2] - frags[:-1, 2]
         frags[-1, 3] = max(end_us - frags[-1, 2], 0)
+        start, end = int(frags[0, 2]), int(frags[-1, 2] + frags[-1, 3])
         self.on_closed(ClosedSegment(
-            camera=self.camera, run_id=self.run_id, part_path=path,
-            start_us=int(frags[0, 2]), end_us=int(frags[-1, 2] + frags[-1, 3]),
+            camera=self.camera, run_id=self.run_id, part_path=path, start_us=start, end_us=end,
             bytes=self._size, sha256=self._hash.hexdigest(), init_bytes=len(self.init),
             fragments=frags, video_codec=self.video_codec, audio_codec=self.audio_codec, fd=fd,
+            activity=self._activity(start, end),
         ))
 
     def _fail(self, detail: str, opening: bool = False) -> None:
@@ -327,7 +394,7 @@ class SegmentSink:
                       extra={"camera": self.camera, "error": detail})
         self.on_write_error()
         if self._lost_from is None:
-            self._lost_from = self._start_of(self._frag_no)
+            self._lost_from = self.anchor_us + self._frag_rel
             self._lost_detail = f"write failed: {detail}"
         self._discarding = True
         if opening or self._fd is None:
@@ -340,6 +407,69 @@ class SegmentSink:
             pass
         self._size, self._hash = self._good_size, self._good_hash
         self._close_file(self._lost_from)
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, content start, end) of the boxes in data[start:end] (32-bit sizes)."""
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        if size < 8:
+            return
+        yield kind, start + 8, min(start + size, end)
+        start += size
+
+
+def video_timescale(init: bytes, track_id: int = 1) -> int | None:
+    """The `mdhd` timescale of a track (the video is track 1) in an init section (ftyp + moov)."""
+    for kind, a, b in _boxes(init, 0, len(init)):
+        if kind != b"moov":
+            continue
+        for trak, x, y in _boxes(init, a, b):
+            if trak != b"trak":
+                continue
+            found, timescale = False, None
+            for sub, p, q in _boxes(init, x, y):
+                if sub == b"tkhd":
+                    found = struct.unpack_from(">I", init, p + (20 if init[p] == 1 else 12))[0] == track_id
+                elif sub == b"mdia":
+                    for mdhd, m, _end in _boxes(init, p, q):
+                        if mdhd == b"mdhd":
+                            timescale = struct.unpack_from(">I", init, m + (20 if init[m] == 1 else 12))[0]
+            if found:
+                return timescale
+    return None
+
+
+def video_span(moof: bytes, track_id: int = 1) -> tuple[int, int] | None:
+    """(tfdt, decode duration) of a track's samples in a `moof` (the video is track 1), or None."""
+    boxes = _boxes
+    for kind, a, b in boxes(moof, 8, len(moof)):
+        if kind != b"traf":
+            continue
+        tfdt = default = None
+        duration = 0
+        for sub, x, _end in boxes(moof, a, b):
+            if sub == b"tfhd":
+                flags = int.from_bytes(moof[x + 1:x + 4], "big")
+                if struct.unpack_from(">I", moof, x + 4)[0] != track_id:
+                    break
+                at = x + 8 + (8 if flags & 0x01 else 0) + (4 if flags & 0x02 else 0)
+                default = struct.unpack_from(">I", moof, at)[0] if flags & 0x08 else None
+            elif sub == b"tfdt":
+                tfdt = struct.unpack_from(">Q" if moof[x] == 1 else ">I", moof, x + 4)[0]
+            elif sub == b"trun":
+                flags = int.from_bytes(moof[x + 1:x + 4], "big")
+                count = struct.unpack_from(">I", moof, x + 4)[0]
+                at = x + 8 + (4 if flags & 0x01 else 0) + (4 if flags & 0x04 else 0)
+                if flags & 0x100:
+                    stride = 4 * bin(flags & 0xF00).count("1")
+                    duration += sum(struct.unpack_from(">I", moof, at + i * stride)[0] for i in range(count))
+                else:
+                    duration += count * (default or 0)
+        else:
+            if tfdt is not None:
+                return tfdt, duration
+    return None
 
 
 # -- start-up recovery -------------------------------------------------------------------------
@@ -391,6 +521,7 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
     # Fragment times from the packets: the first packet of fragment k has the fragment's start.
     frag_starts: list[float | None] = [None] * len(boxes)
     first = last_end = None
+    packets: list[tuple[float, int, bool]] = []  # (dts s, size, keyframe) for the activity series
     video_codec, audio_codec = "", None
     try:
         with av.open(str(path)) as container:
@@ -410,6 +541,7 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
                     frag_starts[k] = t
                 first = t if first is None else first
                 last_end = t + (pkt.duration or 0) * tb
+                packets.append((t, pkt.size, pkt.is_keyframe))
     except (av.error.FFmpegError, IndexError) as exc:
         log.warning("removed undecodable segment file", extra={"camera": camera, "path": str(path),
                                                                 "error": str(exc)})
@@ -429,8 +561,12 @@ def recover_file(path: Path, camera: str) -> ClosedSegment | None:
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
+    end_us = max(end_us, start_us)
+    pk = np.array(packets, dtype=np.float64).reshape(-1, 3)
+    series = activity.from_packets(start_us, end_us, start_us + np.round((pk[:, 0] - first) * 1e6).astype(np.int64),
+                                   pk[:, 1], pk[:, 2] > 0)
     return ClosedSegment(
-        camera=camera, run_id=run_id, part_path=path, start_us=start_us, end_us=max(end_us, start_us),
+        camera=camera, run_id=run_id, part_path=path, start_us=start_us, end_us=end_us,
         bytes=keep, sha256=digest.hexdigest(), init_bytes=init_size, fragments=frags,
-        video_codec=video_codec, audio_codec=audio_codec, recovered=True,
+        video_codec=video_codec, audio_codec=audio_codec, recovered=True, activity=activity.to_blob(series),
     )

@@ -12,6 +12,7 @@ and dropped.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -43,13 +44,18 @@ log = logging.getLogger(__name__)
 
 
 class Bus:
-    def __init__(self, cfg: HubConfig, ingest: Ingestor, metrics: HubMetrics) -> None:
+    """The hub's MQTT client. `subscribe=False` (a process that runs jobs but does not ingest):
+    it only publishes the edges' holds, under a client id and session of its own."""
+
+    def __init__(self, cfg: HubConfig, ingest: Ingestor, metrics: HubMetrics, subscribe: bool = True) -> None:
         self.cfg = cfg
         self.ingest = ingest
         self.metrics = metrics
+        self.subscribe = subscribe
         self.topics = Topics(cfg.mqtt.topic_prefix)
         self.connected = False
-        self.client = make_client(cfg.mqtt, client_id=cfg.ingest.client_id)
+        self.client_id = cfg.ingest.client_id if subscribe else f"{cfg.ingest.client_id}-jobs-{os.getpid()}"
+        self.client = make_client(cfg.mqtt, client_id=self.client_id)
         self.client.max_inflight_messages_set(100)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -65,8 +71,9 @@ class Bus:
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_seconds,
-                                  clean_start=False,
-                                  properties=connect_properties(self.cfg.ingest.session_expiry_seconds))
+                                  clean_start=not self.subscribe,
+                                  properties=connect_properties(self.cfg.ingest.session_expiry_seconds
+                                                                if self.subscribe else 0))
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -115,7 +122,8 @@ class Bus:
         self.problems.connected()
         self.connected = True
         self.metrics.mqtt_connected.set(1)
-        client.subscribe(self.topics.all(), qos=1)
+        if self.subscribe:
+            client.subscribe(self.topics.all(), qos=1)
         log.info("connected to the broker", extra={"broker": self.cfg.mqtt.url,
                                                    "session_present": bool(flags.session_present)})
         for sync in list(self.ingest.syncs.values()):

@@ -1,4 +1,5 @@
-"""`vigil-hub --config hub.toml [--check-config] [run | restore | replicate | nodes [--watch S] [--json]]`
+"""`vigil-hub --config hub.toml [--check-config] [--role all|ingest|api|jobs] [run | restore | replicate | nodes
+[--watch S] [--json]]`
 (restore: hub.db from its Litestream replica if it is missing; replicate: become Litestream for
 hub.db; nodes: the fleet as seen over MQTT),
 `vigil-hub --hash-token` (reads a token on stdin),
@@ -12,9 +13,9 @@ import logging
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
 
 from hub.config import ConfigError, HubConfig, load_hub_config
+from hub.roles import ROLES
 from hub.service import HubService, StartupError
 from shared import __version__, litestream
 from shared.logs import setup_logging
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run: serve (default); restore: bring hub.db back from its Litestream replica if it "
                              "is missing; replicate: run Litestream for hub.db; nodes: print the fleet as seen "
                              "over MQTT")
+    parser.add_argument("--role", choices=ROLES, default="all",
+                        help="run: what this process does (default all): api serves the API only, ingest also "
+                             "pulls from the edges, jobs also runs exports, retention and hold publication (one "
+                             "process at a time, by lease); roles other than all need [catalog] url")
     parser.add_argument("--watch", type=float, metavar="SECONDS", help="nodes: refresh every SECONDS")
     parser.add_argument("--json", action="store_true", help="nodes: one JSON document per refresh")
     args = parser.parse_args(argv)
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
     setup_logging(config.hub.log_level, node="hub")
-    service = HubService(config)
+    service = HubService(config, role=args.role)
     try:
         service.run_forever()
     except StartupError as exc:
@@ -94,36 +99,9 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def _verify_stored(config: HubConfig, export_id: str, public_pem: bytes) -> tuple[list[str], Any] | None:
-    """An export in object storage, downloaded and checked, its source segments too; None if there
-    is no such export."""
-    import tempfile
-
-    from hub.exports import MANIFEST, export_prefix, verify_dir
-    from hub.store import ObjectStore
-
-    store = ObjectStore(config.s3)
-    prefix = export_prefix(export_id)
-    keys = store.keys(prefix)
-    if prefix + MANIFEST not in keys:
-        return None
-    with tempfile.TemporaryDirectory(prefix="vigil-verify-") as tmp:
-        for key in keys:
-            store.download(key, Path(tmp) / key[len(prefix):])
-        problems, manifest = verify_dir(Path(tmp), public_pem)
-    for src in (manifest or {}).get("sources", []):
-        stored = store.existing_sha256(src["key"])
-        if stored is None:
-            problems.append(f"source {src['key']}: no longer in object storage")
-        elif stored != src["sha256"]:
-            problems.append(f"source {src['key']}: stored sha256 {stored} differs from the manifest's "
-                            f"{src['sha256']}")
-    return problems, manifest
-
-
 def verify_export(argv: list[str]) -> int:
     """Check an export's signed manifest and every file it lists; exit 0 only if all match."""
-    from hub.exports import ManifestSigner, export_prefix, verify_dir
+    from hub.exports import ManifestSigner, export_prefix, verify_dir, verify_stored
     from hub.store import StoreError
 
     parser = argparse.ArgumentParser(
@@ -161,7 +139,8 @@ def verify_export(argv: list[str]) -> int:
                 print(f"error: {args.target} is not a folder; to verify an export by id give --config hub.toml",
                       file=sys.stderr)
                 return 2
-            checked = _verify_stored(config, args.target, public_pem)
+            from hub.store import ObjectStore
+            checked = verify_stored(ObjectStore(config.s3), args.target, public_pem)
             if checked is None:
                 print(f"error: no export {args.target!r} in bucket {config.s3.bucket} (nothing under "
                       f"{export_prefix(args.target)})", file=sys.stderr)

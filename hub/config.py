@@ -31,6 +31,19 @@ class HubSection:
                            else "must be debug, info, warning or error", doc="log level")
 
 
+def _check_catalog_url(url: str) -> str | None:
+    if not url or re.fullmatch(r"postgres(ql)?://[^\s]+", url):
+        return None
+    return "must be a postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE URL, or empty (SQLite in hub.data_dir)"
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogSection:
+    url: str = field("", secret=True, check=_check_catalog_url,
+                     doc="the catalog's PostgreSQL database (postgresql://user:password@host:5432/vigil), which "
+                         "several hub processes may share; empty: SQLite, hub.data_dir/hub.db")
+
+
 @dataclasses.dataclass(frozen=True)
 class S3Config:
     endpoint_url: str = field(check=check_http_url, doc="S3 endpoint (MinIO), e.g. http://minio:9000")
@@ -219,6 +232,7 @@ class HubConfig:
     mqtt: MqttConfig
     s3: S3Config
     edge: EdgeAccess
+    catalog: CatalogSection = field(CatalogSection())
     ingest: IngestConfig = field(IngestConfig())
     nodes: list[NodeEntry] = field([], doc="[[nodes]] tables: the edges this hub pulls from")
     retention: RetentionConfig = field(RetentionConfig())
@@ -282,6 +296,9 @@ class HubConfig:
             cams.add(override.camera)
         if not self.nodes and not self.ingest.accept_new_nodes:
             problems.append("nodes: list the edges in [[nodes]] or set ingest.accept_new_nodes = true")
+        if self.catalog.url and self.litestream is not None and self.litestream.enabled:
+            problems.append("litestream.enabled: Litestream replicates the SQLite catalog; a PostgreSQL catalog "
+                            "([catalog] url) is backed up by PostgreSQL's own means (pg_basebackup, WAL archiving)")
         if problems:
             raise ConfigError(problems)
 

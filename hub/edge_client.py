@@ -4,7 +4,9 @@ Everything an edge answers is untrusted input (issue 14). A listing is read up t
 `ingest.max_listing_kb` within `ingest.listing_seconds` (`too_large`, `too_slow`); a page that does not
 parse, or lists seqs out of order, is `bad_response`. A row that parses but fails a check (an id
 that `check_id` refuses, a fragment index outside the file or the row's time span, a declared size
-over `ingest.max_segment_mb`) is *refused*: it carries `refusal` and is never downloaded. A gap row
+over `ingest.max_segment_mb`) is *refused*: it carries `refusal` and is never downloaded. An activity
+series that fails `shared.activity.problem` (longer than the row's span, more bytes than the file) is
+dropped with a warning; the segment is pulled without it. A gap row
 with a bad camera id is left out of the copy. A download stops reading past the size the row
 declared and is given `timeout_seconds` plus its declared size at `ingest.min_download_kbps`
 (`too_slow`). A reason this hub does not know is kept as `unknown`. Failures are `PullError`s whose
@@ -25,6 +27,7 @@ from typing import Any
 import urllib3
 
 from hub.catalog import EdgeGap
+from shared import activity
 from shared.config import check_id
 from shared.enums import EDGE_GAP_REASONS
 
@@ -73,6 +76,7 @@ class EdgeSegment:
     fragments: list[list[int]]
     recovered: bool
     refusal: PullError | None = dataclasses.field(default=None, compare=False)  # set: never downloaded
+    activity: bytes | None = None    # shared/activity.py BLOB; None when absent or refused (the footage is not)
 
     @classmethod
     def from_json(cls, d: Any, max_bytes: int = Limits.max_segment_bytes) -> EdgeSegment:
@@ -86,7 +90,13 @@ class EdgeSegment:
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise PullError("bad_response", f"edge listed a malformed segment row ({exc})") from None
         problem = seg.problem(max_bytes)
-        return dataclasses.replace(seg, refusal=problem) if problem else seg
+        if problem:
+            return dataclasses.replace(seg, refusal=problem)
+        series, why = activity.from_text(d.get("activity"), seg.start_us, seg.end_us, seg.bytes)
+        if why:
+            log.warning("activity series refused; the segment is pulled without it",
+                        extra={"seq": seg.seq, "camera": seg.camera, "error": why})
+        return dataclasses.replace(seg, activity=series) if series is not None else seg
 
     def problem(self, max_bytes: int) -> PullError | None:
         """Why this row must not be pulled, or None."""

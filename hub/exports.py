@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +149,31 @@ def verify_dir(folder: Path, public_pem: bytes) -> tuple[list[str], dict[str, An
     return problems, manifest
 
 
+def verify_stored(store: ObjectStore, export_id: str, public_pem: bytes, work_dir: Path | None = None) \
+        -> tuple[list[str], dict[str, Any] | None] | None:
+    """An export in object storage, downloaded to a temp dir and checked as `verify_dir` checks a
+    folder, its source segments too (still stored, with the signed sha256); None if there is no such
+    export. `vigil-hub verify-export ID` and `GET /api/v1/exports/{id}/verification` run it."""
+    prefix = export_prefix(export_id)
+    keys = store.keys(prefix)
+    if prefix + MANIFEST not in keys:
+        return None
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vigil-verify-", dir=work_dir) as tmp:
+        for key in keys:
+            store.download(key, Path(tmp) / key[len(prefix):])
+        problems, manifest = verify_dir(Path(tmp), public_pem)
+    for src in (manifest or {}).get("sources", []):
+        stored = store.existing_sha256(src["key"])
+        if stored is None:
+            problems.append(f"source {src['key']}: no longer in object storage")
+        elif stored != src["sha256"]:
+            problems.append(f"source {src['key']}: stored sha256 {stored} differs from the manifest's "
+                            f"{src['sha256']}")
+    return problems, manifest
+
+
 def file_sha256(path: Path) -> tuple[int, str]:
     h = hashlib.sha256()
     size = 0
@@ -170,15 +196,22 @@ class Exporter:
         self.holds_changed = holds_changed
         self.signer = ManifestSigner.load(cfg.exports.signing_key_file, cfg.hub.data_dir)
         self.work_dir = cfg.hub.data_dir / "exports-tmp"
+        self._verifying = threading.Lock()
         self.wake = threading.Event()
+        self.runs_now: Callable[[], bool] = lambda: True   # the jobs lease: jobs are made only while held
         self.thread = threading.Thread(target=self._loop, name="exports", daemon=True)
 
     def start(self) -> None:
+        self.thread.start()
+
+    def take_over(self) -> None:
+        """This process starts making exports (at start, or when it takes the jobs lease over from a
+        process that stopped or died): jobs that were running there are made again from scratch."""
         n = self.catalog.requeue_running_exports()
         if n:
             log.warning("exports interrupted by a stop start again", extra={"exports": n})
         shutil.rmtree(self.work_dir, ignore_errors=True)
-        self.thread.start()
+        self.wake.set()
 
     def submit(self, cameras: list[Link], reason: str, requester: str) -> str:
         """Queue an export of a range per camera (each camera once)."""
@@ -193,6 +226,10 @@ class Exporter:
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
+            if not self.runs_now():
+                self.wake.wait(5.0)
+                self.wake.clear()
+                continue
             with self.catalog.read() as r:
                 export_id = r.next_queued_export()
             if export_id is None:
@@ -218,7 +255,8 @@ class Exporter:
         try:
             result = self._build(job, work)
         except Interrupted:
-            log.info("export interrupted by a stop; it starts again at the next start", extra={"export": export_id})
+            log.info("export interrupted (the hub stops, or this process lost the jobs lease): it is made again "
+                     "by the next holder of the jobs", extra={"export": export_id})
             return
         except (ExportError, StoreError, av.FFmpegError, OSError) as exc:
             reason = str(exc) or exc.__class__.__name__
@@ -232,6 +270,12 @@ class Exporter:
                                            "bytes": sum(f["bytes"] for f in result["files"])})
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _check_still_mine(self) -> None:
+        """Between an export's steps: stop when the hub stops or this process lost the jobs lease
+        (another process makes the export again; two must not write its objects at once)."""
+        if self.stop_event.is_set() or not self.runs_now():
+            raise Interrupted
 
     def _build(self, job: ExportJob, work: Path) -> dict[str, Any]:
         export_id = job.id
@@ -250,8 +294,7 @@ class Exporter:
             self.catalog.set_export_progress(export_id, round(min(0.99, done / (3 * total)), 4))
 
         def download(src: Source) -> Path:
-            if self.stop_event.is_set():
-                raise Interrupted
+            self._check_still_mine()
             path = work / f"{src.node}.{src.seq}.mp4"
             size, digest = self.store.download(src.key, path)
             if digest != src.sha256 or size != src.bytes:
@@ -270,12 +313,14 @@ class Exporter:
                 cam_outputs = remux(sources, fetch, start_us, end_us, work, f"{node}.{camera}",
                                     f"{node}.{camera} {us_to_iso(start_us)} - {us_to_iso(end_us)}", progress) \
                     if sources else []
+            self._check_still_mine()
             files = self._upload(prefix, export_id, f"{node}.{camera}", cam_outputs,
                                  sum(src.bytes for src in sources), progress)
             outputs += files
             manifest_cams.append({"camera": f"{node}.{camera}", "start": us_to_iso(start_us),
                                   "end": us_to_iso(end_us), "files": [f["name"] for f in files],
                                   "footage": bool(files)})
+        self._check_still_mine()
         data = self._sign_and_store(prefix, job, {"cameras": manifest_cams, "sources": sources_json,
                                                   "outputs": outputs})
         return {"files": [{k: o[k] for k in ("name", "camera", "bytes", "sha256", "duration_s", "start", "end")}
@@ -317,6 +362,20 @@ class Exporter:
             self.store.put_verified(prefix + name, blob, len(blob), hashlib.sha256(blob).hexdigest(),
                                     {"export": job.id}, content_type=ctype)
         return data
+
+    def verify(self, export_id: str) -> tuple[list[str], dict[str, Any] | None] | None:
+        """`verify_stored` with this hub's key, in its data dir; one at a time (each reads every
+        byte of an export from the bucket): None when another check is running, raises LookupError
+        when there is no such export in the bucket."""
+        if not self._verifying.acquire(blocking=False):
+            return None
+        try:
+            checked = verify_stored(self.store, export_id, self.signer.public_pem, self.work_dir.parent / "verify-tmp")
+        finally:
+            self._verifying.release()
+        if checked is None:
+            raise LookupError(export_id)
+        return checked
 
     def expire(self) -> int:
         """Delete the objects of exports past their expiry (done or failed) and mark them expired."""

@@ -86,10 +86,10 @@ def collect(cfg: HubConfig, timeout: float = 10.0) -> list[NodeView]:
 
 
 def _merge_catalog(cfg: HubConfig, views: dict[str, NodeView]) -> None:
-    if not (cfg.hub.data_dir / CATALOG_NAME).exists():
+    if not cfg.catalog.url and not (cfg.hub.data_dir / CATALOG_NAME).exists():
         return
     try:
-        catalog = HubCatalog(cfg.hub.data_dir, readonly=True)
+        catalog = HubCatalog(cfg.hub.data_dir, readonly=True, url=cfg.catalog.url)
         try:
             rows = catalog.reader().nodes()
         finally:

@@ -472,7 +472,7 @@ class NodeSync:
             node=self.node, seq=row.seq, camera=row.camera, run_id=row.run_id, start_us=row.start_us,
             end_us=row.end_us, bytes=row.bytes, sha256=row.sha256, init_bytes=row.init_bytes,
             video_codec=row.video_codec, audio_codec=row.audio_codec, fragments=fragments.to_blob(row.fragments),
-            recovered=row.recovered, object_key=key))
+            recovered=row.recovered, object_key=key, activity=row.activity))
         self.failures.pop(row.seq, None)
         self.stored += 1
         m = ingest.metrics

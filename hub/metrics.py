@@ -42,6 +42,8 @@ class HubMetrics:
         self.object_conflicts = Counter(
             "vigil_hub_object_conflicts", "ALARM: an object key already held different content", registry=r)
         self.mqtt_connected = Gauge("vigil_hub_mqtt_connected", "1 while connected to the broker", registry=r)
+        self.jobs_holder = Gauge("vigil_hub_jobs_holder", "1 while this process runs the hub's jobs (exports, "
+                                 "retention, hold publication): one process of a hub at a time", registry=r)
         self.mqtt_messages = Counter("vigil_hub_mqtt_messages", "MQTT messages received, by topic kind", ["kind"],
                                      registry=r)
         self.mqtt_invalid = Counter("vigil_hub_mqtt_invalid_messages", "MQTT messages dropped as invalid, by reason",

@@ -198,7 +198,8 @@ class ExportError(Exception):
 
 
 class Interrupted(Exception):
-    """The hub is stopping: the job stays `running` and is queued again at the next start."""
+    """The hub is stopping, or this process lost the jobs lease: the job stays `running` and is
+    queued again by the next holder of the jobs (hub/roles.py)."""
 
 
 class Prefetcher:

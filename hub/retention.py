@@ -49,6 +49,7 @@ class HubRetention:
         self.metrics = metrics
         self.stop_event = stop_event
         self.pass_lock = threading.Lock()  # one pass at a time (timer or API)
+        self.runs_now: Callable[[], bool] = lambda: True   # the jobs lease: timed passes only while held
         self.thread = threading.Thread(target=self._loop, name="retention", daemon=True)
 
     def start(self) -> None:
@@ -56,7 +57,8 @@ class HubRetention:
 
     def _loop(self) -> None:
         while not self.stop_event.wait(self.cfg.retention.interval_seconds):
-            self.run_pass()
+            if self.runs_now():
+                self.run_pass()
 
     def run_pass(self) -> RetentionResult:
         with self.pass_lock:

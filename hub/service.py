@@ -1,8 +1,10 @@
-"""The hub process: catalog, object store, ingest lanes, MQTT bus and the HTTP server.
+"""The hub process: catalog, object store, ingest lanes, MQTT bus, jobs and the HTTP server.
 
 Threads: paho's network thread (bus callbacks), two lanes per trusted node plus their download
-pools (`hub/ingest.py`), uvicorn's event loop (`hub/api/`, with a worker pool for anything
-touching disk, SQLite or S3), and main, which waits for SIGTERM/SIGINT and stops the rest.
+pools (`hub/ingest.py`), the jobs (exports, retention, hold publication) and their lease,
+uvicorn's event loop (`hub/api/`, with a worker pool for anything touching disk, the catalog or
+S3), and main, which waits for SIGTERM/SIGINT and stops the rest. Which of them run is the
+process's role (`hub/roles.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hub.exports import Exporter
 from hub.metrics import CatalogRows, HubMetrics
 from hub.registry import Ingestor
 from hub.retention import HubRetention
+from hub.roles import ROLES, JobsLease, runs_ingest, runs_jobs
 from hub.store import ObjectStore, StoreError
 from shared import __version__
 from shared.process import data_dir_problem, run_until_signal, start_http_server
@@ -33,9 +36,16 @@ class StartupError(Exception):
     pass
 
 
+HOLDS_REPUBLISH_SECONDS = 10.0   # the jobs holder publishes the holds this often (only what changed is sent)
+
+
 class HubService:
-    def __init__(self, cfg: HubConfig) -> None:
+    def __init__(self, cfg: HubConfig, role: str = "all") -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
         self.cfg = cfg
+        self.role = role
+        self.lease: JobsLease | None = None
         self.stop_event = threading.Event()
         self.metrics = HubMetrics()
         self.catalog: HubCatalog | None = None
@@ -50,7 +60,10 @@ class HubService:
         data_dir = cfg.hub.data_dir
         if problem := data_dir_problem(data_dir, "hub.data_dir", cfg.replication()):
             raise StartupError(problem)
-        self.catalog = HubCatalog(data_dir)
+        if self.role != "all" and not cfg.catalog.url:
+            raise StartupError(f"--role {self.role}: several hub processes share one catalog, and a SQLite catalog "
+                               "belongs to one process; set [catalog] url to a PostgreSQL database (or run --role all)")
+        self.catalog = HubCatalog(data_dir, url=cfg.catalog.url)
         store = ObjectStore(cfg.s3, max_pool=2 * cfg.ingest.pull_concurrency + 4)
         try:
             store.ensure_bucket()
@@ -59,44 +72,71 @@ class HubService:
             log.error("object storage not ready; pulls wait for it", extra={"error": str(exc)})
         catalog = self.catalog
         self.metrics.registry.register(CatalogRows(lambda: catalog.reader().table_rows()))
+        ingest, jobs = runs_ingest(self.role), runs_jobs(self.role)
         self.ingest = Ingestor(cfg, self.catalog, store, self.metrics, self.stop_event)
-        self.bus = Bus(cfg, self.ingest, self.metrics)
+        if ingest or jobs:
+            self.bus = Bus(cfg, self.ingest, self.metrics, subscribe=ingest)
+        holds_changed = self.bus.publish_holds if self.bus is not None else (lambda: None)
         try:
-            self.exporter = Exporter(cfg, self.catalog, store, self.metrics, self.stop_event, self.bus.publish_holds)
+            self.exporter = Exporter(cfg, self.catalog, store, self.metrics, self.stop_event, holds_changed)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self.retention = HubRetention(cfg, self.catalog, store, self.metrics, self.stop_event,
                                       expire_exports=self.exporter.expire)
-        self.ingest.start()
-        self.bus.start()
-        self.exporter.start()
-        self.retention.start()
+        if ingest:
+            self.ingest.start()
+        if self.bus is not None:
+            self.bus.start()
+        if jobs:
+            self._start_jobs()
         self._start_http(store)
-        log.info("hub started", extra={"version": __version__, "listen": cfg.hub.listen, "broker": cfg.mqtt.url,
-                                       "s3": cfg.s3.endpoint_url, "bucket": cfg.s3.bucket,
+        log.info("hub started", extra={"version": __version__, "role": self.role, "listen": cfg.hub.listen,
+                                       "broker": cfg.mqtt.url, "s3": cfg.s3.endpoint_url, "bucket": cfg.s3.bucket,
+                                       "catalog": "postgresql" if cfg.catalog.url else "sqlite",
                                        "nodes": [n.id for n in cfg.nodes],
                                        "accept_new_nodes": cfg.ingest.accept_new_nodes})
+
+    def _start_jobs(self) -> None:
+        """Exports, retention and hold publication, while this process holds the jobs lease."""
+        assert self.catalog is not None and self.exporter is not None and self.retention is not None
+        exporter, retention, bus = self.exporter, self.retention, self.bus
+        lease = self.lease = JobsLease(self.catalog.jobs_lock(), self.stop_event, on_gain=exporter.take_over,
+                                       on_change=lambda held: self.metrics.jobs_holder.set(int(held)))
+        exporter.runs_now = retention.runs_now = lease.held
+        lease.start()
+        exporter.start()
+        retention.start()
+
+        def publish_holds() -> None:     # an API process changes holds too: the holder sends them on
+            while not self.stop_event.wait(HOLDS_REPUBLISH_SECONDS):
+                if lease.held() and bus is not None:
+                    try:
+                        bus.publish_holds()
+                    except Exception:
+                        log.exception("publishing the holds failed")
+        threading.Thread(target=publish_holds, name="holds-publisher", daemon=True).start()
 
     def _ready(self, store: ObjectStore) -> list[str]:
         problems = []
         try:
-            HubCatalog(self.cfg.hub.data_dir, readonly=True).close()
+            assert self.catalog is not None
+            self.catalog.ping()
         except Exception as exc:
             problems.append(f"catalog: {exc}")
         try:
             store.ensure_bucket()
         except StoreError as exc:
             problems.append(f"s3: {exc}")
-        if self.bus is None or not self.bus.connected:
+        if self.bus is not None and not self.bus.connected:
             problems.append(f"mqtt: not connected to {self.cfg.mqtt.url}")
         return problems
 
     def _start_http(self, store: ObjectStore) -> None:
-        assert self.bus is not None and self.catalog is not None and self.retention is not None
-        assert self.exporter is not None
+        assert self.catalog is not None and self.retention is not None and self.exporter is not None
         host, _, port = self.cfg.hub.listen.rpartition(":")
         api = HubApi(self.cfg, self.metrics, self.catalog, store, ready=lambda: self._ready(store),
-                     run_retention=self.retention.run_pass, holds_changed=self.bus.publish_holds,
+                     run_retention=self.retention.run_pass,
+                     holds_changed=self.bus.publish_holds if self.bus is not None else (lambda: None),
                      exporter=self.exporter)
         server = start_http_server(api.app(), host, int(port))
         if server is None:
@@ -109,17 +149,22 @@ class HubService:
         problems = []
         if self.http is None or self.http.should_exit or not self.http.started:
             problems.append("the HTTP server is not serving")
-        if self.ingest is None or not self.ingest.alive():
+        if runs_ingest(self.role) and (self.ingest is None or not self.ingest.alive()):
             problems.append("ingest stopped")
-        for name, thread in (("exports", self.exporter and self.exporter.thread),
-                             ("retention", self.retention and self.retention.thread)):
-            if not thread or not thread.is_alive():
-                problems.append(f"the {name} thread stopped")
+        if runs_jobs(self.role):
+            for name, thread in (("exports", self.exporter and self.exporter.thread),
+                                 ("retention", self.retention and self.retention.thread),
+                                 ("jobs lease", self.lease and self.lease.thread)):
+                if not thread or not thread.is_alive():
+                    problems.append(f"the {name} thread stopped")
         if problems:
             return False, "; ".join(problems)
         connected = self.bus is not None and self.bus.connected
-        return True, (f"pulling from {len(self.ingest.syncs) if self.ingest else 0} nodes, broker "
-                      f"{'connected' if connected else 'not connected'}")
+        jobs = "" if self.lease is None or not self.cfg.catalog.url else (
+            ", running the jobs" if self.lease.held() else ", jobs elsewhere")
+        role = "" if self.role == "all" else f"{self.role}: "
+        return True, (f"{role}pulling from {len(self.ingest.syncs) if self.ingest else 0} nodes, broker "
+                      f"{'connected' if connected else 'not connected'}{jobs}")
 
     def run_forever(self) -> None:
         run_until_signal(self.start, self.stop_event, self.shutdown, self.health)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install everything Vigil needs on a Debian 12 machine, idempotently (run as root):
 # Debian packages (GStreamer RTSP server for test cameras, ffmpeg for checks, Chromium and its
-# driver for the browser player test, iptables for the thin-WAN test), a virtualenv in .venv, the
-# vigil package with its test extras, the player test's pinned hls.js from the npm registry
-# (tests/player/node_modules), and ansible-core + ansible-lint in .venv-ansible for the
-# provisioning roles (ansible/).
+# driver for the browser tests, PostgreSQL for the hub's shared catalog, iptables for the
+# thin-WAN test), a virtualenv in .venv, the vigil package with its test extras, the pinned
+# hls.js from the npm registry (for the hub's web page and the player test), and
+# ansible-core + ansible-lint in .venv-ansible for the provisioning roles (ansible/).
 # Re-running does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
   chromium chromium-driver
+  postgresql
   iptables  # tests/test_thin_wan.py: cuts and drops on a namespaced WAN (ip and tc come with iproute2)
 )
 # npm installs hls.js for tests/test_player_browser.py; Debian's nodejs + npm unless some npm is there
@@ -44,16 +45,25 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# hls.js at the exact version pinned in tests/player/package.json (and its lock file), for the
-# browser player test; `npm ci` only when the installed copy is missing or another version
-player=tests/player
-pinned="$(sed -n 's/.*"hls\.js": *"\([^"]*\)".*/\1/p' "$player/package.json" | head -n1)"
-installed="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$player/node_modules/hls.js/package.json" 2>/dev/null \
-  | head -n1 || true)"
-if [ "$installed" != "$pinned" ]; then
-  echo "setup: installing hls.js $pinned into $player/node_modules"
-  npm ci --prefix "$player" --no-audit --no-fund --loglevel=error >/dev/null
-fi
+# hls.js at the exact version pinned in each package.json (and its lock file): hub/web for the
+# hub's web page (its light ES module build copied to hub/web/vendor/, which the hub serves and the
+# wheel carries), tests/player for the browser player test; `npm ci` only when the installed copy
+# is missing or another version
+for dir in hub/web tests/player; do
+  pinned="$(sed -n 's/.*"hls\.js": *"\([^"]*\)".*/\1/p' "$dir/package.json" | head -n1)"
+  installed="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$dir/node_modules/hls.js/package.json" 2>/dev/null \
+    | head -n1 || true)"
+  if [ "$installed" != "$pinned" ]; then
+    echo "setup: installing hls.js $pinned into $dir/node_modules"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+done
+mkdir -p hub/web/vendor
+for f in hls.light.min.mjs LICENSE; do
+  src=hub/web/node_modules/hls.js/$f
+  [ "$f" = LICENSE ] || src=hub/web/node_modules/hls.js/dist/$f
+  cmp -s "$src" "hub/web/vendor/${f/LICENSE/hls.js.LICENSE}" || cp "$src" "hub/web/vendor/${f/LICENSE/hls.js.LICENSE}"
+done
 
 # Ansible in its own virtualenv (.venv-ansible), for the provisioning roles in ansible/ and
 # tests/test_ansible.py: ansible-core 2.19 (the newest series for a Python 3.11 controller) and

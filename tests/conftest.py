@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from tools.apps import Edge, Hub
 from tools.apps import edge_mqtt as edge_mqtt
 from tools.cameras import TestCam, ensure_media
 from tools.processes import VENV_BIN as VENV_BIN
-from tools.services import Mosquitto, SeaweedS3
+from tools.services import TEST_CATALOG_ENV, Mosquitto, Postgres, SeaweedS3
 
 FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 
@@ -37,6 +38,7 @@ FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 # (without --no-loadscope-reorder it would order them by how many tests they hold).
 SLOW_MODULES = (
     "test_thin_wan.py",         # (560) a 3-minute cut, the catch-up, 2 minutes of loss
+    "test_activity.py",         # (235) three cameras recorded through a 3.5-minute schedule
     "test_sync.py",             # (210) one scripted run with outages
     "test_ansible.py",          # (110) the playbooks, twice
     "test_retention.py",        # (90) small disks filling up
@@ -45,15 +47,32 @@ SLOW_MODULES = (
     "test_durability.py",       # (60)
     "test_hub_fuzz.py",         # (55)
     "test_litestream.py",       # (50)
-    "test_camera_quirks.py",    # (50 on its own) odd cameras, an edge each
+    "test_camera_quirks.py",    # (95 on its own) odd cameras: an edge each, and one edge for eleven at once
     "test_player_browser.py",   # (40) with the `footage` fixture (about 27 s)
+    "test_web_acceptance.py",   # (50) a recording system and the web page in chromium
+    "test_hub_roles.py",        # (25) three hub processes on one PostgreSQL catalog
     "test_hostile_edge.py",     # (30)
     "test_mqtt_tls.py",         # (30)
     "test_hostile_client.py",   # (25)
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# The modules whose hubs keep a catalog: with VIGIL_TEST_CATALOG=postgres (the second pass of
+# scripts/test.sh) only these run, each hub on its own PostgreSQL database.
+HUB_MODULES = (
+    "test_dashboard.py", "test_fleet.py", "test_hostile_client.py", "test_hostile_edge.py", "test_hub_api.py",
+    "test_hub_fuzz.py", "test_mqtt_tls.py", "test_playback.py", "test_player_browser.py", "test_sessions.py",
+    "test_sync.py", "test_sync_trust.py", "test_web_acceptance.py", "test_web_page.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("VIGIL_TEST_CATALOG") == "postgres":
+        other = [item for item in items if item.path.name not in HUB_MODULES]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            items[:] = [item for item in items if item.path.name in HUB_MODULES]
+
     def rank(item: pytest.Item) -> int:
         name = item.path.name
         return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)
@@ -180,6 +199,45 @@ def wait_for(what: str, check: Any, timeout: float, every: float = 0.5) -> Any:
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def catalog_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """VIGIL_TEST_CATALOG=postgres: every hub the tests start keeps its catalog in its own database
+    on one throwaway PostgreSQL cluster (per pytest worker); otherwise in SQLite files as shipped."""
+    engine = os.environ.get("VIGIL_TEST_CATALOG", "sqlite")
+    if engine == "sqlite":
+        yield engine
+        return
+    assert engine == "postgres", f"VIGIL_TEST_CATALOG must be sqlite or postgres, not {engine!r}"
+    pg = Postgres.start(tmp_path_factory.mktemp("postgres"))
+    os.environ[TEST_CATALOG_ENV] = pg.url()
+    try:
+        yield engine
+    finally:
+        os.environ.pop(TEST_CATALOG_ENV, None)
+        pg.stop()
+
+
+def hub_sql(hub: Any, statement: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    """One statement on a hub's catalog, whichever engine holds it (committed; rows if it returns
+    any): for what a test sets up or looks at that no catalog method does."""
+    from hub.config import load_hub_config
+
+    url = load_hub_config(hub.config).catalog.url
+    if not url:
+        db = hub.data_dir / "hub.db"
+        if statement.lstrip().upper().startswith("SELECT"):
+            return sql_rows(db, statement, args)
+        sql_write(db, statement, args)
+        return []
+    import psycopg
+
+    from hub.catalog.postgres import configure
+    with psycopg.connect(url, autocommit=True) as conn:
+        configure(conn)      # rows by name and position, as sqlite3.Row
+        cur = conn.execute(statement.replace("?", "%s"), args)
+        return cur.fetchall() if cur.description else []
 
 
 def sql_rows(db: Path, query: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

@@ -40,7 +40,7 @@ from hub.retention import HubRetention
 from hub.store import ObjectStore, recording_key
 from shared import fragments
 from tools.apps import HUB_TOKENS
-from tools.services import Mosquitto, SeaweedS3
+from tools.services import Mosquitto, SeaweedS3, catalog_config_lines
 
 
 class InProcessHub:
@@ -57,7 +57,7 @@ class InProcessHub:
                  "[s3]", f'endpoint_url = "{s3.endpoint_url}"', f'bucket = "{self.bucket}"',
                  f'access_key = "{s3.access_key}"', f'secret_key = "{s3.secret_key}"',
                  *(f"{k} = {json.dumps(v)}" for k, v in (s3_options or {}).items()), "",
-                 "[edge]", 'token = "test-token-0123456789"', "",
+                 "[edge]", 'token = "test-token-0123456789"', "", *catalog_config_lines(),
                  "[ingest]", f'client_id = "hub-{self.bucket}"', ""]
         for node in nodes:
             lines += ["[[nodes]]", f'id = "{node}"', 'url = "http://127.0.0.1:9"', ""]
@@ -70,7 +70,7 @@ class InProcessHub:
         self.stop_event = threading.Event()
         self.metrics = HubMetrics()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = HubCatalog(self.data_dir)
+        self.catalog = HubCatalog(self.data_dir, url=self.cfg.catalog.url)
         for node in nodes:
             self.catalog.add_node(node, True, "config", "http://127.0.0.1:9")
         catalog = self.catalog
@@ -85,6 +85,7 @@ class InProcessHub:
             self.bus.start()
         self.exporter = Exporter(self.cfg, self.catalog, self.store, self.metrics, self.stop_event,
                                  self.holds_changed)
+        self.exporter.take_over()
         self.exporter.start()
         self.retention = HubRetention(self.cfg, self.catalog, self.store, self.metrics, self.stop_event,
                                       expire_exports=self.exporter.expire)
@@ -191,7 +192,7 @@ class HubStorage:
     def __init__(self, config: Path, workdir: Path) -> None:
         cfg = load_hub_config(config)
         cfg.hub.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = HubCatalog(cfg.hub.data_dir)
+        self.catalog = HubCatalog(cfg.hub.data_dir, url=cfg.catalog.url)
         self.store = ObjectStore(cfg.s3)
         self.store.ensure_bucket()
         self.workdir = workdir

@@ -5,21 +5,38 @@
   be recorded, and the first segment must decode cleanly.
 * A camera that answers DESCRIBE, SETUP and PLAY but never sends a packet: it is never reported as
   `recording`, and its status, and the gap once it records again, say that it sent no media.
+* Hand-written cameras (`tools/rtspcam.py`, which counts every frame it sends), all recorded at once
+  by one edge with 4-s segments and `max_drift_seconds = 1`: 31-s GOPs (longer than the 30-s cap the
+  recorder had), parameter sets only in band with the probe running out before the first SPS,
+  camera clocks 2 % fast and 2 % slow, AAC that starts 8 s late with RTCP sender reports, the H.265
+  variants of the first three quirks, and a plain camera beside them. For each: every frame sent
+  from the first keyframe on is recorded, one run, rows that join end to start with no gap row,
+  every file matching its row, starting with a keyframe and decoding with no error.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import re
+import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
 from conftest import FRAME_US, check_row_matches_file, decode_errors, metric_value, video_packets, wait_for
+
+from edge.catalog import GapRow, SegmentRow
+from hub.playback import PlaylistFile, build_playlist
+from hub.remux import Source, remux
+from tools.apps import Edge
+from tools.rtspcam import CameraSpec, CameraStats, RtspCamera
+from tools.testmedia import make_loop, make_tone
 
 GOP_FRAMES = 30  # the standard loop: a keyframe every 2 s at 15 fps
 SKIP = 20        # the mid-GOP camera starts 20 frames into a GOP: its first keyframe comes 10 frames after PLAY
@@ -270,3 +287,235 @@ def test_gap_says_the_camera_sent_no_media(media: dict[str, Path], testcams: Any
     rows = edge.segments("cam")
     assert len({r.run_id for r in rows}) == 2
     assert any(r.end_us == gaps[0].start_us for r in rows) and any(r.start_us == gaps[0].end_us for r in rows)
+
+
+# -- hand-written cameras with the quirks of cheap ones, recorded together by one edge -----------
+
+LONG_GOP_FRAMES = 31 * 15  # a keyframe every 31 s: longer than the 30-s cap the recorder had
+INBAND_GOP_FRAMES = 6 * 15  # 750 kB per GOP at 1 Mbit/s: FFmpeg's 500-kB probe ends before the next SPS
+SEGMENT_US = 4_000_000  # segment_seconds of the edge recording them
+AUDIO_DELAY_S = 8.0
+CLOCK_RATES = {"fast": 1.02, "slow": 0.98}
+
+
+@dataclasses.dataclass
+class Recorded:
+    edge: Edge
+    stats: dict[str, CameraStats]
+    rows: dict[str, list[SegmentRow]]
+    gaps: dict[str, list[GapRow]]
+    metrics: str  # just before the cameras stopped
+    stopped_us: int  # when the cameras stopped sending
+
+
+def _specs(media: dict[str, Path]) -> list[CameraSpec]:
+    folder = media["h264"].parent
+    long264 = make_loop(folder / "h264-gop31.h264", seconds=31, gop_frames=LONG_GOP_FRAMES, bitrate="300k")
+    long265 = make_loop(folder / "h265-gop31.h265", codec="h265", seconds=31, gop_frames=LONG_GOP_FRAMES,
+                        bitrate="300k")
+    inband264 = make_loop(folder / "h264-gop6.h264", seconds=6, gop_frames=INBAND_GOP_FRAMES)
+    inband265 = make_loop(folder / "h265-gop6.h265", codec="h265", seconds=6, gop_frames=INBAND_GOP_FRAMES)
+    tone = make_tone(folder / "tone-48k.aac")
+    return [
+        CameraSpec("plain", media["h264"]),
+        # the GOP runs on at PLAY: the first keyframe comes 1 s in, the next ones 31 s apart
+        CameraSpec("longgop", long264, start_frame=LONG_GOP_FRAMES - 15),
+        CameraSpec("longgop265", long265, codec="h265", start_frame=LONG_GOP_FRAMES - 15),
+        # no sprop-parameter-sets; the first keyframe (and SPS) 80 frames, ~660 kB, after PLAY
+        CameraSpec("inband", inband264, sprop=False, start_frame=10),
+        CameraSpec("inband265", inband265, codec="h265", sprop=False, start_frame=10),
+        *(CameraSpec(name, media["h264"], clock_rate=rate) for name, rate in CLOCK_RATES.items()),
+        CameraSpec("lateaudio", media["h264"], audio=tone, audio_delay_s=AUDIO_DELAY_S, rtcp_interval_s=2.5),
+        # announces AAC in its SDP and never sends any
+        CameraSpec("noaudio", media["h264"], audio=tone, audio_delay_s=1e6, rtcp_interval_s=2.5),
+        # a camera whose clock steps 3 s ahead 12 s in (an NTP correction)
+        CameraSpec("stepped", media["h264"], clock_step_s=3.0, clock_step_at_s=12.0),
+        # H.265 whose first keyframe comes 10 frames after PLAY, while FFmpeg probes
+        CameraSpec("midgop265", media["h265"], codec="h265", start_frame=SKIP),
+    ]
+
+
+@pytest.fixture(scope="module")
+def quirky(media: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    specs = _specs(media)
+    cams = RtspCamera(specs)
+    edge = Edge(tmp_path_factory.mktemp("quirky"), [{"id": s.name, "url": cams.url(s.name)} for s in specs],
+                {"segment_seconds": SEGMENT_US // 1_000_000, "max_drift_seconds": 1})
+    try:
+        edge.start()
+        # a whole 31-s GOP after the first keyframe (1 s in): the second keyframe closes its segment
+        edge.wait_segments("longgop", 1, timeout=60)
+        edge.wait_segments("longgop265", 1, timeout=10)
+        time.sleep(2)
+        metrics = edge.get("/metrics").read().decode()  # (the cameras' ends, reconnects, are not counted)
+        cams.stop()
+        stopped = time.time_ns() // 1000
+
+        def all_ended() -> bool:
+            return all(c["state"] != "recording" for c in edge.get_json("/api/v1/cameras")["cameras"])
+        wait_for("every camera's stream to end", all_ended, timeout=20, every=0.2)
+        edge.stop()
+        c = edge.catalog()
+        try:
+            rows = {s.name: c.camera_segments(s.name) for s in specs}
+            gaps = {s.name: c.gaps(s.name) for s in specs}
+        finally:
+            c.close()
+        yield Recorded(edge, {s.name: cams.stats(s.name) for s in specs}, rows, gaps, metrics, stopped)
+    finally:
+        cams.stop()
+        edge.close()
+
+
+def _check_camera(rec: Recorded, name: str) -> list[SegmentRow]:
+    """What every quirky camera must get: one session, one run of rows that join end to start, no
+    gap row, each file matching its row, keyframe first, decoding cleanly, holding the frames its
+    row's times say, and every frame sent from the first keyframe on recorded, from when the first
+    was sent to when the camera stopped."""
+    rows, stats = rec.rows[name], rec.stats[name]
+    assert rows, f"{name}: nothing recorded"
+    assert stats.sessions == 1, f"{name}: the edge opened the stream {stats.sessions} times"
+    assert len({r.run_id for r in rows}) == 1, f"{name}: {len({r.run_id for r in rows})} runs"
+    assert rec.gaps[name] == [], rec.gaps[name]
+    for a, b in itertools.pairwise(rows):
+        assert b.start_us == a.end_us, f"{name}: {b.path} starts {(b.start_us - a.end_us) / 1e6:+.3f} s off"
+    recorded = 0
+    for row in rows:
+        check_row_matches_file(rec.edge.data_dir, row)
+        path = rec.edge.data_dir / row.path
+        assert decode_errors(path) == "", row.path
+        key_first, _, _, packets = video_packets(path)
+        assert key_first, f"{row.path} does not start with a keyframe"
+        frames = (row.end_us - row.start_us) / FRAME_US * CLOCK_RATES.get(name, 1.0)
+        # (a clock rate error is followed from ~10 s into the run on)
+        assert abs(packets - frames) <= 2, f"{row.path}: {packets} frames in {(row.end_us - row.start_us) / 1e6} s"
+        recorded += packets
+    assert 0 <= stats.frames_from_key - recorded <= 1, \
+        f"{name}: {stats.frames_from_key} frames sent from the first keyframe on, {recorded} recorded"
+    # and the first one is placed when it was sent (plus the delivery delay)
+    assert stats.first_key_sent_us is not None
+    assert 0 <= rows[0].start_us - stats.first_key_sent_us < 500_000, (rows[0].start_us - stats.first_key_sent_us) / 1e6
+    assert abs(rows[-1].end_us - rec.stopped_us) < 500_000, (rows[-1].end_us - rec.stopped_us) / 1e6
+    return rows
+
+
+def test_plain_camera_beside_the_quirky_ones_is_unaffected(quirky: Recorded) -> None:
+    rows = _check_camera(quirky, "plain")
+    durations = [r.end_us - r.start_us for r in rows]
+    assert all(abs(d - SEGMENT_US) < 1000 for d in durations[1:-1]), durations
+    for counter in ("vigil_edge_dropped_packets_total", "vigil_edge_invalid_packets_total",
+                    "vigil_edge_timestamp_discontinuities_total", "vigil_edge_camera_reconnects_total"):
+        assert metric_value(quirky.metrics, counter, {"camera": "plain"}) == 0, counter
+
+
+@pytest.mark.parametrize("name", ["longgop", "longgop265"])
+def test_a_gop_longer_than_the_segment_cap_is_written_whole(quirky: Recorded, name: str, tmp_path: Path) -> None:
+    """31-s GOPs with 4-s segments: each GOP is one segment (no re-opened stream, no lost frames)."""
+    rows = _check_camera(quirky, name)
+    long_us = LONG_GOP_FRAMES * FRAME_US
+    assert len(rows) >= 2
+    assert all(abs(r.end_us - r.start_us - long_us) < 50_000 for r in rows[:-1]), [r.end_us - r.start_us for r in rows]
+    assert metric_value(quirky.metrics, "vigil_edge_camera_reconnects_total", {"camera": name}) == 0
+
+    # the hub plays and exports such segments whole: the playlist's target duration covers them,
+    # and an export of the range holds every frame
+    files = [PlaylistFile(f"n.{r.seq}", r.run_id, r.init_bytes, r.fragments.tolist()) for r in rows]
+    playlist = build_playlist(files, rows[0].start_us, rows[-1].end_us, lambda sid: f"{sid}.mp4",
+                              now=rows[-1].end_us + 1)
+    target = int(next(line for line in playlist.splitlines() if line.startswith("#EXT-X-TARGETDURATION:"))[22:])
+    durations = [float(line[8:-1]) for line in playlist.splitlines() if line.startswith("#EXTINF:")]
+    assert target >= max(durations) >= long_us / 1e6 - 0.05, (target, max(durations))
+    assert abs(sum(durations) - (rows[-1].end_us - rows[0].start_us) / 1e6) < 0.01
+
+    def fetch(src: Source) -> Path:
+        copy = tmp_path / f"{src.seq}.mp4"
+        shutil.copyfile(quirky.edge.data_dir / next(r.path for r in rows if r.seq == src.seq), copy)
+        return copy
+    sources = [Source(r.path, r.sha256, r.bytes, "n", r.seq, r.run_id, r.start_us, r.end_us,
+                      tuple(int(f[2]) for f in r.fragments)) for r in rows]
+    outputs = remux(sources, fetch, rows[0].start_us, rows[-1].end_us, tmp_path, "export", "export", lambda n: None)
+    assert len(outputs) == 1
+    exported = video_packets(outputs[0].path)[3]
+    assert exported == sum(video_packets(quirky.edge.data_dir / r.path)[3] for r in rows)
+
+
+@pytest.mark.parametrize("name", ["inband", "inband265"])
+def test_parameter_sets_only_in_band_are_taken_from_the_first_keyframe(quirky: Recorded, name: str) -> None:
+    """No parameter sets in the SDP and FFmpeg's probe ran out before the first one: recording starts
+    at the first keyframe (before: the muxer refused it, 'Invalid argument', four times)."""
+    rows = _check_camera(quirky, name)
+    assert metric_value(quirky.metrics, "vigil_edge_camera_reconnects_total", {"camera": name}) == 0
+    with av.open(str(quirky.edge.data_dir / rows[0].path)) as c:
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (640, 360)
+
+
+@pytest.mark.parametrize("name", list(CLOCK_RATES))
+def test_a_camera_clock_running_2_percent_off_keeps_one_run_on_wall_clock_time(quirky: Recorded, name: str) -> None:
+    """Before: the rows took the camera's clock (0.7 s off after 35 s) until a new run (overlapping rows,
+    or a hole with no gap row) every 50 s at max_drift_seconds = 1."""
+    rows = _check_camera(quirky, name)
+    stats = quirky.stats[name]
+    real_s = stats.frames_from_key / (15 * CLOCK_RATES[name])  # how long the camera really sent for
+    span_s = (rows[-1].end_us - rows[0].start_us) / 1e6
+    assert abs(span_s - real_s) < 0.3, (span_s, real_s)
+    assert metric_value(quirky.metrics, "vigil_edge_timestamp_discontinuities_total", {"camera": name}) == 0
+
+
+def test_a_camera_clock_that_steps_forward_keeps_its_run(quirky: Recorded) -> None:
+    """The camera's clock steps 3 s ahead (an NTP correction) mid-GOP: one run, every frame in place.
+    Before: the run ended at the next keyframe; the frames after the step sat 3 s late in the file."""
+    _check_camera(quirky, "stepped")
+    assert metric_value(quirky.metrics, "vigil_edge_timestamp_discontinuities_total", {"camera": "stepped"}) == 1
+
+
+def _audio(paths: list[Path]) -> tuple[float, list[float], float | None]:
+    """(first video dts s, every audio packet's dts s, when the first audible audio starts s) of a
+    run's files (their timestamps run on from file to file)."""
+    video_start, times, audible = None, [], None
+    for path in paths:
+        with av.open(str(path)) as c:
+            v, a = c.streams.video[0], c.streams.audio[0]
+            for pkt in c.demux(v, a):
+                if not pkt.size or pkt.dts is None:
+                    continue
+                t = float(pkt.dts * pkt.time_base)
+                if pkt.stream.index == v.index:
+                    video_start = t if video_start is None else video_start
+                    continue
+                times.append(t)
+                if audible is None and any(abs(f.to_ndarray()).max() > 0.05 for f in pkt.decode()):
+                    audible = t
+    assert video_start is not None
+    return video_start, times, audible
+
+
+def test_audio_that_starts_late_with_sender_reports_costs_no_video(quirky: Recorded) -> None:
+    """AAC from 8 s after PLAY; FFmpeg moves it forward 8 s at its first RTCP sender report. Before:
+    the run ended on that audio jump and 0.8 s of video was lost."""
+    rows = _check_camera(quirky, "lateaudio")
+    stats = quirky.stats["lateaudio"]
+    video_start, audio, audible = _audio([quirky.edge.data_dir / r.path for r in rows])
+    # silence until the camera's audio comes, 8 s into the video, where it was sent, and no hole
+    assert audible is not None and abs(audible - video_start - AUDIO_DELAY_S) < 0.3, (audible, video_start)
+    steps = [b - a for a, b in itertools.pairwise(audio)]
+    assert audio[0] - video_start < 1.1 and max(steps) < 0.1 and min(steps) > 0, (audio[0] - video_start, steps)
+    assert abs(stats.audio_frames_sent - sum(t >= audible for t in audio)) <= 3, stats.audio_frames_sent
+    assert stats.sender_reports >= 10
+    # and the video was written as it came (the muxer would have held it until the audio came)
+    assert all(r.end_us - r.start_us <= SEGMENT_US + 100 for r in rows), [r.end_us - r.start_us for r in rows]
+
+
+def test_audio_announced_and_never_sent_does_not_hold_the_video_back(quirky: Recorded) -> None:
+    """Before: the muxer waited for a sample of every track, so nothing was written until the session ended."""
+    rows = _check_camera(quirky, "noaudio")
+    assert all(r.end_us - r.start_us <= SEGMENT_US + 100 for r in rows), [r.end_us - r.start_us for r in rows]
+    _, audio, audible = _audio([quirky.edge.data_dir / r.path for r in rows])
+    assert audio and audible is None  # a silent audio track
+
+
+def test_h265_first_keyframe_during_the_probe_is_recorded(quirky: Recorded) -> None:
+    _check_camera(quirky, "midgop265")
+    # the P-frames before the keyframe cannot be decoded: dropped, and nothing else
+    dropped = metric_value(quirky.metrics, "vigil_edge_dropped_packets_total", {"camera": "midgop265"})
+    assert dropped == GOP_FRAMES - SKIP
+    assert metric_value(quirky.metrics, "vigil_edge_invalid_packets_total", {"camera": "midgop265"}) == 0

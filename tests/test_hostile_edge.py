@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import TOKEN, metric_value, sql_rows, wait_for
+from conftest import TOKEN, hub_sql, metric_value, wait_for
 
 from hub.config import edge_node_token
 from hub.slots import FairSlots
@@ -226,7 +226,7 @@ def start_hub(hub_factory: Any, broker: Any, s3: Any, edges: dict[str, FakeEdge]
 
 
 def stored(hub: Any, node: str) -> set[int]:
-    return {r[0] for r in sql_rows(hub.data_dir / "hub.db", "SELECT seq FROM segments WHERE node = ?", (node,))}
+    return {r[0] for r in hub_sql(hub, "SELECT seq FROM segments WHERE node = ?", (node,))}
 
 
 def all_stored_after(hub: Any, node: str, count: int, t0: float, timeout: float) -> float:
@@ -325,8 +325,8 @@ def test_dripping_and_lying_downloads_are_bounded_and_never_starve_an_honest_nod
     rss = RssWatch(hub.pid)
     try:
         lag = all_stored_after(hub, "honest", 6, show(), 40)
-        wait_for("the liar's rows quarantined", lambda: len(sql_rows(
-            hub.data_dir / "hub.db", "SELECT seq FROM quarantine WHERE node = 'liar'")) >= 3, 20)
+        wait_for("the liar's rows quarantined", lambda: len(hub_sql(
+            hub, "SELECT seq FROM quarantine WHERE node = 'liar'")) >= 3, 20)
         wait_for("downloads given up on as too slow", lambda: log_count(hub, "sync pass failed; retrying",
                                                                         peer="dripper", reason="too_slow"), 20)
         base, peak = rss.close()
@@ -338,8 +338,7 @@ def test_dripping_and_lying_downloads_are_bounded_and_never_starve_an_honest_nod
         # deadline (1 s + 40 kB at 512 KiB/s) and goes to the honest node first; 2 s for slack
         assert lag < 2 + 1.1 + 2, f"the honest node took {lag:.1f} s beside the hostile ones " \
                                   f"({control_lag:.1f} s alone)"
-        quarantined = {r[0]: r[1] for r in sql_rows(hub.data_dir / "hub.db",
-                                                    "SELECT seq, reason FROM quarantine WHERE node = 'liar'")}
+        quarantined = {r[0]: r[1] for r in hub_sql(hub, "SELECT seq, reason FROM quarantine WHERE node = 'liar'")}
         assert quarantined[1] == "too_large" and quarantined[2] == "size_mismatch", quarantined
         assert quarantined[3] == "hash_mismatch", quarantined
         assert liar.downloads(1) == 0, "a row declaring 10**12 bytes was downloaded"
@@ -402,22 +401,22 @@ def test_rows_with_bad_ids_or_fragment_indexes_are_refused(hub_factory, broker, 
     try:
         lag = all_stored_after(hub, "honest", 6, t0, 30)
         wait_for("the good rows stored", lambda: stored(hub, "mixed") == set(good), 20)
-        wait_for("the cursor past every row", lambda: sql_rows(
-            hub.data_dir / "hub.db", "SELECT synced_through FROM nodes WHERE id = 'mixed'")[0][0] == seq, 20)
+        wait_for("the cursor past every row", lambda: hub_sql(
+            hub, "SELECT synced_through FROM nodes WHERE id = 'mixed'")[0][0] == seq, 20)
         base, peak = rss.close()
         print(f"honest node: 6 segments in {lag:.1f} s; hub RSS {base:.0f} -> peak {peak:.0f} MiB")
         assert peak - base < RSS_MARGIN_MB and lag < 15
-        quarantined = dict(sql_rows(hub.data_dir / "hub.db", "SELECT seq, reason FROM quarantine WHERE node = 'mixed'"))
+        quarantined = dict(hub_sql(hub, "SELECT seq, reason FROM quarantine WHERE node = 'mixed'"))
         assert quarantined == {s: "bad_response" for s in bad}, quarantined
         assert all(edge.downloads(s) == 0 for s in bad), "a refused row was downloaded"
         assert sorted(objects(s3, "mixed")) == sorted(
             recording_key("mixed", "door", edge.rows[s]["start_us"], s) for s in good)
         for s in bad:
             assert log_count(hub, "segment quarantined: not stored, not retried", peer="mixed", seq=s) == 1, s
-        gaps = sql_rows(hub.data_dir / "hub.db", "SELECT edge_id FROM gaps WHERE node = 'mixed'")
+        gaps = hub_sql(hub, "SELECT edge_id FROM gaps WHERE node = 'mixed'")
         assert [g[0] for g in gaps] == [1]
         assert log_count(hub, "gap row refused: not copied", peer="mixed", gap_id=2) == 1
-        assert sql_rows(hub.data_dir / "hub.db", "SELECT gaps_rev FROM nodes WHERE id = 'mixed'")[0][0] == 2
+        assert hub_sql(hub, "SELECT gaps_rev FROM nodes WHERE id = 'mixed'")[0][0] == 2
         time.sleep(2.5)  # another pass: refused once, logged once
         assert log_count(hub, "gap row refused: not copied", peer="mixed", gap_id=2) == 1
         assert metric_value(hub.metrics(), "vigil_hub_pulls_total", {"result": "bad_response"}) == len(bad) + 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import metric_value, sql_rows, sql_write, wait_for
+from conftest import hub_sql, metric_value, wait_for
 from hubkit import InProcessHub, seed_fake
 
 from shared.timeutil import us_to_iso
@@ -246,7 +246,7 @@ def test_retention_keeps_held_segments_and_tells_the_edge(rig: Rig) -> None:
 
     # a pass that crashed after marking old[0] (object and row still there): the API no longer lists
     # it, and the next pass finishes it first
-    sql_write(hub.data_dir / "hub.db", "UPDATE segments SET deleting = 1 WHERE node = 'e1' AND seq = ?", (old[0].seq,))
+    hub_sql(hub, "UPDATE segments SET deleting = 1 WHERE node = 'e1' AND seq = ?", (old[0].seq,))
     status, page = _get(hub, f"/api/v1/cameras/e1.old/segments?start={old[0].start_us / 1e6}"
                              f"&end={old[-1].end_us / 1e6}")
     assert [s["seq"] for s in page["segments"]] == [s.seq for s in old[1:]]
@@ -257,7 +257,7 @@ def test_retention_keeps_held_segments_and_tells_the_edge(rig: Rig) -> None:
     assert status == 200 and result["deleted_segments"] == 6 and result["held_segments"] == 2, result
     keys = rig.s3.list_keys("recordings/e1/old/", bucket=hub.bucket)
     assert set(keys) == {old[2].object_key, old[5].object_key}, "held objects stay, unheld neighbours are gone"
-    left = [r[0] for r in sql_rows(hub.data_dir / "hub.db", "SELECT seq FROM segments WHERE camera = 'old' "
+    left = [r[0] for r in hub_sql(hub, "SELECT seq FROM segments WHERE camera = 'old' "
                                    "ORDER BY seq")]
     assert left == [old[2].seq, old[5].seq]
     status, seg = _get(hub, f"/api/v1/segments/e1.{old[2].seq}")
@@ -289,7 +289,7 @@ def _playlist(hub: InProcessHub, path: str, token: str | None = None) -> tuple[i
 
 def test_playlist_and_playback_tokens(rig: Rig) -> None:
     hub = rig.hub
-    rows = sql_rows(hub.data_dir / "hub.db", "SELECT seq, start_us, end_us, init_bytes, fragments FROM segments "
+    rows = hub_sql(hub, "SELECT seq, start_us, end_us, init_bytes, fragments FROM segments "
                     "WHERE camera = 'gappy' ORDER BY seq")
     t0, t_end = rows[0]["start_us"], rows[-1]["end_us"]
     # start in the middle of the second fragment of the first file: the playlist starts at that fragment

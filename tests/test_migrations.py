@@ -7,24 +7,28 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import sql_rows
 
 from edge import catalog as edge_catalog
 from edge.catalog import Catalog
-from hub.catalog import HubCatalog, Link, NewAnnotation, NewIncident
+from hub.catalog import HubCatalog, Link, NewAnnotation, NewIncident, postgres
 from hub.catalog import schema as hub_schema
 from shared import enums, sqlite
 from shared.timeutil import now_us
+from tools.services import Postgres
 
 # sha256 of the SQL of every released migration. A released migration is never edited: a change is
 # a new migration, whose hash is added here once it is released.
 RELEASED = {
     "edge": {"SCHEMA_V1": "93295fe3cbe45e7eac04a71e0351e92cb89813d57dc1faca5b08f9569e07ff13",
              "SCHEMA_V2": "b690c3ebf976952a8d92ca3a7526cab3acec300e9143eabb2f1eed8dd5cf5f08",
-             "SCHEMA_V3": "53a6e561ad486812cb8e00dde2845cea6c16902b48e0e9d14a531a171c07c1d3"},
+             "SCHEMA_V3": "53a6e561ad486812cb8e00dde2845cea6c16902b48e0e9d14a531a171c07c1d3",
+             "SCHEMA_V4": "24dca5655745b1a24004637e5512ab2032d74cc5262a6532ad10007e02cfc9cf"},
     "hub": {"SCHEMA_V1": "59bc88238bb6d9abb275e6f1b1e8896894dc0017200dde920d2fadb9f9959aa4",
             "SCHEMA_V2": "d4964bd805960c1b3d877c4f0c179034287cddb7e80ade727a7b649a95730d99",
             "SCHEMA_V3": "60260f237ed32574add586197a270203a887302ee0f81ea53e45aeacb4b78abc",
@@ -32,7 +36,8 @@ RELEASED = {
             "SCHEMA_V5": "9d851a1ffc1c13540c96165eb7730dc31587dcb446bb0bb4b06c8a23a6b66516",
             "SCHEMA_V6": "a809a94d6e80adc8b012b95c09c4f61793b21f753b0024c5d3e867f5aee02211",
             "SCHEMA_V7": "f5230369d6f7546c8ead0ecb5674007ff2bfdf5fe1cd6fbde3fb761a679a41b8",
-            "SCHEMA_V8": "9eec30b1f242a2a3159e4d3e654c41a7b7d801f333d3676c9d6999c445678f8a"},
+            "SCHEMA_V8": "9eec30b1f242a2a3159e4d3e654c41a7b7d801f333d3676c9d6999c445678f8a",
+            "SCHEMA_V9": "1079681f854d7c7c944505d15ab14ffc088608ea45364d9d88e0d2586184f6ad"},
 }
 MODULES = {"edge": edge_catalog, "hub": hub_schema}
 # (table, column) -> the enum its CHECK must list, in the newest schema
@@ -134,3 +139,58 @@ def test_a_hub_catalog_from_v1_upgraded_takes_every_enum_and_audits_exports(tmp_
         ("create", None), ("update", ["running", "done"]), ("update", ["done", "failed"]),
         ("update", ["failed", "expired"])]
     assert exported[-1].actor == "ops" and exported[0].actor == "vigil-hub"
+
+
+# -- PostgreSQL: the same schema, its own released steps ---------------------------------------------
+PG_RELEASED = {"PG_SCHEMA_V8": "5c0207d26cf7b23f5c1815b5a1ad6d9924d2c8415ca35dead2478e8bd3ff95af",
+               "PG_SCHEMA_V9": "428bbf27c4a7a9951f8de526bfd445e0c8521b19ce047743b266f3d2b768bd05"}
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    server = Postgres.start(tmp_path_factory.mktemp("pg"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_released_postgres_migrations_are_frozen() -> None:
+    steps = [s for s in postgres.PG_MIGRATIONS if s is not None]
+    assert len(steps) == len(PG_RELEASED), "pin the new PostgreSQL step's hash here"
+    assert len(postgres.PG_MIGRATIONS) == len(hub_schema.MIGRATIONS), \
+        "each SQLite step of the hub catalog needs its PostgreSQL step (one ordered list)"
+    for name, digest in PG_RELEASED.items():
+        got = hashlib.sha256(getattr(postgres, name).encode()).hexdigest()
+        assert got == digest, f"postgres {name} was edited after its release: put the change in a new step"
+
+
+def test_postgres_schema_matches_sqlite_and_every_enum(tmp_path: Path, pg: Postgres) -> None:
+    """The newest schema on both engines: the same tables and views with the same columns, and
+    every enum's CHECK listing the same values."""
+    HubCatalog(tmp_path).close()
+    db = tmp_path / "hub.db"
+    lite = {t: [r[1] for r in sql_rows(db, f"PRAGMA table_info({t})")]
+            for (t,) in sql_rows(db, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                     "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'incident_fts_%'")}
+    url = pg.create_database("schema")
+    HubCatalog(tmp_path, url=url).close()
+    HubCatalog(tmp_path, url=url).close()          # a second start migrates nothing
+    with psycopg.connect(url) as conn:
+        cols: dict[str, list[str]] = {}
+        for table, column in conn.execute("SELECT table_name, column_name FROM information_schema.columns WHERE "
+                                          "table_schema = 'public' ORDER BY table_name, ordinal_position"):
+            cols.setdefault(table, []).append(column)
+        version = conn.execute("SELECT max(version), count(*) FROM schema_version").fetchone()
+        checks = {}
+        for table, definition in conn.execute(
+                "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c'"):
+            for column, values in re.findall(r"\(\(?(\w+) = ANY \(ARRAY\[([^\]]*)\]", definition):
+                checks[(table, column)] = set(re.findall(r"'([^']*)'", values))
+    assert version == (len(hub_schema.MIGRATIONS), len([s for s in postgres.PG_MIGRATIONS if s is not None]))
+    cols.pop("schema_version")
+    fts = cols.pop("incident_fts")
+    assert fts == ["incident_id", *lite.pop("incident_fts"), "doc"]
+    assert cols == lite
+    for key, values in ENUM_CHECKS["hub"].items():
+        assert checks[key] == set(values), f"postgres {key}: CHECK lists {sorted(checks[key])}"

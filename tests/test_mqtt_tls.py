@@ -16,13 +16,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import edge_mqtt, metric_value, sql_rows, wait_for
+from conftest import edge_mqtt, hub_sql, metric_value, wait_for
 
 from tools.services import Mosquitto, make_ca, make_server_cert
 
 
 def _hub_segment_count(hub: Any, node: str) -> int:
-    return sql_rows(hub.data_dir / "hub.db", "SELECT count(*) FROM segments WHERE node = ?", (node,))[0][0]
+    return hub_sql(hub, "SELECT count(*) FROM segments WHERE node = ?", (node,))[0][0]
 
 
 def _edge_metrics(edge: Any) -> str:

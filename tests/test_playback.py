@@ -16,7 +16,7 @@ from typing import Any
 
 import av
 import pytest
-from conftest import FRAME_US, VENV_BIN, Footage, S3Bucket, decode_errors, metric_value, sql_write, wait_for
+from conftest import FRAME_US, VENV_BIN, Footage, S3Bucket, decode_errors, hub_sql, metric_value, wait_for
 from hubkit import HubStorage, InProcessHub, seed_footage
 
 from shared.timeutil import iso_to_us, now_us, us_to_iso
@@ -239,7 +239,7 @@ def test_an_export_survives_a_hub_crash_and_expires_with_its_hold(tmp_path: Path
         verified = _verify(job["id"], "--config", str(hub.config))
         assert verified.returncode == 0, verified.stdout + verified.stderr
         # expiry (exports.keep_days): the files go and the hold ends at the next retention pass
-        sql_write(hub.data_dir / "hub.db", "UPDATE exports SET expires_us = 1 WHERE id = ?", (job["id"],))
+        hub_sql(hub, "UPDATE exports SET expires_us = 1 WHERE id = ?", (job["id"],))
         status, result = hub.api("POST", f"{API}/retention/run")
         assert status == 200 and result["expired_exports"] >= 1, result
         job = hub.api("GET", f"{API}/exports/{job['id']}")[1]

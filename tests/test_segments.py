@@ -10,7 +10,7 @@ import av
 import pytest
 from conftest import decode_errors, video_packets
 
-from edge.camera import MOVFLAGS
+from edge.run import MOVFLAGS
 from edge.segments import ClosedSegment, SegmentSink, final_path_of, parse_name, recover_file
 
 T0 = 1_800_000_000_000_000  # µs
@@ -41,7 +41,8 @@ def mux_clip(clip: Path, data_dir: Path, cut_every: int) -> list[ClosedSegment]:
             if pkt.size == 0 or pkt.dts is None:
                 continue
             if pkt.stream.index == v.index and pkt.is_keyframe:
-                sink.keyframe(T0 + round(pkt.dts * pkt.time_base * 1_000_000), cut=keyframes % cut_every == 0)
+                at = round(pkt.dts * pkt.time_base * 1_000_000)
+                sink.keyframe(at, T0 + at, cut=keyframes % cut_every == 0)
                 keyframes += 1
             pkt.stream = streams[pkt.stream.index]
             out.mux_one(pkt)

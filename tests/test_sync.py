@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Edge, Hub, edge_mqtt, metric_value, sql_rows, wait_for
+from conftest import Edge, Hub, edge_mqtt, hub_sql, metric_value, sql_rows, wait_for
 
 from tools.cameras import TestCam
 from tools.services import Mosquitto, SeaweedS3
@@ -93,8 +93,8 @@ def _outbox(edge: Edge) -> int:
 
 
 def _hub_rows(hub: Hub, node: str) -> dict[int, Any]:
-    return {r["seq"]: dict(r) for r in sql_rows(
-        hub.data_dir / "hub.db", "SELECT seq, camera, sha256, bytes, object_key, stored_us, end_us FROM segments "
+    return {r["seq"]: dict(r) for r in hub_sql(
+        hub, "SELECT seq, camera, sha256, bytes, object_key, stored_us, end_us FROM segments "
         "WHERE node = ?", (node,))}
 
 
@@ -360,7 +360,7 @@ def test_edge_restart_resumes_the_outbox_without_duplicates(run: Run) -> None:
     keys = [r["object_key"] for r in rows.values()]
     assert len(keys) == len(set(keys))
     # the hub copied the edge-restart gap, so its timeline can say why footage is missing
-    hub_gaps = {g["reason"] for g in sql_rows(run.hub.data_dir / "hub.db", "SELECT reason FROM gaps WHERE node = 'e2'")}
+    hub_gaps = {g["reason"] for g in hub_sql(run.hub, "SELECT reason FROM gaps WHERE node = 'e2'")}
     assert "edge_restart" in hub_gaps
 
 

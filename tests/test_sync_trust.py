@@ -17,23 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, edge_mqtt, metric_value, sql_rows, wait_for
+from conftest import TOKEN, edge_mqtt, hub_sql, metric_value, sql_rows, wait_for
 
 from hub.config import edge_node_token
 from tools.processes import free_port
 
 
 def _hub_seqs(hub: Any, node: str) -> set[int]:
-    return {r[0] for r in sql_rows(hub.data_dir / "hub.db", "SELECT seq FROM segments WHERE node = ?", (node,))}
+    return {r[0] for r in hub_sql(hub, "SELECT seq FROM segments WHERE node = ?", (node,))}
 
 
 def _node_row(hub: Any, node: str) -> dict[str, Any] | None:
-    rows = sql_rows(hub.data_dir / "hub.db", "SELECT * FROM nodes WHERE id = ?", (node,))
+    rows = hub_sql(hub, "SELECT * FROM nodes WHERE id = ?", (node,))
     return dict(rows[0]) if rows else None
 
 
 def _camera_rows(hub: Any, node: str) -> list[Any]:
-    return sql_rows(hub.data_dir / "hub.db", "SELECT camera FROM cameras WHERE node = ?", (node,))
+    return hub_sql(hub, "SELECT camera FROM cameras WHERE node = ?", (node,))
 
 
 class Recorder(http.server.ThreadingHTTPServer):
@@ -173,7 +173,8 @@ def test_a_node_seen_first_is_pending_and_never_sent_a_token_until_approved(hub_
     broker.publish("vigil/monitor/segment", json.dumps({
         "v": 1, "seq": 1, "camera": "x", "start": "2026-12-03T10:00:00Z", "end": "2026-12-03T10:01:00Z",
         "bytes": 10, "sha256": "0" * 64}).encode())
-    row = wait_for("the node recorded as pending", lambda: _node_row(hub, "monitor"), 10)
+    row = wait_for("the node recorded as pending, with what it advertised",
+                   lambda: (r := _node_row(hub, "monitor")) and r["advertised_url"] and r, 10)
     assert row["accepted"] == 0 and row["http_url"] is None and row["advertised_url"] == recorder.url
     wait_for("the doorbell to be ignored", lambda: [line for line in hub.log_lines() if line["msg"].startswith(
         "ignoring doorbells") and line.get("peer") == "monitor"], 10)
@@ -297,7 +298,7 @@ def test_unsynced_segments_evicted_under_pressure_reach_the_hub_as_gaps(media: d
             held = {r[0] for r in sql_rows(edge.data_dir / "catalog.db", "SELECT seq FROM segments")}
             return held <= _hub_seqs(hub, "tight") and len(held) > 0
         wait_for("the hub to hold everything the edge still has", caught_up, 40)
-        gaps = [dict(g) for g in sql_rows(hub.data_dir / "hub.db", "SELECT * FROM gaps WHERE node = 'tight'")]
+        gaps = [dict(g) for g in hub_sql(hub, "SELECT * FROM gaps WHERE node = 'tight'")]
         evicted_gaps = [g for g in gaps if g["reason"] == "evicted"]
         assert evicted_gaps and "deleted before the hub stored it" in evicted_gaps[0]["detail"]
         stored = _hub_seqs(hub, "tight")

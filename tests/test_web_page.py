@@ -7,18 +7,23 @@ chromium (headless) through Debian's chromedriver, as tests/test_player_browser.
 
 from __future__ import annotations
 
+import gzip
 import re
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hubkit import InProcessHub, seed_fake, seed_footage
 from test_player_browser import CHROMEDRIVER, CHROMIUM, SETUP_HINT, _reap, start_chromium
 
+from hub.catalog.segments import StoredSegment
+from shared import activity, fragments
 from shared.process import start_http_server
 from shared.timeutil import now_us, us_to_iso
 from tools.apps import HUB_TOKENS
@@ -28,8 +33,14 @@ from tools.services import SeaweedS3
 HOSTILE = '<img src=x onerror="window.pwned = 1"></td></tr><script>window.pwned = 2</script>'
 
 
+@dataclass
+class Served:
+    url: str
+    hub: InProcessHub
+
+
 @pytest.fixture(scope="module")
-def hub_url(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, media: dict[str, Path]) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, media: dict[str, Path]) -> Iterator[Served]:
     hub = InProcessHub(tmp_path_factory.mktemp("web") / "hub", shared_s3, nodes=("site-a", "site-b"))
     now = now_us()
     hub.catalog.update_node("site-a", state="online", last_seen_us=now, disk_free_bytes=120_000_000_000,
@@ -46,10 +57,15 @@ def hub_url(tmp_path_factory: pytest.TempPathFactory, shared_s3: SeaweedS3, medi
     server = start_http_server(hub.app.app(), "127.0.0.1", port)
     assert server is not None
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", hub)
     finally:
         server.should_exit = True
         hub.close()
+
+
+@pytest.fixture(scope="module")
+def hub_url(served: Served) -> str:
+    return served.url
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +84,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             _reap(profile)
 
 
-def _wait(driver: Any, what: str, script: str, timeout: float = 10) -> Any:
+def _wait(driver: Any, what: str, script: str, *args: Any, timeout: float = 10) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        value = driver.execute_script(script)
+        value = driver.execute_script(script, *args)
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}; console: {driver.get_log('browser')}"
@@ -79,7 +95,8 @@ def _wait(driver: Any, what: str, script: str, timeout: float = 10) -> Any:
 
 
 def _visible(driver: Any, element_id: str) -> bool:
-    return bool(driver.execute_script(f"const e = document.getElementById('{element_id}'); return e && !e.hidden"))
+    return bool(driver.execute_script(f"const e = document.getElementById('{element_id}'); "
+                                      "return !!e && e.getClientRects().length > 0"))
 
 
 def _sign_in(driver: Any, token: str) -> None:
@@ -101,14 +118,20 @@ def test_the_page_is_served_with_strict_headers_and_hashed_assets(hub_url: str) 
     assert not re.search(r"\son[a-z]+=", html)
     assets = re.findall(r'(?:src|href)="(/assets/[^"]+)"', html)
     assert {a.rsplit(".", 1)[-1] for a in assets} == {"js", "css"}
-    for asset in assets:
-        assert re.fullmatch(r"/assets/[a-z]+\.[0-9a-f]{12}\.(js|css)", asset), asset
-        with urllib.request.urlopen(hub_url + asset, timeout=10) as resp:
+    versions = {re.fullmatch(r"/assets/([0-9a-f]{12})/[a-z]+\.(?:js|css)", a).group(1) for a in assets}
+    assert len(versions) == 1, assets
+    version = versions.pop()
+    # every module the page imports, hls.js included (the light ES module build, gzipped)
+    for name in ("app.js", "api.js", "camera.js", "timeline.js", "player.js", "style.css", "hls.mjs"):
+        request = urllib.request.Request(f"{hub_url}/assets/{version}/{name}", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
-            assert resp.headers["Content-Security-Policy"] == csp and resp.read()
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(hub_url + "/assets/app.000000000000.js", timeout=10)
-    assert err.value.code == 404
+            assert resp.headers["Content-Security-Policy"] == csp and resp.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(resp.read())
+    for stale in ("/assets/000000000000/app.js", f"/assets/{version}/nothing.js"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(hub_url + stale, timeout=10)
+        assert err.value.code == 404
 
 
 def test_sign_in_the_fleet_and_sign_out_in_a_browser(hub_url: str, browser: Any) -> None:
@@ -166,3 +189,107 @@ def test_sign_in_the_fleet_and_sign_out_in_a_browser(hub_url: str, browser: Any)
     status = browser.execute_async_script(
         "const done = arguments[0]; fetch('/api/v1/session').then(r => done(r.status))")
     assert status == 401
+
+
+def _midnight_ms(browser: Any) -> int:
+    """The browser's last local midnight (ms since the epoch)."""
+    return int(browser.execute_script("const d = new Date(); d.setHours(0, 0, 0, 0); return d.getTime()"))
+
+
+def test_a_day_of_minute_segments_renders_fast(served: Served, browser: Any) -> None:
+    """Yesterday of a camera with 60-s segments, each its own run with a 3-s hole after it: 1,440
+    recorded stretches and as many gaps on one 24-h timeline."""
+    midnight = _midnight_ms(browser)
+    day0 = (midnight - 86_400_000) * 1000
+    for i in range(1440):
+        a = day0 + i * 60_000_000
+        served.hub.catalog.insert_segment(StoredSegment(
+            "site-a", 10_000 + i, "day", 10_000 + i, a, a + 57_000_000, 1000, "0" * 64, 100, "h264", None,
+            fragments.to_blob([(100, 900, a, 57_000_000)]), False, f"never-read/{i}"))
+    browser.get(served.url + "/#/camera/site-a.day")
+    _wait(browser, "the page to start", "return window.vigilReady === true")
+    if _visible(browser, "sign-in"):
+        _sign_in(browser, HUB_TOKENS["viewer"])
+    _wait(browser, "today's timeline", "return window.vigilTimeline && document.getElementById('day').value")
+    figures = []
+    for _ in range(3):
+        browser.execute_script("window.vigilTimeline = null; document.getElementById('day-prev').click()")
+        day = _wait(browser, "yesterday's timeline", "return window.vigilTimeline")
+        assert day["covered"] == 1440 and day["gaps"] >= 1440, day
+        figures.append(day)
+        browser.execute_script("document.getElementById('day-next').click()")
+        _wait(browser, "today again", "return window.vigilTimeline && window.vigilTimeline.covered === 0")
+    best = min(figures, key=lambda d: d["totalMs"])
+    print(f"\n24-h timeline, 1,440 segments and {best['gaps']} gaps: fetch {best['fetchMs']:.0f} ms, "
+          f"render {best['renderMs']:.0f} ms, total {best['totalMs']:.0f} ms "
+          f"(all: {[round(d['totalMs']) for d in figures]})")
+    assert best["totalMs"] < 200, figures
+    bars = browser.execute_script("return document.querySelectorAll('#timeline .tl-covered').length")
+    assert bars == 0          # today is shown again: nothing recorded today on this camera
+
+
+def test_playback_crosses_midnight_and_steps_to_the_next_gap(served: Served, browser: Any,
+                                                             media: dict[str, Path]) -> None:
+    """Real footage from 10 s before the browser's midnight to 2 s after, a 5-s hole, then 8 s more:
+    playing from yesterday turns the day at midnight; `]` jumps to where footage resumes."""
+    midnight = _midnight_ms(browser)
+    run1 = seed_footage(served.hub, media["h264"], "site-a", "mid", (midnight - 10_000) * 1000, 3,
+                        run_id=7, first_seq=500)
+    resume = run1[-1].end_us // 1000 + 5000
+    seed_footage(served.hub, media["h264"], "site-a", "mid", resume * 1000, 2, run_id=8, first_seq=600)
+    browser.get(served.url + f"/#/camera/site-a.mid?t={us_to_iso((midnight - 4000) * 1000)}")
+    _wait(browser, "the page to start", "return window.vigilReady === true")
+    if _visible(browser, "sign-in"):
+        _sign_in(browser, HUB_TOKENS["viewer"])
+    yesterday = _wait(browser, "yesterday's day", "return document.getElementById('day').value")
+    start = _wait(browser, "the first frame", "return +document.getElementById('clock').dataset.ms")
+    assert abs(start - (midnight - 4000)) <= 2000, (start, midnight)
+    after = _wait(browser, "playback past midnight", "const t = +document.getElementById('clock').dataset.ms; "
+                  "return t > arguments[0] + 500 ? t : null", midnight, timeout=20)
+    today = _wait(browser, "the day to turn", "const d = document.getElementById('day').value; "
+                  "return d !== arguments[0] ? d : null", yesterday)
+    assert today > yesterday and after > midnight
+    # `]`: to where footage resumes after the next gap
+    browser.execute_script("document.getElementById('timeline').focus(); document.dispatchEvent("
+                           "new KeyboardEvent('keydown', {key: ']', bubbles: true}))")
+    landed = _wait(browser, "the jump", "const t = +document.getElementById('clock').dataset.ms; "
+                   "return t >= arguments[0] ? t : null", resume, timeout=20)
+    assert landed - resume <= 2000, (landed, resume)
+    errors = browser.execute_script("return vigilPlayer.errors")
+    assert not [e for e in errors if e["fatal"]], errors
+
+
+def test_the_heat_strip_shows_where_activity_rose(served: Served, browser: Any) -> None:
+    """Two hours of 60-s segments whose series carry a steady noisy bit rate, and one 40-s burst of
+    motion in the second hour: the timeline's heat strip marks the burst and nothing else."""
+    rng = np.random.default_rng(7)
+    day0 = (_midnight_ms(browser) - 86_400_000 + 3 * 3600_000) * 1000      # yesterday 03:00, browser time
+    burst = (day0 + 5400 * 1_000_000, day0 + 5440 * 1_000_000)
+    for i in range(120):
+        a = day0 + i * 60_000_000
+        series = np.zeros((60, 2), dtype=np.uint32)
+        series[:, 0] = rng.normal(20_000, 1_500, 60).clip(0)          # P-frame bytes per second, noisy
+        series[::2, 1] = 60_000                                       # a keyframe every 2 s
+        seconds = np.arange(60) * 1_000_000 + a
+        series[(seconds >= burst[0]) & (seconds < burst[1]), 0] *= 4
+        served.hub.catalog.insert_segment(StoredSegment(
+            "site-a", 20_000 + i, "heat", 1, a, a + 60_000_000, 1000, "0" * 64, 100, "h264", None,
+            fragments.to_blob([(100, 900, a, 60_000_000)]), False, f"never-read/heat/{i}",
+            activity=activity.to_blob(series)))
+    browser.get(served.url + "/#/camera/site-a.heat")
+    _wait(browser, "the page to start", "return window.vigilReady === true")
+    if _visible(browser, "sign-in"):
+        _sign_in(browser, HUB_TOKENS["viewer"])
+    _wait(browser, "today's timeline", "return window.vigilTimeline")
+    browser.execute_script("window.vigilTimeline = null; document.getElementById('day-prev').click()")
+    _wait(browser, "yesterday's timeline", "return window.vigilTimeline && window.vigilTimeline.covered > 0")
+    cells = _wait(browser, "the heat strip", "const c = [...document.querySelectorAll('#timeline .tl-heat')];"
+                  "return c.length ? c.map(e => e.title) : null", timeout=15)
+    view = [float(v) for v in browser.execute_script("return document.getElementById('timeline').dataset.view")
+            .split(",")]
+    lefts = browser.execute_script("return [...document.querySelectorAll('#timeline .tl-heat')]"
+                                   ".map(e => parseFloat(e.style.left))")
+    at = [view[0] + f / 100 * (view[1] - view[0]) for f in lefts]
+    step = (view[1] - view[0]) / 300          # a cell is a step of about 3 px: a few minutes at 24 h
+    assert all(burst[0] / 1000 - step - 1000 <= t <= burst[1] / 1000 + 1000 for t in at), (cells, at, burst)
+    assert all(c.startswith("activity ") for c in cells)

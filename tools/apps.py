@@ -32,7 +32,7 @@ from typing import Any, Self
 from edge.catalog import Catalog, SegmentRow
 from hub.config import edge_node_token
 from tools.processes import VENV_BIN, ManagedProcess, free_port
-from tools.services import Mosquitto, SeaweedS3
+from tools.services import Mosquitto, SeaweedS3, catalog_config_lines
 
 __all__ = ["HUB_TOKENS", "TOKEN", "Edge", "Hub", "edge_mqtt"]
 
@@ -59,9 +59,11 @@ class _App(ManagedProcess):
         super().__init__(workdir, name, per_run_logs=True)
         self.config = workdir / f"{name}.toml"
 
+    args: tuple[str, ...] = ()     # more command-line arguments
+
     def start(self, wait: bool = True) -> Self:
         """Launch; with ``wait``, until ``/healthz`` answers (AssertionError after 30 s or if it exits)."""
-        self._spawn([str(VENV_BIN / self.what), "--config", str(self.config)])
+        self._spawn([str(VENV_BIN / self.what), "--config", str(self.config), *self.args])
         if wait:
             try:
                 self._wait_ready(self._healthy, HEALTHY_TIMEOUT_S, 0.1)
@@ -193,8 +195,9 @@ class Hub(_App):
 
     def __init__(self, workdir: Path, broker: Mosquitto, s3: SeaweedS3, nodes: list[Edge] | None = None,
                  ingest: dict[str, Any] | None = None, extra_nodes: list[dict[str, str]] | None = None,
-                 extra: str = "") -> None:
+                 extra: str = "", role: str = "all", catalog_url: str | None = None) -> None:
         super().__init__(workdir, "hub")
+        self.args = () if role == "all" else ("--role", role)
         self.data_dir = workdir / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -204,7 +207,9 @@ class Hub(_App):
                  "[mqtt]", f'url = "{broker.url}"', 'username = "hub"', 'password = "hub-secret"', "",
                  "[s3]", f'endpoint_url = "{s3.endpoint_url}"', f'bucket = "{s3.bucket}"',
                  f'access_key = "{s3.access_key}"', f'secret_key = "{s3.secret_key}"', "",
-                 "[edge]", f'token = "{TOKEN}"', "", "[ingest]"]
+                 "[edge]", f'token = "{TOKEN}"', "",
+                 *(["[catalog]", f'url = "{catalog_url}"', ""] if catalog_url else catalog_config_lines()),
+                 "[ingest]"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in ingest.items()] + [""]
         for e in nodes or []:
             lines += ["[[nodes]]", f'id = "{e.node_id}"', f'url = "{e.url}"', ""]
@@ -261,7 +266,8 @@ class Hub(_App):
 
     def catalog(self) -> Any:
         from hub.catalog import HubCatalog
-        return HubCatalog(self.data_dir, readonly=True)
+        from hub.config import load_hub_config
+        return HubCatalog(self.data_dir, readonly=True, url=load_hub_config(self.config).catalog.url)
 
     def __repr__(self) -> str:
         return f"<Hub {self.url} pid={self.pid} {self._state()}>"

@@ -35,7 +35,7 @@ from typing import Any
 
 from tools.processes import VENV_BIN, ManagedProcess, free_port, free_ports
 
-__all__ = ["DEFAULT_MQTT_USERS", "Mosquitto", "SeaweedS3", "free_ports", "make_ca", "make_server_cert"]
+__all__ = ["DEFAULT_MQTT_USERS", "Mosquitto", "Postgres", "SeaweedS3", "free_ports", "make_ca", "make_server_cert"]
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "mosquitto_passwd"
@@ -440,3 +440,134 @@ class SeaweedS3(ManagedProcess):
 
     def __repr__(self) -> str:
         return f"<SeaweedS3 {self.endpoint_url} pid={self.pid} {self._state()}>"
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class Postgres(ManagedProcess):
+    """A throwaway PostgreSQL cluster (Debian's postgresql-15) on a free loopback port, for the
+    hub's shared catalog in tests, benchmarks and the demo.
+
+    PostgreSQL refuses to run as root: the cluster (a temp dir owned by the `postgres` user that
+    the Debian package creates) is made with `initdb` and the server runs as that user through
+    `setpriv`, which execs it, so our child *is* the postmaster: stopped by its PID (SIGINT, a
+    fast shutdown), never by name. Trust authentication for the `vigil` superuser on loopback.
+    ``durable=False`` (tests) turns fsync off; benchmarks that claim durability keep it on.
+
+        pg = Postgres.start(tmp_path / "pg")
+        url = pg.create_database("hub1")     # -> "postgresql://vigil@127.0.0.1:PORT/hub1"
+        pg.stop()
+    """
+
+    what = "postgres"
+    stop_timeout_s = 20.0
+
+    def __init__(self, workdir: Path, port: int, durable: bool) -> None:
+        super().__init__(Path(workdir).resolve(), "postgres")
+        self.port = port
+        self.durable = durable
+        # the cluster lives outside workdir: a pytest temp dir is not traversable by `postgres`
+        self.cluster = Path(tempfile.mkdtemp(prefix="vigil-pg-"))
+        shutil.chown(self.cluster, "postgres", "postgres")
+        self.data = self.cluster / "data"
+        self._last_error: Exception | None = None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://vigil@127.0.0.1:{self.port}/{database}"
+
+    @classmethod
+    def start(cls, workdir: Path, durable: bool = False) -> Postgres:
+        if not (POSTGRES_BIN / "initdb").is_file():
+            raise RuntimeError(f"{POSTGRES_BIN / 'initdb'} is missing: install Debian's postgresql (scripts/setup.sh)")
+
+        def make() -> Postgres:
+            pg = cls(workdir, free_port(), durable)
+            pg._initdb()
+            return pg
+
+        return cls._launch_first(make, _AUTO_PORT_ATTEMPTS)
+
+    def _as_postgres(self, *cmd: str) -> list[str]:
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", *cmd]
+
+    def _initdb(self) -> None:
+        done = subprocess.run(self._as_postgres(str(POSTGRES_BIN / "initdb"), "-D", str(self.data), "-A", "trust",
+                                                "-U", "vigil", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"),
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+    def command(self) -> list[str]:
+        settings = {"listen_addresses": "127.0.0.1", "port": str(self.port),
+                    "unix_socket_directories": str(self.cluster), "max_connections": "200",
+                    "shared_buffers": "128MB", "logging_collector": "off"}
+        if not self.durable:
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        return self._as_postgres(str(POSTGRES_BIN / "postgres"), "-D", str(self.data),
+                                 *itertools.chain.from_iterable(("-c", f"{k}={v}") for k, v in settings.items()))
+
+    def _launch(self) -> None:
+        import psycopg
+
+        self._spawn(self.command(), cwd=self.cluster)
+
+        def answers() -> bool:
+            try:
+                with psycopg.connect(self.url(), connect_timeout=2):
+                    return True
+            except psycopg.OperationalError as exc:
+                self._last_error = exc
+                return False
+
+        self._wait_ready(answers, 60, 0.1)
+
+    def _failure_details(self) -> str:
+        return f"(last error: {self._last_error!r})\n{self.log_text(40)}"
+
+    def _bind_failed(self) -> bool:
+        return "could not bind" in self.run_text().lower() or "address already in use" in self.run_text().lower()
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """A fast shutdown (SIGINT: clients disconnected, then a clean stop), SIGKILL after the
+        timeout; the cluster's files are removed."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(2)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(self.stop_timeout_s if timeout is None else timeout)
+        super().stop(timeout)
+        shutil.rmtree(self.cluster, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"<Postgres {self.url()} pid={self.pid} {self._state()}>"
+
+
+TEST_CATALOG_ENV = "VIGIL_TEST_PG_URL"   # set (to a cluster's admin URL) when the tests run on PostgreSQL
+
+
+def catalog_config_lines() -> list[str]:
+    """The `[catalog]` lines of a test hub's config: a fresh PostgreSQL database on the cluster that
+    $VIGIL_TEST_PG_URL names (the suite's PostgreSQL pass), or none (SQLite in hub.data_dir)."""
+    admin = os.environ.get(TEST_CATALOG_ENV)
+    if not admin:
+        return []
+    import psycopg
+
+    name = f"hub_{os.getpid()}_{next(_DATABASES)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return ["[catalog]", f'url = "{admin.rsplit("/", 1)[0]}/{name}"', ""]
+
+
+_DATABASES = itertools.count(1)

@@ -37,7 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["STANDARD_LOOPS", "make_loop", "make_standard_set"]
+__all__ = ["STANDARD_LOOPS", "make_activity_loop", "make_loop", "make_standard_set", "make_tone"]
 
 #: Files made by the CLI: file name -> make_loop() keyword arguments.
 STANDARD_LOOPS: dict[str, dict] = {
@@ -128,6 +128,92 @@ def make_loop(
                 f"ffmpeg failed making {path} (exit {proc.returncode}):\n"
                 f"{' '.join(cmd)}\n{proc.stderr.strip()}")
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; make the cache readable like a normal file
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def make_activity_loop(
+    path: Path | str,
+    bursts: list[tuple[int, int]],
+    seconds: int = 240,
+    noise: int = 3,
+    size: str = "640x360",
+    fps: int = 15,
+    gop_frames: int | None = None,
+) -> Path:
+    """Create a loopable H.264 file of a still scene in which an object moves during `bursts`
+    ((start, end) seconds into the loop), for the activity index (tests/test_activity.py).
+
+    The scene is one frame of ``testsrc2`` held still, with temporal sensor noise of strength
+    ``noise`` (ffmpeg's ``noise=alls``: 3 is a camera in good light, 6 and more a dim scene); the
+    object is a 64x128 ``testsrc2`` patch crossing the picture. x264 encodes it as a camera's VBR
+    mode does (CRF 23, at most 2 Mbit/s), so the bytes of the P-frames follow what changes. Without
+    bursts it is the still scene alone. Cached like ``make_loop`` (distinct names for distinct
+    settings).
+    """
+    path = Path(path)
+    gop = int(gop_frames) if gop_frames is not None else 2 * fps
+    frames = int(seconds) * fps
+    if frames % gop:
+        raise ValueError(f"{seconds} s at {fps} fps is not a whole number of {gop}-frame GOPs")
+    if path.is_file() and path.stat().st_size > 0:
+        return path
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("ffmpeg not found on PATH (apt-get install ffmpeg)")
+    still = f"[0:v]trim=end_frame=1,loop=loop=-1:size=1,setpts=N/{fps}/TB,noise=alls={int(noise)}:allf=t"
+    if bursts:
+        when = "+".join(f"between(t,{a},{b - 1 / fps:.4f})" for a, b in bursts)
+        graph = (f"{still}[bg];[bg][1:v]overlay=x='mod(t*90,640)-64':y='120+80*sin(t/2)':"
+                 f"enable='{when}'[v]")
+        inputs = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
+                  "-f", "lavfi", "-i", f"testsrc2=size=64x128:rate={fps}"]
+    else:
+        graph = still + "[v]"
+        inputs = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(fd)
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs,
+           "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames), "-pix_fmt", "yuv420p",
+           "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-g", str(gop), "-keyint_min", str(gop),
+           "-sc_threshold", "0", "-bf", "0", "-crf", "23", "-maxrate", "2M", "-bufsize", "4M",
+           "-x264-params", "repeat-headers=1", "-f", "h264", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or os.path.getsize(tmp) == 0:
+            raise RuntimeError(f"ffmpeg failed making {path} (exit {proc.returncode}):\n"
+                               f"{' '.join(cmd)}\n{proc.stderr.strip()}")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def make_tone(path: Path | str, seconds: int = 4, rate: int = 48000) -> Path:
+    """An ADTS AAC-LC loop (a 440 Hz sine, mono) for ``tools/rtspcam.py``; reused if it exists."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > 0:
+        return path
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("ffmpeg not found on PATH (apt-get install ffmpeg)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(fd)
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+           "-i", f"sine=frequency=440:sample_rate={rate}:duration={seconds}", "-ac", "1",
+           "-c:a", "aac", "-b:a", "48k", "-f", "adts", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or os.path.getsize(tmp) == 0:
+            raise RuntimeError(f"ffmpeg failed making {path} (exit {proc.returncode}):\n{proc.stderr.strip()}")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -26,9 +26,10 @@ from hub.api.routing import (
 )
 from hub.api.shapes import CameraText, Struct, Timestamp, csv_of, text
 from hub.catalog import ExportJob, Link
+from hub.store import StoreError
 from shared.enums import EXPORT_STATUSES, ExportStatus
 from shared.http import ApiError
-from shared.timeutil import us_to_iso
+from shared.timeutil import now_us, us_to_iso
 
 ExportId = Annotated[str, Meta(pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$", description="export id")]
 
@@ -76,6 +77,17 @@ class ExportOut(Struct):
                    expires=us_to_iso(job.expires_us), source_bytes=job.result.get("source_bytes"),
                    manifest_url=base + exports.MANIFEST if done else None,
                    signature_url=base + exports.SIGNATURE if done else None, files=files)
+
+
+class ExportVerification(Struct):
+    export: str
+    ok: Annotated[bool, Meta(description="the signature is the hub's, every file has the signed size and sha256, "
+                                         "every source segment is stored with the signed sha256")]
+    problems: Annotated[list[str], Meta(description="what differs, one line each (as vigil-hub verify-export says)")]
+    signing_key: str | None
+    files: int
+    sources: int
+    checked: Timestamp
 
 
 class ExportList(Struct):
@@ -160,6 +172,27 @@ class Exports:
         return object_response(self.s.store, key, {"Content-Type": ctype,
                                                    "Content-Disposition": f'attachment; filename="{name}"'})
 
+    def verify_export(self, ctx: Ctx) -> ExportVerification:
+        job = self._job(ctx, ctx.path.id)
+        if job.status != "done":
+            raise ApiError(409, "not_done", f"export {job.id} is {job.status}: only a done export can be checked")
+        try:
+            checked = self.s.exporter.verify(job.id)
+        except LookupError:
+            raise ApiError(409, "not_stored", f"export {job.id}'s manifest is not in object storage (expired or "
+                           "deleted)") from None
+        except StoreError as exc:
+            raise ApiError(502, "store_unavailable",
+                           f"could not read export {job.id} from object storage: {exc}") from None
+        if checked is None:
+            raise ApiError(429, "too_many_requests", "another export is being checked; try again when it is done",
+                           {"Retry-After": "5"})
+        problems, manifest = checked
+        manifest = manifest or {}
+        return ExportVerification(export=job.id, ok=not problems, problems=problems,
+                                  signing_key=manifest.get("signing_key"), files=len(manifest.get("outputs", [])),
+                                  sources=len(manifest.get("sources", [])), checked=us_to_iso(now_us()))
+
     def public_key(self, ctx: Ctx) -> Response:
         signer = self.s.exporter.signer
         return Response(signer.public_pem, media_type="application/x-pem-file",
@@ -177,6 +210,10 @@ class Exports:
               "The Ed25519 public key that verifies export manifests (PEM)", media="application/x-pem-file", tag=tag),
             E("GET", f"{API}/exports/{{id}}", self.get_export, "One export: status, progress, files",
               path_params=ExportPath, response=ExportOut, tag=tag),
+            E("GET", f"{API}/exports/{{id}}/verification", self.verify_export,
+              "Check a done export where it is stored, as vigil-hub verify-export ID does: the manifest's signature, "
+              "every file's size and sha256, every source segment (one check at a time per hub)",
+              path_params=ExportPath, response=ExportVerification, tag=tag, errors=(409, 429, 502)),
             E("GET", f"{API}/exports/{{id}}/files/{{name}}", self.export_file,
               "An export file: a redirect to a presigned download link, or the bytes (api.media)",
               path_params=ExportFilePath, media=("video/mp4", "application/json", "application/octet-stream"),

@@ -17,8 +17,9 @@ from hub.playback import MAX_TOKEN_CHARS
 
 REF = "#/components/schemas/{name}"
 _ERRORS = {400: "bad request (parameter, body or range)", 401: "no valid bearer token", 403: "role too low",
-           404: "unknown id or route", 409: "already exists", 413: "body too large",
-           416: "range not satisfiable", 422: "refers to something unknown, or cannot be decoded",
+           404: "unknown id or route", 409: "already exists, or not in a state for this", 413: "body too large",
+           416: "range not satisfiable", 429: "too many at once: retry after Retry-After seconds",
+           422: "refers to something unknown, or cannot be decoded",
            502: "object storage did not answer", 503: "catalog busy"}
 TOKEN_PARAM = {"name": "token", "in": "query", "required": False,
                "description": "a playback token (POST /api/v1/playback-tokens) instead of a bearer token",

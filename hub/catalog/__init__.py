@@ -1,6 +1,7 @@
 """The hub catalog: every SQL statement of the hub, and nothing else.
 
-One SQLite file (`<data_dir>/hub.db`) describes every stored segment, every known node and
+One SQLite file (`<data_dir>/hub.db`), or a PostgreSQL database that several hub processes share
+(`[catalog] url`; hub/catalog/postgres.py), describes every stored segment, every known node and
 camera, the gaps the edges reported, the segments given up on (quarantine), incidents, tags,
 annotations, the audit trail and export jobs. The rest of the hub sees typed rows and methods:
 
@@ -11,11 +12,11 @@ annotations, the audit trail and export jobs. The rest of the hub sees typed row
     with catalog.read() as r:               # a read on the writer's connection, under its lock
         r.stored_seqs(node, seqs)           #   (ingest threads: no connection per thread)
 
-The queries live in one module per table group (`fleet`, `segments`, `holds`, `incidents`,
+The queries live in one module per table group (`fleet`, `segments`, `activity`, `holds`, `incidents`,
 `annotations`, `audit`, `exports`, `tokens`, `sessions`), as read and write mixins that `CatalogReader` and
 `HubCatalog` combine; `schema`
-holds the migrations. A PostgreSQL catalog is another `Sql` (db.py) and schema list under the same
-methods. A segment row is written only after its object is in S3 with a verified sha256, so a row
+holds the migrations (postgres.py PostgreSQL's). Both engines run the same query modules: db.py
+says what their SQL keeps to. A segment row is written only after its object is in S3 with a verified sha256, so a row
 always means "stored".
 """
 
@@ -26,10 +27,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from hub.catalog.activity import ActivityReads
 from hub.catalog.annotations import Annotation, AnnotationChanges, AnnotationReads, AnnotationWrites, NewAnnotation, Tag
 from hub.catalog.audit import AuditEntry, AuditReads
-from hub.catalog.db import CatalogBusy, CatalogError, Sql
+from hub.catalog.db import CatalogBusy, CatalogError, Sql, SqliteSql
 from hub.catalog.exports import ExportJob, ExportReads, ExportWrites
 from hub.catalog.fleet import CameraRow, EdgeGap, FleetReads, FleetWrites, GapSpan, NodeRow, QuarantineRow
 from hub.catalog.holds import HoldReads, HoldRow, HoldSpan
@@ -70,8 +73,8 @@ COUNTED_TABLES = ("segments", "gaps", "incidents", "annotations", "tags", "audit
                   "exports")
 
 
-class CatalogReader(FleetReads, SegmentReads, HoldReads, IncidentReads, AnnotationReads, AuditReads, ExportReads,
-                    TokenReads, SessionReads):
+class CatalogReader(FleetReads, SegmentReads, ActivityReads, HoldReads, IncidentReads, AnnotationReads, AuditReads,
+                    ExportReads, TokenReads, SessionReads):
     """Every read of the catalog, on one connection."""
 
     def __init__(self, db: Sql) -> None:
@@ -82,18 +85,19 @@ class CatalogReader(FleetReads, SegmentReads, HoldReads, IncidentReads, Annotati
         return {t: int(self.db.value(f"SELECT count(*) FROM {t}")) for t in COUNTED_TABLES}
 
 
-class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, ExportWrites, TokenWrites,
-                 SessionWrites):
-    """The catalog's writer (one connection, one transaction at a time) and its readers."""
+class _SqliteBackend:
+    """hub.db: one writer connection (BEGIN IMMEDIATE under a lock), a read-only WAL connection
+    per reading thread."""
 
-    def __init__(self, data_dir: Path, readonly: bool = False) -> None:
-        self.path = data_dir / CATALOG_NAME
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, readonly: bool) -> None:
+        self.path = path
         self.readonly = readonly
-        self._conn = sqlite.connect(self.path, readonly=readonly)
+        self._conn = sqlite.connect(path, readonly=readonly)
         if not readonly:
             sqlite.migrate(self._conn, MIGRATIONS)
         self._lock = threading.Lock()
-        self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
 
@@ -104,29 +108,94 @@ class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, E
             self._readers.clear()
         self._conn.close()
 
+    def reader_sql(self) -> Sql:
+        conn = sqlite.connect(self.path, readonly=True)
+        with self._readers_lock:
+            self._readers.append(conn)
+        return SqliteSql(conn)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Sql]:
+        with self._lock:
+            yield SqliteSql(self._conn)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Sql]:
+        if self.readonly:
+            raise RuntimeError("this catalog was opened read-only")
+        with self._lock, self._conn:
+            db = SqliteSql(self._conn)
+            db.run("BEGIN IMMEDIATE")
+            yield db
+
+
+class _AlwaysHeld:
+    """The jobs lock of a SQLite catalog: its one process holds it."""
+
+    def try_take(self) -> bool:
+        return True
+
+    def alive(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, ExportWrites, TokenWrites,
+                 SessionWrites):
+    """The catalog's writer (one transaction at a time) and its readers, on SQLite (`data_dir/hub.db`)
+    or, given `url` (`postgresql://…`), on PostgreSQL (hub/catalog/postgres.py)."""
+
+    def __init__(self, data_dir: Path, readonly: bool = False, url: str = "") -> None:
+        self.readonly = readonly
+        self.url = url
+        if url:
+            from hub.catalog.postgres import PostgresBackend
+            self.backend: _SqliteBackend | PostgresBackend = PostgresBackend(url, readonly)
+            self.path: Path | None = None
+        else:
+            self.backend = _SqliteBackend(data_dir / CATALOG_NAME, readonly)
+            self.path = self.backend.path
+        self.dialect = self.backend.dialect
+        self._local = threading.local()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def jobs_lock(self) -> Any:
+        """What makes one process the runner of the hub's jobs: on PostgreSQL a session advisory
+        lock (`postgres.SessionLock`); on SQLite, whose catalog one process owns, a lock always held."""
+        if self.url:
+            from hub.catalog.postgres import JOBS_LOCK, SessionLock
+            return SessionLock(self.url, JOBS_LOCK)
+        return _AlwaysHeld()
+
+    def ping(self) -> None:
+        """Raise if the catalog cannot be read now (readiness: SQLite opens its file again,
+        PostgreSQL answers a statement on a pooled connection)."""
+        if self.path is not None:
+            sqlite.connect(self.path, readonly=True).close()
+        else:
+            CatalogReader(self.backend.reader_sql()).db.value("SELECT 1")
+
     def reader(self) -> CatalogReader:
-        """A reader on this thread's own read-only connection (opened on first use, kept)."""
+        """A reader for this thread (SQLite: its own read-only connection, opened on first use and
+        kept; PostgreSQL: a pooled connection per statement)."""
         reader = getattr(self._local, "reader", None)
         if reader is None:
-            conn = sqlite.connect(self.path, readonly=True)
-            with self._readers_lock:
-                self._readers.append(conn)
-            reader = self._local.reader = CatalogReader(Sql(conn))
+            reader = self._local.reader = CatalogReader(self.backend.reader_sql())
         return reader
 
     @contextlib.contextmanager
     def read(self) -> Iterator[CatalogReader]:
-        """A reader on the writer's connection, holding its lock: for threads that read now and
-        then (ingest, jobs) and must not each keep a connection open."""
-        with self._lock:
-            yield CatalogReader(Sql(self._conn))
+        """A reader on the writer's side (SQLite: its connection under its lock): for threads that
+        read now and then (ingest, jobs) and must not each keep a connection open."""
+        with self.backend.read() as db:
+            yield CatalogReader(db)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Sql]:
-        """One write transaction: BEGIN IMMEDIATE, COMMIT on leaving, ROLLBACK on an exception."""
-        if self.readonly:
-            raise RuntimeError("this catalog was opened read-only")
-        with self._lock, self._conn:
-            db = Sql(self._conn)
-            db.run("BEGIN IMMEDIATE")
+        """One write transaction: committed on leaving, rolled back on an exception."""
+        with self.backend.transaction() as db:
             yield db

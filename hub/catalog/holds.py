@@ -50,7 +50,7 @@ class HoldReads(Reader):
         rows = self.db.rows(
             "SELECT h.kind, h.ref, h.node, h.camera, h.start_us, h.end_us, coalesce(i.title, e.reason, '') AS title, "
             "i.status, coalesce(i.hold, 0) AS hold, e.expires_us FROM holds_in_force h "
-            "LEFT JOIN incidents i ON h.kind = 'incident' AND i.id = h.ref "
+            "LEFT JOIN incidents i ON h.kind = 'incident' AND CAST(i.id AS TEXT) = h.ref "
             "LEFT JOIN exports e ON h.kind = 'export' AND e.id = h.ref"
             + where + " ORDER BY h.node, h.camera, h.start_us, h.kind, h.ref", args)
         return [HoldRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), r[9]) for r in rows]

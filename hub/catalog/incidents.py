@@ -6,8 +6,10 @@ change) commit together. The caller (the API) has checked the input: the cameras
 (cameras and incidents are never deleted).
 
 Search: user words are quoted before they reach FTS5 (`fts_query`), so no input is a syntax error;
-every word must match, `word*` is a prefix. FTS5 is SQLite's; a PostgreSQL catalog answers the same
-questions with `tsvector`.
+every word must match, `word*` is a prefix. FTS5 is SQLite's; on PostgreSQL the same table holds
+the texts and a `tsvector` of their words (split and folded here: lower case, diacritics removed,
+as FTS5's unicode61 does), searched with a `tsquery` made of quoted lexemes (`pg_tsquery`: again
+no input is a syntax error), ranked by `ts_rank`, the snippet made here (`_snippet`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
+import unicodedata
 from typing import Any, NamedTuple, TypedDict
 
 from hub.catalog.audit import write_audit
@@ -103,15 +106,21 @@ class IncidentQuery:
 # -- shared pieces of the queries ---------------------------------------------------------------
 def _reindex(db: Sql, incident_id: int) -> None:
     row = db.row("SELECT title, description FROM incidents WHERE id = ?", (incident_id,))
-    db.run("DELETE FROM incident_fts WHERE rowid = ?", (incident_id,))
+    pg = db.dialect == "postgres"
+    db.run(f"DELETE FROM incident_fts WHERE {'incident_id' if pg else 'rowid'} = ?", (incident_id,))
     if row is None:
         return
     notes = " \n".join(r[0] for r in db.rows("SELECT text FROM annotations WHERE incident_id = ? ORDER BY id",
                                              (incident_id,)))
     tags = " ".join(r[0] for r in db.rows("SELECT tag FROM incident_tags WHERE incident_id = ? ORDER BY tag",
                                           (incident_id,)))
-    db.run("INSERT INTO incident_fts (rowid, title, description, annotations, tags) VALUES (?, ?, ?, ?, ?)",
-           (incident_id, row[0], row[1], notes, tags))
+    if pg:
+        words = " ".join(_words(" ".join((row[0], row[1], notes, tags))))
+        db.run("INSERT INTO incident_fts (incident_id, title, description, annotations, tags, doc) "
+               "VALUES (?, ?, ?, ?, ?, to_tsvector('simple', ?))", (incident_id, row[0], row[1], notes, tags, words))
+    else:
+        db.run("INSERT INTO incident_fts (rowid, title, description, annotations, tags) VALUES (?, ?, ?, ?, ?)",
+               (incident_id, row[0], row[1], notes, tags))
 
 
 def _links(db: Sql, incident_id: int) -> list[Link]:
@@ -169,6 +178,54 @@ def fts_query(text: str) -> str | None:
     return " ".join(f'"{w.rstrip("*")}"' + ("*" if w.endswith("*") else "") for w in words)
 
 
+def _words(text: str) -> list[str]:
+    """Words as FTS5's unicode61 tokenizer sees them: letters and digits, lower case, diacritics
+    removed (PostgreSQL's side of the search: its own parser would keep e-mail addresses, paths
+    and hyphenated words whole)."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    return re.findall(r"[^\W_]+", folded)
+
+
+def pg_tsquery(text: str) -> str | None:
+    """User words -> a PostgreSQL tsquery text (every word must match; each a quoted lexeme, so no
+    syntax errors; `word*` is a prefix), or None when the text has no word to search for."""
+    terms = []
+    for word in re.findall(r"\w+\*?", text):
+        parts = _words(word)
+        terms += [f"'{p}'" for p in parts[:-1]]
+        if parts:
+            terms.append(f"'{parts[-1]}'" + (":*" if word.endswith("*") else ""))
+    return " & ".join(terms) or None
+
+
+def _snippet(texts: tuple[str, ...], tsquery: str, size: int = 16) -> str:
+    """PostgreSQL's side of FTS5's snippet(): the text (of the first column that matches) around
+    its best window of `size` words, the matching words between the markers. Made here rather than
+    by ts_headline, which drops whatever looks like markup from the text."""
+    terms = [(t.strip("'").split("'")[0], t.endswith(":*")) for t in tsquery.split(" & ")]
+
+    def hit(word: str) -> bool:
+        w = _words(word)
+        return bool(w) and any(w[0] == t or (prefix and w[0].startswith(t)) for t, prefix in terms)
+
+    for text in texts:
+        tokens = list(re.finditer(r"[^\W_]+", text))
+        hits = [hit(m.group()) for m in tokens]
+        if not any(hits):
+            continue
+        best = max(range(max(1, len(tokens) - size + 1)), key=lambda i: (sum(hits[i:i + size]), -i))
+        window = tokens[best:best + size]
+        first, last = best == 0, best + size >= len(tokens)       # the whole text from its start / to its end
+        out, at = [], 0 if first else window[0].start()
+        for m, is_hit in zip(window, hits[best:best + size], strict=True):
+            if is_hit:
+                out += [text[at:m.start()], _OPEN, m.group(), _CLOSE]
+                at = m.end()
+        out.append(text[at:len(text) if last else window[-1].end()])
+        return ("" if first else "…") + "".join(out) + ("" if last else "…")
+    return ""
+
+
 def _filters(q: IncidentQuery) -> tuple[list[str], list[Any]]:
     """The WHERE conditions (and their arguments) of a query's filters, full-text search aside."""
     where: list[str] = []
@@ -219,37 +276,47 @@ class IncidentReads(Reader):
         args: list[Any] = []
         source = "FROM incidents i"
         capped = False
-        fts = fts_query(q.q) if q.q else None
+        pg = self.db.dialect == "postgres"
+        fts = (pg_tsquery if pg else fts_query)(q.q) if q.q else None
         if q.q and fts is None:
             return [], False          # no word to look for: nothing matches
+        # the full-text table's id column, and how it matches, ranks and makes snippets
+        fts_id = "incident_fts.incident_id" if pg else "incident_fts.rowid"
+        match = "incident_fts.doc @@ to_tsquery('simple', ?)" if pg else "incident_fts MATCH ?"
         if fts:
-            source = "FROM incident_fts JOIN incidents i ON i.id = incident_fts.rowid"
-            where.append("incident_fts MATCH ?")
+            source = f"FROM incident_fts JOIN incidents i ON i.id = {fts_id}"
+            where.append(match)
             args.append(fts)
             if q.sort == "rank":
-                bound = self.db.value("SELECT rowid FROM incident_fts WHERE incident_fts MATCH ? ORDER BY rowid DESC "
+                bound = self.db.value(f"SELECT {fts_id} FROM incident_fts WHERE {match} ORDER BY {fts_id} DESC "
                                       "LIMIT 1 OFFSET ?", (fts, RANK_CAP))
                 if bound is not None:
                     capped = True
-                    where.append("incident_fts.rowid > ?")
+                    where.append(f"{fts_id} > ?")
                     args.append(bound)
         filters, filter_args = _filters(q)
         where += filters
         args += filter_args
-        by_id = "incident_fts.rowid" if fts else "i.id"  # with a search, FTS5 walks its rowids in order cheaply
+        by_id = fts_id if fts else "i.id"  # with a search, the index walks its ids in order cheaply
+        rank = "ts_rank(incident_fts.doc, to_tsquery('simple', ?)) DESC" if pg else "incident_fts.rank"
         order = {"-updated": "i.updated_us DESC", "updated": "i.updated_us", "-created": f"{by_id} DESC",
                  "created": by_id, "-severity": "i.severity_rank DESC, i.id DESC", "severity": "i.severity_rank, i.id",
                  "-start": "i.start_us DESC", "start": "i.start_us",
-                 "rank": "incident_fts.rank" if fts else "i.updated_us DESC"}[q.sort]
+                 "rank": rank if fts else "i.updated_us DESC"}[q.sort]
+        order_args = [fts] if fts and pg and q.sort == "rank" else []
         sql = (f"SELECT i.id {source} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order}, i.id DESC "
                "LIMIT ? OFFSET ?")
-        ids = [r[0] for r in self.db.rows(sql, (*args, q.limit, q.offset))]
+        ids = [r[0] for r in self.db.rows(sql, (*args, *order_args, q.limit, q.offset))]
         if not ids:
             return [], capped
         marks = ",".join("?" * len(ids))
         rows = {r["id"]: r for r in self.db.rows(f"SELECT * FROM incidents WHERE id IN ({marks})", ids)}
         snippets: dict[int, str] = {}
-        if fts:
+        if fts and pg:
+            snippets = {r[0]: _marked_html(_snippet(tuple(r[1:]), fts)) for r in self.db.rows(
+                f"SELECT incident_id, title, description, annotations, tags FROM incident_fts "
+                f"WHERE incident_id IN ({marks})", ids)}
+        elif fts:
             snippets = {r[0]: _marked_html(r[1]) for r in self.db.rows(
                 f"SELECT rowid, snippet(incident_fts, -1, '{_OPEN}', '{_CLOSE}', '…', 16) FROM incident_fts "
                 f"WHERE incident_fts MATCH ? AND rowid IN ({marks})", (fts, *ids))}

@@ -320,4 +320,24 @@ ALTER TABLE nodes ADD COLUMN replica TEXT;
 """
 
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8]
+SCHEMA_V9 = """
+-- Each stored segment's activity series as its edge measured it (shared/activity.py): little-endian
+-- uint32 [n, 2], non-keyframe and keyframe video bytes per UTC second from second `start_s` on.
+-- Apart from `segments` and clustered by camera and time, so a camera's day is one range scan.
+CREATE TABLE segment_activity (
+    node TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    start_s INTEGER NOT NULL,        -- the UTC second of the first row: the segment's start_us / 1e6
+    seq INTEGER NOT NULL,
+    series BLOB NOT NULL,
+    PRIMARY KEY (node, camera, start_s, seq)
+) WITHOUT ROWID;
+-- A segment's series goes with its row (retention).
+CREATE TRIGGER segment_activity_deleted AFTER DELETE ON segments BEGIN
+    DELETE FROM segment_activity
+     WHERE node = old.node AND camera = old.camera AND start_s = old.start_us / 1000000 AND seq = old.seq;
+END;
+"""
+
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8, SCHEMA_V9]

@@ -41,6 +41,7 @@ class StoredSegment:
     fragments: bytes                 # shared/fragments.py BLOB
     recovered: bool
     object_key: str
+    activity: bytes | None = None    # shared/activity.py BLOB (kept in segment_activity), if the edge sent one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ class SegmentRow(StoredSegment):
     @classmethod
     def from_row(cls, r: Row) -> SegmentRow:
         return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], bool(r[12]), r[13],
-                   r[14])
+                   stored_us=r[14])
 
 
 class SegmentSpan(NamedTuple):
@@ -189,10 +190,16 @@ class SegmentWrites(Writer):
                 db.run(
                     "INSERT INTO cameras (node, camera, first_start_us, last_end_us, max_segment_us) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node, camera) DO UPDATE SET "
-                    "first_start_us = min(coalesce(first_start_us, excluded.first_start_us), excluded.first_start_us), "
-                    "last_end_us = max(coalesce(last_end_us, excluded.last_end_us), excluded.last_end_us), "
-                    "max_segment_us = max(max_segment_us, excluded.max_segment_us)",
+                    "first_start_us = " + db.least("coalesce(cameras.first_start_us, excluded.first_start_us)",
+                                                   "excluded.first_start_us") + ", "
+                    "last_end_us = " + db.greatest("coalesce(cameras.last_end_us, excluded.last_end_us)",
+                                                   "excluded.last_end_us") + ", "
+                    "max_segment_us = " + db.greatest("cameras.max_segment_us", "excluded.max_segment_us"),
                     (seg.node, seg.camera, seg.start_us, seg.end_us, seg.end_us - seg.start_us))
+                if seg.activity is not None:
+                    db.run("INSERT INTO segment_activity (node, camera, start_s, seq, series) VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT DO NOTHING", (seg.node, seg.camera, seg.start_us // 1_000_000, seg.seq,
+                                                      seg.activity))
             return bool(inserted)
 
     def mark_deleting(self, segments: list[DoomedSegment]) -> None:
@@ -207,6 +214,6 @@ class SegmentWrites(Writer):
             for s in segments:
                 ends[(s.node, s.camera)] = max(ends.get((s.node, s.camera), 0), s.end_us)
             for (node, camera), end in ends.items():
-                db.run("UPDATE cameras SET expired_before_us = max(expired_before_us, ?), first_start_us = "
-                       "(SELECT min(start_us) FROM segments WHERE node = ? AND camera = ?) "
+                db.run(f"UPDATE cameras SET expired_before_us = {db.greatest('expired_before_us', '?')}, "
+                       "first_start_us = (SELECT min(start_us) FROM segments WHERE node = ? AND camera = ?) "
                        "WHERE node = ? AND camera = ?", (end, node, camera, node, camera))

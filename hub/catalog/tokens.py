@@ -25,4 +25,5 @@ class TokenWrites(Writer):
         """Revoke the tokens `issuer` (or EVERY_ISSUER) made before `before_us`."""
         with self._transaction() as db:
             db.run("INSERT INTO playback_revocations (issuer, before_us) VALUES (?, ?) ON CONFLICT (issuer) "
-                   "DO UPDATE SET before_us = max(before_us, excluded.before_us)", (issuer, before_us))
+                   "DO UPDATE SET before_us = "
+                   + db.greatest("playback_revocations.before_us", "excluded.before_us"), (issuer, before_us))
