@@ -8,8 +8,9 @@ and the API never writes the catalog.
     GET /metrics                              Prometheus text
     GET /api/v1/cameras                       per-camera state
     GET /api/v1/segments?after_seq=N&limit=M  catalog rows in seq order, fragment index included
-    GET /api/v1/segments/{seq}                the file (Range, ETag = sha256, video/mp4), capped at
-                                              `http.max_upload_mbps` across all downloads
+    GET /api/v1/segments/{seq}[?lane=live]    the file (Range, ETag = sha256, video/mp4), capped at
+                                              `http.max_upload_mbps` across all downloads; the hub's
+                                              live ones first (`Lanes`)
     GET /api/v1/gaps?after_rev=N&limit=M      why footage is missing, in the order gaps were added or
                                               extended (`rev`)
     GET /api/v1/holds                         the hub's evidence holds in force on this node
@@ -41,6 +42,9 @@ from shared.timeutil import us_to_iso
 
 MAX_LIMIT = 1000
 CHUNK = 256 * 1024
+LANE_CHUNK = 64 * 1024        # a segment download's chunks: small, so catch-up yields to live promptly
+LIVE_HOLD_S = 0.5             # catch-up waits while a live download moved a chunk this recently ...
+CATCHUP_MAX_WAIT_S = 2.0      # ... but at most this long per chunk: never long enough for a hub's read timeout
 
 
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -88,16 +92,45 @@ class Throttle:
             await asyncio.sleep(-self.tokens / self.rate)
 
 
+class Lanes:
+    """Live downloads go first in the upload (issue 16: a thin site WAN after an outage).
+
+    A download is *live* when the hub's live lane asks for it (`?lane=live`); the others are the
+    hub's catch-up. Before each chunk a catch-up download waits while a live one sent a chunk in
+    the last LIVE_HOLD_S, at most CATCHUP_MAX_WAIT_S, so a live segment gets the whole link while
+    the backlog takes what is left, and a catch-up download never stalls long enough for the hub
+    to give up on it. A live download stuck on a dead connection stops holding catch-up back
+    LIVE_HOLD_S after its last chunk. What the kernel already queued still goes out first, which
+    TCP_NOTSENT_LOWAT keeps small (edge/node.py)."""
+
+    def __init__(self) -> None:
+        self.live_sent = -1e9     # monotonic time of the last live chunk
+
+    async def catchup_turn(self) -> None:
+        waited = time.monotonic()
+        while True:
+            now = time.monotonic()
+            hold = self.live_sent + LIVE_HOLD_S - now
+            if hold <= 0 or now - waited >= CATCHUP_MAX_WAIT_S:
+                return
+            await asyncio.sleep(min(hold, 0.1))
+
+
 async def _file_chunks(path: Path, start: int, end: int, throttle: Throttle | None,
-                       metrics: EdgeMetrics) -> AsyncIterator[bytes]:
+                       metrics: EdgeMetrics, lanes: Lanes, live: bool) -> AsyncIterator[bytes]:
     fh = await run_in_threadpool(open, path, "rb")
+    size = min(throttle.chunk if throttle else CHUNK, LANE_CHUNK)
     try:
         await run_in_threadpool(fh.seek, start)
         remaining = end - start
         while remaining > 0:
-            chunk = await run_in_threadpool(fh.read, min(throttle.chunk if throttle else CHUNK, remaining))
+            if not live:
+                await lanes.catchup_turn()
+            chunk = await run_in_threadpool(fh.read, min(size, remaining))
             if not chunk:
                 return  # the file shrank: impossible for a committed segment; end the response short
+            if live:
+                lanes.live_sent = time.monotonic()
             if throttle is not None:
                 await throttle.take(len(chunk))
             remaining -= len(chunk)
@@ -112,6 +145,7 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
                max_upload_mbps: float = 0.0) -> Starlette:
     expected = token.encode()
     throttle = Throttle(max_upload_mbps) if max_upload_mbps > 0 else None
+    lanes = Lanes()
 
     def read(fn: Callable[[Catalog], Any]) -> Awaitable[Any]:
         def run() -> Any:
@@ -180,7 +214,9 @@ def create_app(*, data_dir: Path, token: str, metrics: EdgeMetrics,
             status = 206
             headers["Content-Range"] = f"bytes {first}-{last}/{row.bytes}"
         headers["Content-Length"] = str(last - first + 1)
-        return StreamingResponse(_file_chunks(path, first, last + 1, throttle, metrics), status_code=status,
+        live = request.query_params.get("lane") == "live"
+        chunks = _file_chunks(path, first, last + 1, throttle, metrics, lanes, live)
+        return StreamingResponse(chunks, status_code=status,
                                  media_type="video/mp4", headers=headers)
 
     async def gaps(request: Request) -> Response:

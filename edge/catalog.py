@@ -309,6 +309,12 @@ class Catalog:
             (after_id, through_id if through_id is not None else 2**62, limit)).fetchall()
         return [(r[0], r[1]) for r in rows]
 
+    def outbox_before(self, before_id: int, limit: int) -> list[tuple[int, str]]:
+        """(id, payload) of doorbells before `before_id`, newest first."""
+        rows = self._conn.execute("SELECT id, payload FROM outbox WHERE id < ? ORDER BY id DESC LIMIT ?",
+                                  (before_id, limit)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def outbox_stats(self) -> tuple[int, int]:
         """(rows, highest id) of the outbox."""
         row = self._conn.execute("SELECT count(*), coalesce(max(id), 0) FROM outbox").fetchone()

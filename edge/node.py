@@ -36,6 +36,7 @@ from shared.timeutil import now_us, us_to_iso
 
 log = logging.getLogger(__name__)
 STOP_BUDGET_S = 4.0  # SIGTERM to every segment closed and committed
+NOTSENT_LOWAT = 32 * 1024  # bytes a segment download may have queued in the kernel beyond those in flight
 
 
 STALL_MARGIN_S = 20.0
@@ -111,8 +112,10 @@ class EdgeNode:
             except OSError as exc:
                 raise StartupError(f"http.cert_file/key_file: cannot use {cfg.http.cert_file} with "
                                    f"{cfg.http.key_file} ({exc.strerror or exc})") from None
+        # a small unsent queue per connection, so the live lane's download is not stuck behind
+        # catch-up bytes the kernel already holds (edge/api.py, Lanes)
         server = start_http_server(app, cfg.http.host, cfg.http.port, cert_file=cfg.http.cert_file,
-                                   key_file=cfg.http.key_file)
+                                   key_file=cfg.http.key_file, notsent_lowat=NOTSENT_LOWAT)
         if server is None:
             raise StartupError(f"http.listen: cannot serve on {cfg.http.listen} (port in use or address not local)")
         self.http = server

@@ -7,8 +7,11 @@ Two threads, and neither can delay recording:
   every change, and the segment doorbells of the durable outbox (catalog table `outbox`, written
   with each segment row). A doorbell leaves the outbox only when the broker acknowledged it
   (QoS 1 PUBACK), so doorbells survive restarts and outages; after a reconnect everything still
-  in the outbox is sent again (the hub ignores duplicates). New doorbells go before an old
-  backlog, so the hub hears about fresh footage first.
+  in the outbox is sent again (the hub ignores duplicates), newest first, and doorbells of
+  segments closed meanwhile go before the rest of that backlog: the hub hears about fresh footage
+  first however long the outage was (it pulls the newest as live and leaves the rest to catch-up).
+  paho retries a lost broker every 1 s doubling up to only 5 s (RECONNECT_MAX_S), so the live
+  lane starts within seconds of a site WAN coming back.
 
 It subscribes to the hub's retained `synced` cursor and `holds` set of this node; a valid holds
 message (the complete set; an empty retained payload clears it) replaces the catalog's `holds`
@@ -53,6 +56,7 @@ from shared.timeutil import now_us, us_to_iso
 
 log = logging.getLogger(__name__)
 MAX_INFLIGHT = 200          # doorbells published and not yet acknowledged
+RECONNECT_MAX_S = 5         # paho's reconnect backoff cap (the shared default is 30 s)
 STATUS_INTERVAL_S = 15.0    # node status (disk, backlog) is refreshed this often
 TICK_S = 0.5
 
@@ -88,12 +92,12 @@ class MqttLink(threading.Thread):
         self._inflight: dict[int, int] = {}  # mid -> outbox id
         self._live_cursor = 0                # highest outbox id sent on this connection (new events)
         self._live_mark = 0                  # outbox ids up to this were there at connect: the backlog
-        self._backlog_cursor = 0
+        self._backlog_cursor = 0             # the backlog is sent newest first: ids below this are left
         self._published_cameras: dict[str, dict[str, Any]] = {}
         self._next_status = 0.0
         self._next_gauge = 0.0
         self._synced_through = 0
-        self.client = make_client(self.cfg, client_id=f"vigil-edge-{self.node}")
+        self.client = make_client(self.cfg, client_id=f"vigil-edge-{self.node}", max_reconnect_delay=RECONNECT_MAX_S)
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -204,7 +208,7 @@ class MqttLink(threading.Thread):
             self._published_cameras.clear()
             _, self._live_mark = catalog.outbox_stats()
             self._live_cursor = self._live_mark
-            self._backlog_cursor = 0
+            self._backlog_cursor = self._live_mark + 1
             self._next_status = 0.0
         now = time.monotonic()
         if now >= self._next_status:
@@ -263,9 +267,9 @@ class MqttLink(threading.Thread):
         rows = catalog.outbox_after(self._live_cursor, None, room)  # fresh doorbells first
         if rows:
             self._live_cursor = rows[-1][0]
-        if len(rows) < room and self._backlog_cursor < self._live_mark:
-            backlog = catalog.outbox_after(self._backlog_cursor, self._live_mark, room - len(rows))
-            self._backlog_cursor = backlog[-1][0] if backlog else self._live_mark
+        if len(rows) < room and self._backlog_cursor > 1:
+            backlog = catalog.outbox_before(self._backlog_cursor, room - len(rows))   # newest first
+            self._backlog_cursor = backlog[-1][0] if backlog else 0
             rows += backlog
         topic = self.topics.segment(self.node)
         for outbox_id, payload in rows:

@@ -215,11 +215,12 @@ class EdgeClient:
         """Seconds a download of `expected` bytes may take: the timeout plus the bytes at the minimum rate."""
         return self.limits.timeout + expected / self.limits.min_rate
 
-    def download(self, seq: int, spool: Any, expected: int) -> tuple[int, str]:
+    def download(self, seq: int, spool: Any, expected: int, live: bool = False) -> tuple[int, str]:
         """Stream segment `seq` into `spool`; returns (bytes, sha256). Stops reading past
         `expected` bytes (the size is then reported as a mismatch), and after `download_deadline`
-        (`too_slow`; the last read may take up to `timeout` more)."""
-        path = f"/api/v1/segments/{seq}"
+        (`too_slow`; the last read may take up to `timeout` more). `live`: asked as live footage,
+        which the edge sends ahead of catch-up downloads."""
+        path = f"/api/v1/segments/{seq}" + ("?lane=live" if live else "")
         allowed = self.download_deadline(expected)
         deadline = time.monotonic() + allowed
         resp = self._open(path)

@@ -8,8 +8,13 @@ MQTT is a doorbell, not a ledger. Each trusted node has two lanes, each its own 
   `ingest.reconcile_seconds` regardless, so a lost MQTT message never loses a segment. It owns
   the cursor: the highest seq up to which every segment the edge lists is stored (or given up
   on), published as the retained `synced` message that lets the edge delete.
-* **live** pulls the segments that doorbells announce (the newest few, newest first), so fresh
-  footage reaches the hub promptly while a long backlog drains behind it.
+* **live** pulls the segments that doorbells announce, always the newest next (LIVE_PULLS at a
+  time), so fresh footage reaches the hub promptly while a long backlog drains behind it. Live
+  means recent: a doorbell of a segment that ended more than LIVE_AGE_US ago by the edge's own
+  clock is left to catch-up (`doorbell`), so a reconnecting edge re-announcing its whole outbox
+  does not turn the live lane into a second catch-up lane. While live is active, catch-up keeps
+  one download of that node in flight, and the edge serves live downloads (`?lane=live`) ahead of
+  catch-up ones (`edge/api.py`, `Lanes`): a fresh segment takes the link, the backlog the rest.
 
 One pull: GET the file with the hub's token, hash it while it streams into a spool, check size
 and sha256 against the edge's row, put it into S3 idempotently (`hub/store.py`), and only then
@@ -50,7 +55,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PAGE = 50                 # rows asked of an edge at a time
-LIVE_WINDOW = 32          # doorbells the live lane keeps (newest); older ones are catch-up's
+LIVE_WINDOW = 32          # doorbells the live lane keeps (newest seqs); older ones are catch-up's
+LIVE_AGE_US = 15_000_000  # live: a doorbell of a segment that ended within max(this, 1.5 x its length)
+LIVE_PULLS = 2            # live pulls in flight per node
+LIVE_RECENT_S = 15.0      # after a live pull, catch-up keeps one download of the node in flight this long
+LIVE_TRIES = 4            # transient failures (network, busy) of one live pull before it is left to catch-up
 LISTING_REFUSALS = ("bad_response", "too_large", "too_slow")  # counted as pull results when a listing fails
 
 
@@ -97,16 +106,25 @@ class NodeSync:
         self.cursor = row.synced_through if row else 0
         self.gaps_rev = row.gaps_rev if row else 0
         self.failures: dict[int, int] = {}   # seq -> segment failures so far
+        self.stored = 0                      # segments this node's lanes stored (a pass that stored some retries soon)
         self.claims: dict[int, threading.Event] = {}  # seqs being pulled, set when done
         self.claims_lock = threading.Lock()
-        self.live: set[int] = set()
+        self.live: dict[int, tuple[int, int] | None] = {}   # live doorbells: seq -> (start_us, end_us) as announced
+        self.live_ends: collections.deque[int] = collections.deque(maxlen=LIVE_WINDOW)  # of the last doorbells
+        self.live_pulling = 0                 # live pulls in flight
+        self.live_recent = 0.0                # time.monotonic() until which live counts as active
+        self.live_tries: dict[int, int] = {}  # seq -> transient failures of its live pull so far
+        self.edge_clock: tuple[int, float] | None = None   # (edge's status ts, time.monotonic() when received)
         self.live_lock = threading.Lock()
+        self.live_idle = threading.Event()   # set while the live lane has nothing to pull
+        self.live_idle.set()
         self.catchup_wake = threading.Event()
         self.live_wake = threading.Event()
         self.pool = concurrent.futures.ThreadPoolExecutor(cfg.pull_concurrency_per_node,
                                                           thread_name_prefix=f"pull-{node_id}")
         self.threads = [threading.Thread(target=self._catchup_loop, name=f"catchup-{node_id}", daemon=True),
-                        threading.Thread(target=self._live_loop, name=f"live-{node_id}", daemon=True)]
+                        *(threading.Thread(target=self._live_loop, name=f"live-{node_id}", daemon=True)
+                          for _ in range(LIVE_PULLS))]
         self.last_published: int | None = None
         self.failing = False
         self.published_at = 0.0
@@ -127,14 +145,62 @@ class NodeSync:
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def doorbell(self, seq: int) -> None:
+    def edge_status(self, ts_us: int) -> None:
+        """The edge's clock in its latest status message (`ts`), as received now."""
+        with self.live_lock:
+            self.edge_clock = (ts_us, time.monotonic())
+
+    def doorbell(self, seq: int, span: tuple[int, int] | None = None) -> None:
+        """A segment announced: `span` is its (start_us, end_us) as the edge said (None if unreadable).
+
+        It is live when its segment ended at most max(LIVE_AGE_US, 1.5 x its length) ago by the
+        edge's own clock (its last status's `ts` plus the time since it arrived: no clock skew
+        enters); older ones are backlog, catch-up's to pull. So after an outage the doorbells the
+        edge sends again (paho's queue from the outage first, then the outbox newest first) leave
+        only the newest segment of each camera to the live lane. Before any status the newest end
+        among this node's last LIVE_WINDOW doorbells stands in for the edge's clock. A lying edge
+        misleads its own live lane only."""
         if seq <= self.cursor:
             return
         with self.live_lock:
-            self.live.add(seq)
-            while len(self.live) > LIVE_WINDOW:
-                self.live.discard(min(self.live))
+            if span is not None:
+                self.live_ends.append(span[1])
+                if self.edge_clock is not None:
+                    now = self.edge_clock[0] + int((time.monotonic() - self.edge_clock[1]) * 1e6)
+                else:
+                    now = max(self.live_ends)
+                if now - span[1] > max(LIVE_AGE_US, 3 * (span[1] - span[0]) // 2):
+                    log.debug("doorbell of an old segment: catch-up's", extra={"peer": self.node, "seq": seq})
+                    return
+            elif self.live and seq < max(self.live):
+                return   # unreadable times: live only while it is the newest
+            self._add_live(seq, span)
         self.live_wake.set()
+
+    def _add_live(self, seq: int, span: tuple[int, int] | None) -> None:
+        """(with live_lock held)"""
+        self.live[seq] = span
+        while len(self.live) > LIVE_WINDOW:
+            del self.live[min(self.live)]
+        self.live_idle.clear()
+
+    def _next_live(self) -> tuple[int, tuple[int, int] | None] | None:
+        """The newest live seq not yet stored and its span (taken out of the set), or None."""
+        while True:
+            with self.live_lock:
+                for seq in [s for s in self.live if s <= self.cursor]:
+                    del self.live[seq]
+                if not self.live:
+                    if not self.live_pulling:
+                        self.live_idle.set()
+                    return None
+                newest = max(self.live)
+                span = self.live.pop(newest)
+                self.live_pulling += 1
+            if not self._stored([newest]):
+                return newest, span
+            with self.live_lock:
+                self.live_pulling -= 1
 
     def _stored(self, seqs: list[int]) -> dict[int, str]:
         with self.ingest.catalog.read() as r:
@@ -150,6 +216,7 @@ class NodeSync:
             self.catchup_wake.clear()
             if stop.is_set():
                 return
+            stored_before = self.stored
             try:
                 self.catch_up()
                 self._publish_cursor(force=True)
@@ -160,6 +227,8 @@ class NodeSync:
                     self.ingest.catalog.update_node(self.node, last_error=None)
             except PullError as exc:
                 wait = min(interval, max(1.0, wait * 2 if wait < interval else 1.0))
+                if self.stored != stored_before:
+                    wait = 1.0   # the edge answers (a download too slow while live took the link): soon again
                 self.ingest.metrics.node_sync_errors.labels(self.node).inc()
                 self.ingest.catalog.update_node(self.node, last_error=str(exc))
                 # the first failure is a warning; repeats (an edge offline for days) are quieter
@@ -185,6 +254,8 @@ class NodeSync:
         blocked = False  # a segment failed earlier in this pass: the cursor stays before it
         try:
             for row, wanted in self._listing(self.cursor):
+                if wanted:
+                    self._yield_to_live(window)
                 window.append((row, self.pool.submit(self.pull, row) if wanted else None))
                 while window and (len(window) > depth or window[0][1] is None or window[0][1].done()):
                     blocked = self._settle(window.popleft(), blocked)
@@ -194,6 +265,18 @@ class NodeSync:
             for _, fut in window:
                 if fut is not None:
                     fut.cancel()
+
+    def _yield_to_live(self, window: collections.deque[tuple[EdgeSegment, concurrent.futures.Future[None] | None]]
+                       ) -> None:
+        """While the live lane has work, or had within LIVE_RECENT_S, keep at most one catch-up
+        download in flight (and never none: a backlog still drains on a link too thin for live
+        footage alone). The edge sends live downloads first, so catch-up ones in flight only move
+        in the gaps: one at a time they stay well within their deadline (too_slow ends the pass)."""
+        stop = self.ingest.stop_event
+        while not stop.is_set() and (not self.live_idle.is_set() or time.monotonic() < self.live_recent):
+            if not any(fut is not None and not fut.done() for _, fut in window):
+                return
+            self.live_idle.wait(0.25)
 
     def _listing(self, after: int) -> Iterator[tuple[EdgeSegment, bool]]:
         """(row, needs a pull) for every row the edge lists after `after`, a page at a time."""
@@ -274,28 +357,54 @@ class NodeSync:
 
     # -- live lane -----------------------------------------------------------------------------------
     def _live_loop(self) -> None:
+        """Always the newest live doorbell next, looked at again after every pull. LIVE_PULLS threads
+        per node, so one segment's listing and store overlap the next one's download."""
         stop = self.ingest.stop_event
         while not stop.is_set():
-            self.live_wake.wait(5.0)
-            self.live_wake.clear()
-            with self.live_lock:
-                wanted = sorted((s for s in self.live if s > self.cursor), reverse=True)
-                self.live.clear()
-            stored = self._stored(wanted)
-            wanted = [s for s in wanted if s not in stored]
-            if not wanted:
+            nxt = self._next_live()
+            if nxt is None:
+                self.live_wake.wait(5.0)
+                self.live_wake.clear()
                 continue
+            seq, span = nxt
             try:
-                lo, hi = min(wanted), max(wanted)
-                listed, _ = self._counted(self.client.segments_after, lo - 1, min(hi - lo + 1, 1000))
-                rows = {r.seq: r for r in listed}
-                for seq in wanted:  # newest first; a refused row is catch-up's to quarantine
-                    if seq in rows and rows[seq].refusal is None and not stop.is_set():
-                        self.pull(rows[seq], live=True)
-            except PullError as exc:
-                log.info("live pull failed; catch-up will retry", extra={"peer": self.node, "reason": exc.reason,
-                                                                         "error": str(exc)})
+                self._live_pull(seq, span)
+            finally:
+                with self.live_lock:
+                    self.live_pulling -= 1
+                    self.live_recent = time.monotonic() + LIVE_RECENT_S
+                    if not self.live and not self.live_pulling:
+                        self.live_idle.set()
             self.catchup_wake.set()  # let the cursor move over what just arrived
+
+    def _live_pull(self, seq: int, span: tuple[int, int] | None) -> None:
+        stop = self.ingest.stop_event
+        try:
+            listed, _ = self._counted(self.client.segments_after, seq - 1, 1)
+            # a refused row (or one the edge no longer lists) is catch-up's to quarantine
+            if listed and listed[0].seq == seq and listed[0].refusal is None and not stop.is_set():
+                t0 = time.monotonic()
+                self.pull(listed[0], live=True)
+                log.debug("live pull", extra={"peer": self.node, "seq": seq, "seconds": time.monotonic() - t0})
+            with self.live_lock:
+                self.live_tries.pop(seq, None)
+        except PullError as exc:
+            # network trouble (a pooled connection the edge dropped while the link was down, a
+            # lost link) or no slot: try again shortly, unless it keeps failing; a failure of the
+            # segment itself is counted by the pull and left to catch-up
+            with self.live_lock:
+                for old in [s for s in self.live_tries if s <= self.cursor]:
+                    del self.live_tries[old]
+                tries = self.live_tries[seq] = self.live_tries.get(seq, 0) + 1
+                again = not exc.segment_failure and tries < LIVE_TRIES
+                if not again:
+                    del self.live_tries[seq]
+            log.info("live pull failed; retrying" if again else "live pull failed; catch-up will retry",
+                     extra={"peer": self.node, "seq": seq, "reason": exc.reason, "error": str(exc)})
+            if again:
+                stop.wait(min(8.0, 2.0 ** (tries - 1)))
+                with self.live_lock:
+                    self._add_live(seq, span)
 
     # -- one pull ------------------------------------------------------------------------------------
     def pull(self, row: EdgeSegment, live: bool = False) -> None:
@@ -327,21 +436,21 @@ class NodeSync:
                                self.ingest.stop_event):
                 retry = Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4),
                                  retry=retry_if_exception(_transient), reraise=True)
-                retry(self._pull_once, row)
+                retry(self._pull_once, row, live)
         except PullError as exc:
             self.ingest.metrics.pulls.labels(exc.reason).inc()
             if exc.segment_failure:
                 self._segment_failed(row, exc)
             raise
 
-    def _pull_once(self, row: EdgeSegment) -> None:
+    def _pull_once(self, row: EdgeSegment, live: bool) -> None:
         ingest = self.ingest
         t0 = time.perf_counter()
         # segments below the multipart threshold are held in memory and sent in one request;
         # larger ones go through an unnamed file in the spool folder
         in_memory = row.bytes < ingest.store.transfer.multipart_threshold
         with (_Chunks() if in_memory else tempfile.TemporaryFile(dir=ingest.spool_dir)) as spool:
-            size, sha = self.client.download(row.seq, spool, row.bytes)
+            size, sha = self.client.download(row.seq, spool, row.bytes, live=live)
             if size != row.bytes:
                 raise PullError("size_mismatch", f"seq {row.seq}: got {size} bytes, the edge's row says {row.bytes}")
             if sha != row.sha256:
@@ -365,6 +474,7 @@ class NodeSync:
             video_codec=row.video_codec, audio_codec=row.audio_codec, fragments=fragments.to_blob(row.fragments),
             recovered=row.recovered, object_key=key, activity=row.activity))
         self.failures.pop(row.seq, None)
+        self.stored += 1
         m = ingest.metrics
         m.pulls.labels("stored" if result.created else "already_stored").inc()
         m.pull_seconds.observe(time.perf_counter() - t0)

@@ -14,6 +14,7 @@ share (`hub/slots.py`, fair per node) live here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -31,7 +32,7 @@ from hub.metrics import HubMetrics
 from hub.slots import FairSlots
 from hub.store import ObjectStore
 from shared.mqtt import CameraStatusMessage, NodeStatus, SegmentEvent
-from shared.timeutil import now_us
+from shared.timeutil import iso_to_us, now_us
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,12 @@ class Ingestor:
             url = row.http_url or msg.http_url
             if url:
                 self._start_sync(node, url)
-            self.syncs[node].catchup_wake.set()
+            sync = self.syncs.get(node)
+            if sync is not None:
+                if msg.ts is not None:
+                    with contextlib.suppress(ValueError):
+                        sync.edge_status(iso_to_us(msg.ts))   # the edge's clock, for the live lane
+                sync.catchup_wake.set()
 
     def camera_status(self, node: str, camera: str, msg: CameraStatusMessage) -> None:
         if node not in self.syncs:   # only nodes the hub pulls from get camera rows
@@ -175,7 +181,11 @@ class Ingestor:
                 log.error("doorbell reuses a stored seq with different content (edge catalog replaced?)",
                           extra={"peer": node, "seq": msg.seq})
             return
-        sync.doorbell(msg.seq)
+        try:
+            span: tuple[int, int] | None = (iso_to_us(msg.start), iso_to_us(msg.end))
+        except ValueError:
+            span = None   # still rung; the live lane treats it as old unless it is the newest
+        sync.doorbell(msg.seq, span)
 
     def _approved_since(self, node: str) -> NodeSync | None:
         """The lanes of a node approved (through the API) after its last status, started now."""

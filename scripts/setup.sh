@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install everything Vigil needs on a Debian 12 machine, idempotently (run as root):
 # Debian packages (GStreamer RTSP server for test cameras, ffmpeg for checks, Chromium and its
-# driver for the browser tests, PostgreSQL for the hub's shared catalog), a virtualenv in .venv,
-# the vigil package with its test extras, the pinned hls.js from the npm registry (for the hub's
-# web page and the player test), and
+# driver for the browser tests, PostgreSQL for the hub's shared catalog, iptables for the
+# thin-WAN test), a virtualenv in .venv, the vigil package with its test extras, the pinned
+# hls.js from the npm registry (for the hub's web page and the player test), and
 # ansible-core + ansible-lint in .venv-ansible for the provisioning roles (ansible/).
 # Re-running does only what is missing.
 set -euo pipefail
@@ -16,6 +16,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
   chromium chromium-driver
   postgresql
+  iptables  # tests/test_thin_wan.py: cuts and drops on a namespaced WAN (ip and tc come with iproute2)
 )
 # npm installs hls.js for tests/test_player_browser.py; Debian's nodejs + npm unless some npm is there
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

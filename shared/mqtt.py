@@ -86,14 +86,15 @@ class MqttConfig:
         return urlsplit(self.url).scheme == "mqtts"
 
 
-def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
-    """A paho 2.x client speaking MQTT 5 with credentials, TLS and capped reconnect backoff."""
+def make_client(cfg: MqttConfig, client_id: str, max_reconnect_delay: int = 30) -> mqtt.Client:
+    """A paho 2.x client speaking MQTT 5 with credentials, TLS and reconnect backoff from 1 s doubling
+    up to `max_reconnect_delay` s."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if cfg.username:
         client.username_pw_set(cfg.username, cfg.password or None)
     if cfg.tls:
         client.tls_set(ca_certs=cfg.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.reconnect_delay_set(min_delay=1, max_delay=max_reconnect_delay)
     return client
 
 

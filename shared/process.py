@@ -4,9 +4,11 @@ its own thread, and running until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +39,7 @@ def data_dir_problem(data_dir: Path, key: str, replication: Replication | None) 
 
 HEADER_TIMEOUT_S = 10.0       # a request line and headers must arrive within this
 MAX_CONNECTIONS = 1000         # open connections (and requests) at once; more get 503
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)   # Linux's number; Python 3.11 lacks the name
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -46,9 +49,14 @@ class GuardedH11Protocol(H11Protocol):
     as bytes trickle in (slowloris: 45 s and counting with one byte every few seconds)."""
 
     header_timeout = HEADER_TIMEOUT_S
+    notsent_lowat = 0     # > 0: TCP_NOTSENT_LOWAT of each connection (start_http_server)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if self.notsent_lowat and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, self.notsent_lowat)
         self._arm_head_deadline()
 
     def data_received(self, data: bytes) -> None:
@@ -79,14 +87,19 @@ class GuardedH11Protocol(H11Protocol):
 
 
 def start_http_server(app: Any, host: str, port: int, timeout: float = 10.0, cert_file: str = "",
-                      key_file: str = "") -> uvicorn.Server | None:
+                      key_file: str = "", notsent_lowat: int = 0) -> uvicorn.Server | None:
     """Serve `app` with uvicorn on a daemon thread (HTTPS with `cert_file` + `key_file`); the
     server once it listens, None if it could not. Request heads must arrive within
     HEADER_TIMEOUT_S, idle keep-alive connections close after 5 s, and beyond MAX_CONNECTIONS
-    connections and requests at once the answer is 503."""
+    connections and requests at once the answer is 503. `notsent_lowat` > 0: each connection's
+    kernel queue of bytes not yet sent is kept near that size (TCP_NOTSENT_LOWAT), so what the app
+    sends next (a live segment ahead of a backlog) is not stuck behind megabytes queued earlier."""
+    protocol = GuardedH11Protocol
+    if notsent_lowat:
+        protocol = type("GuardedH11Protocol", (GuardedH11Protocol,), {"notsent_lowat": notsent_lowat})
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off",
                                            access_log=False, ssl_certfile=cert_file or None,
-                                           ssl_keyfile=key_file or None, http=GuardedH11Protocol,
+                                           ssl_keyfile=key_file or None, http=protocol,
                                            timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS))
     threading.Thread(target=server.run, name="http", daemon=True).start()
     deadline = time.monotonic() + timeout

@@ -37,6 +37,7 @@ FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 # instead of one worker finishing alone at the end. xdist hands out whole modules in this order
 # (without --no-loadscope-reorder it would order them by how many tests they hold).
 SLOW_MODULES = (
+    "test_thin_wan.py",         # (560) a 3-minute cut, the catch-up, 2 minutes of loss
     "test_activity.py",         # (235) three cameras recorded through a 3.5-minute schedule
     "test_sync.py",             # (210) one scripted run with outages
     "test_ansible.py",          # (110) the playbooks, twice

@@ -106,20 +106,21 @@ class Edge(_App):
 
     def __init__(self, workdir: Path, cameras: list[dict[str, Any]], recording: dict[str, Any] | None = None,
                  data_dir: Path | None = None, node_id: str = "test-edge", mqtt: dict[str, Any] | None = None,
-                 http: dict[str, Any] | None = None, extra: str = "", tls_ca: Path | None = None) -> None:
+                 http: dict[str, Any] | None = None, extra: str = "", tls_ca: Path | None = None,
+                 host: str = "127.0.0.1") -> None:
         super().__init__(workdir, "edge")
         self.node_id = node_id
         self.token = edge_node_token(TOKEN, node_id)   # its own http.token, as the hub derives it
         self.data_dir = data_dir or workdir / "data"
         self.port = free_port()
         self.scheme = "https" if http and http.get("cert_file") else "http"
-        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
+        self.url = f"{self.scheme}://{host}:{self.port}"
         # the test's own requests to an HTTPS edge trust the CA that signed its certificate
         self.ssl_context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
         lines = ["[node]", f'id = "{node_id}"', f'data_dir = "{self.data_dir}"', "", "[recording]"]
         for key, value in {"segment_seconds": 10, **(recording or {})}.items():
             lines.append(f"{key} = {json.dumps(value)}")
-        lines += ["", "[http]", f'listen = "127.0.0.1:{self.port}"', f'token = "{self.token}"']
+        lines += ["", "[http]", f'listen = "{host}:{self.port}"', f'token = "{self.token}"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in (http or {}).items()] + [""]
         if mqtt is not None:
             lines += ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in mqtt.items()] + [""]

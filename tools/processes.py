@@ -132,6 +132,7 @@ class ManagedProcess:
     what = "process"            # how messages name the program
     stop_timeout_s = 10.0       # how long stop() waits after SIGTERM before SIGKILL
     bind_retry_pause_s = 0.2    # the pause between restart() attempts while the port is taken
+    netns: str | None = None    # run the child in this network namespace (`ip netns exec`), e.g. tools/wan.py
 
     def __init__(self, workdir: Path, log_stem: str, per_run_logs: bool = False) -> None:
         self.workdir = Path(workdir)
@@ -190,6 +191,8 @@ class ManagedProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.runs += 1
         self._offsets = {p: _size(p) for p in self.log_paths()}
+        if self.netns is not None:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]   # execs the command: the PID stays the child's
         # Files, not pipes: nothing blocks on a full pipe and the log stays for a failed test.
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env)

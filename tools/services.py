@@ -108,11 +108,13 @@ class Mosquitto(ManagedProcess):
     what = "mosquitto"
     stop_timeout_s = 10.0
 
-    def __init__(self, workdir: Path, users: dict[str, str], port: int, tls: bool = False) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str], port: int, tls: bool = False,
+                 also_on: tuple[str, ...] = ()) -> None:
         super().__init__(Path(workdir).resolve(), "mosquitto")
         self.users = dict(users)
         self.port = port
         self.tls = tls
+        self.also_on = also_on        # more addresses the listener's port is bound to (tools/wan.py)
         self.ca_file = self.workdir / "ca.crt"          # with tls: the CA that signed the broker's cert
         self.cert_file = self.workdir / "server.crt"
         self.key_file = self.workdir / "server.key"
@@ -127,7 +129,7 @@ class Mosquitto(ManagedProcess):
     # ---------------------------------------------------------------- start
     @classmethod
     def start(cls, workdir: Path, users: dict[str, str] | None = None, port: int | None = None,
-              tls: bool = False) -> Mosquitto:
+              tls: bool = False, also_on: tuple[str, ...] = ()) -> Mosquitto:
         """Write config and password file, start the broker, wait until an authenticated publish works.
 
         ``users`` defaults to :data:`DEFAULT_MQTT_USERS`.  With ``port=None`` a free port is
@@ -135,7 +137,8 @@ class Mosquitto(ManagedProcess):
         throwaway CA (``ca.crt``, exposed as ``ca_file``) and a server cert for 127.0.0.1/localhost
         signed by it are made with the openssl tool in ``workdir``, and the listener speaks only
         TLS (``url`` is ``mqtts://``).  Raises RuntimeError with the log tail if the broker is
-        not ready within 10 s.
+        not ready within 10 s.  ``also_on``: addresses (besides 127.0.0.1) to listen on as well,
+        on the same port with the same settings, for clients in another network namespace.
         """
         users = dict(DEFAULT_MQTT_USERS if users is None else users)
         if not users:
@@ -145,7 +148,7 @@ class Mosquitto(ManagedProcess):
             make_server_cert(workdir, ca_cert, "server")
 
         def make() -> Mosquitto:
-            broker = cls(workdir, users, port if port is not None else free_port(), tls=tls)
+            broker = cls(workdir, users, port if port is not None else free_port(), tls=tls, also_on=also_on)
             broker.workdir.mkdir(parents=True, exist_ok=True)
             broker._write_config()
             return broker
@@ -162,16 +165,16 @@ class Mosquitto(ManagedProcess):
             f"log_dest file {self.log_path}",
             "log_type all",
             "user root",
-            "",
-            f"listener {self.port} 127.0.0.1",
         ]
-        if self.tls:
-            conf += [f"cafile {self.ca_file}", f"certfile {self.cert_file}", f"keyfile {self.key_file}",
-                     "tls_version tlsv1.2"]  # the minimum; 1.3 is offered too
-        conf += [
-            "allow_anonymous false",
-            f"password_file {self.passwd_path}",
-        ]
+        for host in ("127.0.0.1", *self.also_on):
+            conf += ["", f"listener {self.port} {host}"]
+            if self.tls:
+                conf += [f"cafile {self.ca_file}", f"certfile {self.cert_file}", f"keyfile {self.key_file}",
+                         "tls_version tlsv1.2"]  # the minimum; 1.3 is offered too
+            conf += [
+                "allow_anonymous false",
+                f"password_file {self.passwd_path}",
+            ]
         self.conf_path.write_text("\n".join(conf) + "\n")
         self.passwd_path.unlink(missing_ok=True)
         for i, (user, password) in enumerate(self.users.items()):
