@@ -4,11 +4,15 @@
 For each camera count K it starts one test RTSP server (tools/testcam.py) with K looped
 1080p15 H.264 mounts (≈4 Mbit/s each), then records all K cameras for a fixed window
 
-* phase "vigil":  one `vigil-edge` process (one thread per camera, fMP4 segments);
-* phase "ffmpeg": K ffmpeg processes (the reference recorder, MPEG-TS segments);
+* phase "vigil":     one `vigil-edge` process (one thread per camera, fMP4 segments);
+* phase "ffmpeg":    K ffmpeg processes writing fragmented MP4 segments, the same format as Vigil
+                     (the reference: the ratios and targets are against this phase);
+* phase "ffmpeg-ts": K ffmpeg processes writing MPEG-TS segments (the command of
+                     /work/shared/docs/components.md; shown for information, `--no-ts` skips it);
 
-one after the other against the same server, and prints CPU-seconds per camera-hour, RSS and
-PSS per camera, dropped packets, stall indicators, recorded bytes and the Vigil/ffmpeg ratios.
+one after the other against the same server, and prints CPU-seconds per camera-hour, cameras per
+core, RSS and PSS per camera, dropped packets, stall indicators, recorded bytes and the
+Vigil/ffmpeg ratios.
 See bench/README.md for how to read the output.
 
     .venv/bin/python bench/record_bench.py --cameras 8,32,64 --seconds 60 [--json out.json]
@@ -337,10 +341,18 @@ class VigilRecorder(Recorder):
         return picks
 
 
-class FfmpegRecorder(Recorder):
-    name = "ffmpeg"
+# The reference writes what Vigil writes: fragmented MP4, one fragment per GOP, with Vigil's
+# movflags (edge/run.py MOVFLAGS) except frag_discont, which only matters across Vigil's runs.
+FFMPEG_MP4_MOVFLAGS = "+frag_keyframe+delay_moov+default_base_moof+skip_trailer"
 
-    def __init__(self, k: int, urls: list[str], workdir: Path, segment_seconds: int) -> None:
+
+class FfmpegRecorder(Recorder):
+    """K `ffmpeg -c copy -f segment` processes; `fmt` "mp4" (fMP4, the reference) or "mpegts"."""
+
+    def __init__(self, k: int, urls: list[str], workdir: Path, segment_seconds: int, fmt: str = "mp4") -> None:
+        self.fmt = fmt
+        self.name = "ffmpeg" if fmt == "mp4" else "ffmpeg-ts"
+        self.ext = ".mp4" if fmt == "mp4" else ".ts"
         self.k = k
         self.urls = urls
         self.workdir = workdir
@@ -353,8 +365,9 @@ class FfmpegRecorder(Recorder):
     def command(self, url: str, out_dir: Path) -> list[str]:
         return [FFMPEG, "-nostdin", "-loglevel", "warning", "-rtsp_transport", "tcp", "-timeout", "5000000",
                 "-i", url, "-map", "0", "-c", "copy", "-f", "segment",
-                "-segment_time", str(self.segment_seconds), "-segment_format", "mpegts",
-                "-reset_timestamps", "1", "-strftime", "1", str(out_dir / "%Y%m%dT%H%M%S.ts")]
+                "-segment_time", str(self.segment_seconds), "-segment_format", self.fmt,
+                *(["-segment_format_options", f"movflags={FFMPEG_MP4_MOVFLAGS}"] if self.fmt == "mp4" else []),
+                "-reset_timestamps", "1", "-strftime", "1", str(out_dir / f"%Y%m%dT%H%M%S{self.ext}")]
 
     def start(self, ready_timeout: float) -> float:
         t0 = time.monotonic()
@@ -370,10 +383,10 @@ class FfmpegRecorder(Recorder):
                 i = dead[0]
                 raise PhaseError(f"ffmpeg for camera {i + 1} exited with status {self.procs[i].returncode} "
                                  f"during start-up; stderr ({self.errs[i]}):\n{tail(self.errs[i])}")
-            if all(dir_bytes(d, (".ts",))[0] > 0 for d in self.dirs):
+            if all(dir_bytes(d, (self.ext,))[0] > 0 for d in self.dirs):
                 return time.monotonic() - t0
             time.sleep(0.25)
-        waiting = [str(i + 1) for i, d in enumerate(self.dirs) if dir_bytes(d, (".ts",))[0] == 0]
+        waiting = [str(i + 1) for i, d in enumerate(self.dirs) if dir_bytes(d, (self.ext,))[0] == 0]
         raise PhaseError(f"ffmpeg: {len(waiting)} of {self.k} cameras wrote nothing after {ready_timeout:.0f} s "
                          f"(cameras {', '.join(waiting[:10])}); stderr of the first: "
                          f"{self.errs[int(waiting[0]) - 1]}:\n{tail(self.errs[int(waiting[0]) - 1])}")
@@ -384,7 +397,7 @@ class FfmpegRecorder(Recorder):
     def recorded_bytes(self) -> tuple[int, int]:
         total = count = 0
         for d in self.dirs:
-            b, n = dir_bytes(d, (".ts",))
+            b, n = dir_bytes(d, (self.ext,))
             total += b
             count += n
         return total, count
@@ -424,7 +437,7 @@ class FfmpegRecorder(Recorder):
     def sample_files(self, n: int) -> list[Path]:
         picks = []
         for d in [self.dirs[0], self.dirs[-1]][:n]:
-            files = sorted(d.glob("*.ts"))
+            files = sorted(d.glob(f"*{self.ext}"))
             if files:
                 picks.append(files[len(files) // 2])
         return picks
@@ -458,6 +471,7 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
             return s
 
         s0 = snap()
+        res["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
         end = s0["t"] + seconds
         while True:
             left = end - time.monotonic()
@@ -468,6 +482,7 @@ def measure_phase(rec: Recorder, testcam: TestCam, seconds: float, settle: float
                 break
             snap()
         s1 = snap()
+        res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         rec.stop()
 
@@ -657,6 +672,7 @@ def print_k(r: dict[str, Any], seg_s: int) -> None:
         ("CPU-s in window", v["cpu_s"], f["cpu_s"], ratio(v["cpu_s"], f["cpu_s"])),
         ("CPU-s per camera-hour", v["cpu_s_per_camera_hour"], f["cpu_s_per_camera_hour"], r["ratios"]["cpu"]),
         ("CPU % of one core", v["cpu_percent_of_core"], f["cpu_percent_of_core"], None),
+        ("cameras per core (3600 / CPU-s per cam-h)", v["cameras_per_core"], f["cameras_per_core"], None),
         ("RSS total MiB (end / peak)", f"{v['rss_mib']:.1f} / {v['rss_peak_mib']:.1f}",
          f"{f['rss_mib']:.1f} / {f['rss_peak_mib']:.1f}", None),
         ("RSS MiB per camera (total/K)", v["rss_mib_per_camera"], f["rss_mib_per_camera"], r["ratios"]["rss"]),
@@ -697,11 +713,23 @@ def print_k(r: dict[str, Any], seg_s: int) -> None:
         ("other CPU % of one core (kernel, ...)", v["other_cpu_percent_of_core"], f["other_cpu_percent_of_core"],
          None),
         ("machine busy % (all cores)", v["machine_busy_percent"], f["machine_busy_percent"], None),
+        ("load average 1/5/15 at window start", " ".join(map(str, v["loadavg_start"])),
+         " ".join(map(str, f["loadavg_start"])), None),
+        ("load average 1/5/15 at window end", " ".join(map(str, v["loadavg_end"])),
+         " ".join(map(str, f["loadavg_end"])), None),
     ]
     w0 = max(len(row[0]) for row in rows)
-    print(f"{'':<{w0}}  {'vigil':>22}  {'ffmpeg':>22}  {'vigil/ffmpeg':>12}")
+    print(f"{'':<{w0}}  {'vigil':>22}  {'ffmpeg fMP4':>22}  {'vigil/ffmpeg':>12}")
     for name, a, b, rt in rows:
         print(f"{name:<{w0}}  {fmt(a):>22}  {fmt(b):>22}  {fmt(rt, 3) if rt is not None else '':>12}")
+    ts = r.get("ffmpeg-ts")
+    if ts:
+        print(f"information, ffmpeg writing MPEG-TS (components.md command), window {ts['window_s']:.1f} s: "
+              f"{ts['cpu_s_per_camera_hour']} CPU-s per camera-hour ({ts['cameras_per_core']} cameras per core; "
+              f"vigil/TS {fmt(r['ratios']['cpu_vs_ts'], 3)}, fMP4/TS {fmt(r['ratios']['ffmpeg_mp4_vs_ts_cpu'], 3)}), "
+              f"RSS {ts['rss_mib_per_camera']} / PSS {ts['pss_mib_per_camera']} MiB per camera, "
+              f"{ts['recorded_mbit_s_per_camera']} Mbit/s per camera, {ts['stderr_lines']} stderr lines in window, "
+              f"machine busy {ts['machine_busy_percent']} %")
     print(f"* marginal = (vigil total − idle interpreter with edge imported: RSS {r['baseline']['rss_mib']} MiB, "
           f"PSS {r['baseline']['pss_mib']} MiB) / K; ffmpeg column is total/K (no fixed part to remove).")
     if v["stall_events"]:
@@ -773,7 +801,8 @@ def run_k(k: int, order: list[str], args: argparse.Namespace, media: Path, root:
                 rec = VigilRecorder(k, urls, kdir / "vigil", args.segment_seconds,
                                     shlex.split(args.vigil_command) if args.vigil_command else None)
             else:
-                rec = FfmpegRecorder(k, urls, kdir / "ffmpeg", args.segment_seconds)
+                rec = FfmpegRecorder(k, urls, kdir / tool, args.segment_seconds,
+                                     "mp4" if tool == "ffmpeg" else "mpegts")
             print(f"[K={k}] phase {tool}: starting {'vigil-edge' if tool == 'vigil' else f'{k} ffmpeg processes'}, "
                   f"settle {args.settle:g} s, measure {args.seconds:g} s ...", flush=True)
             res = measure_phase(rec, cam, args.seconds, args.settle, args.poll_seconds, ready_timeout)
@@ -787,7 +816,11 @@ def run_k(k: int, order: list[str], args: argparse.Namespace, media: Path, root:
                     shutil.rmtree(kdir / tool / sub, ignore_errors=True)
     finally:
         cam.stop()
-    v, f = result["vigil"], result["ffmpeg"]
+    v, f, ts = result["vigil"], result["ffmpeg"], result.get("ffmpeg-ts")
+    for res in (v, f, ts):
+        if res is not None:  # one core runs 3600 CPU-s an hour
+            res["cameras_per_core"] = round(3600 / res["cpu_s_per_camera_hour"], 1) \
+                if res["cpu_s_per_camera_hour"] > 0 else None
     v["rss_mib_per_camera_marginal"] = round((v["rss_mib"] - baseline["rss_mib"]) / k, 2)
     v["pss_mib_per_camera_marginal"] = round((v["pss_mib"] - baseline["pss_mib"]) / k, 2)
     result["baseline"] = baseline
@@ -798,6 +831,9 @@ def run_k(k: int, order: list[str], args: argparse.Namespace, media: Path, root:
         "pss": ratio(v["pss_mib_per_camera"], f["pss_mib_per_camera"]),
         "pss_marginal": ratio(v["pss_mib_per_camera_marginal"], f["pss_mib_per_camera"]),
         "bytes": ratio(v["recorded_bytes"], f["recorded_bytes"]),
+        # information: against ffmpeg writing MPEG-TS (the components.md command)
+        "cpu_vs_ts": ratio(v["cpu_s_per_camera_hour"], ts["cpu_s_per_camera_hour"]) if ts else None,
+        "ffmpeg_mp4_vs_ts_cpu": ratio(f["cpu_s_per_camera_hour"], ts["cpu_s_per_camera_hour"]) if ts else None,
     }
     result["targets"] = evaluate(result)
     return result
@@ -805,22 +841,26 @@ def run_k(k: int, order: list[str], args: argparse.Namespace, media: Path, root:
 
 def print_summary(results: list[dict[str, Any]]) -> None:
     print()
-    print("=== summary (per camera; ratio = vigil/ffmpeg) ===")
-    hdr = (f"{'K':>3}  {'CPU-s/cam-h v':>13} {'ffmpeg':>8} {'ratio':>6}  {'RSS MiB/cam v*':>14} {'v/K':>6} "
+    print("=== summary (per camera; ffmpeg = ffmpeg writing fMP4, the reference; ratio = vigil/ffmpeg) ===")
+    hdr = (f"{'K':>3}  {'CPU-s/cam-h v':>13} {'ffmpeg':>8} {'ratio':>6} {'cams/core v':>11} {'ffmpeg':>6} "
+           f"{'TS':>6} {'v/TS':>5}  {'RSS MiB/cam v*':>14} {'v/K':>6} "
            f"{'ffmpeg':>7} {'ratio*':>6}  {'PSS MiB/cam v*':>14} {'ffmpeg':>7} {'ratio*':>6}  {'dropped':>7} "
            f"{'gap max s':>9} {'bytes v/f':>9} {'testcam %core':>13}")
     print(hdr)
     for r in results:
         v, f, q = r["vigil"], r["ffmpeg"], r["ratios"]
+        ts = r.get("ffmpeg-ts")
         print(f"{r['k']:>3}  {v['cpu_s_per_camera_hour']:>13.2f} {f['cpu_s_per_camera_hour']:>8.2f} "
-              f"{fmt(q['cpu'], 3):>6}  {v['rss_mib_per_camera_marginal']:>14.2f} {v['rss_mib_per_camera']:>6.2f} "
+              f"{fmt(q['cpu'], 3):>6} {fmt(v['cameras_per_core'], 1):>11} {fmt(f['cameras_per_core'], 1):>6} "
+              f"{fmt(ts['cpu_s_per_camera_hour'] if ts else None, 1):>6} {fmt(q['cpu_vs_ts'], 2):>5}  "
+              f"{v['rss_mib_per_camera_marginal']:>14.2f} {v['rss_mib_per_camera']:>6.2f} "
               f"{f['rss_mib_per_camera']:>7.2f} {fmt(q['rss_marginal'], 3):>6}  "
               f"{v['pss_mib_per_camera_marginal']:>14.2f} {f['pss_mib_per_camera']:>7.2f} "
               f"{fmt(q['pss_marginal'], 3):>6}  {v['dropped_packets']:>7} {v['gap_max_s']:>9.3f} "
               f"{fmt(q['bytes'], 3):>9} "
               f"{v['testcam_cpu_percent_of_core']:>6.1f}/{f['testcam_cpu_percent_of_core']:<6.1f}")
     print("* vigil marginal = (process − idle interpreter with edge imported)/K; v/K = total/K. "
-          "testcam %core: during vigil / during ffmpeg.")
+          "testcam %core: during vigil / during ffmpeg. TS = ffmpeg writing MPEG-TS (information), CPU-s/cam-h.")
     for r in results:
         if r["k"] == TARGET_K:
             verdict = "ALL PASS" if all(ok for _, ok, _ in r["targets"]) else "SOME FAIL"
@@ -849,6 +889,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vigil-command", default="",
                     help="command that runs the edge instead of .venv/bin/vigil-edge (for A/B experiments); "
                          "'--config FILE' is appended")
+    ap.add_argument("--no-ts", action="store_true",
+                    help="skip the ffmpeg MPEG-TS phase (information only; the reference is ffmpeg fMP4)")
     ap.add_argument("--keep-recordings", action="store_true",
                     help="keep the segment files (default: deleted after each phase's checks; logs are kept)")
     args = ap.parse_args(argv)
@@ -890,7 +932,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, k in enumerate(ks):
             first = {"alternate": "vigil" if i % 2 == 0 else "ffmpeg", "vigil-first": "vigil",
                      "ffmpeg-first": "ffmpeg"}[args.order]
-            order = [first, "ffmpeg" if first == "vigil" else "vigil"]
+            # vigil and its reference next to each other; MPEG-TS (information) last
+            order = [first, "ffmpeg" if first == "vigil" else "vigil"] + ([] if args.no_ts else ["ffmpeg-ts"])
             r = run_k(k, order, args, media, root, baseline)
             results.append(r)
             print_k(r, args.segment_seconds)
