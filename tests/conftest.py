@@ -58,16 +58,20 @@ SLOW_MODULES = (
 
 
 # The modules whose hubs keep a catalog: with VIGIL_TEST_CATALOG=postgres (the second pass of
-# scripts/test.sh) only these run, each hub on its own PostgreSQL database.
+# scripts/test.sh) only these run, each hub on its own PostgreSQL database. test_sync.py (3.5 min)
+# is left out of that pass to keep the suite within 15 minutes beside the thin-WAN test: pulls into
+# a PostgreSQL catalog are covered by test_sync_trust, test_hostile_edge and test_hub_roles, and
+# `VIGIL_TEST_CATALOG=postgres VIGIL_TEST_PG_MODULES=all bash scripts/test.sh tests/test_sync.py`
+# runs it there.
 HUB_MODULES = (
     "test_dashboard.py", "test_fleet.py", "test_hostile_client.py", "test_hostile_edge.py", "test_hub_api.py",
     "test_hub_fuzz.py", "test_mqtt_tls.py", "test_playback.py", "test_player_browser.py", "test_sessions.py",
-    "test_sync.py", "test_sync_trust.py", "test_web_acceptance.py", "test_web_page.py",
+    "test_sync_trust.py", "test_web_acceptance.py", "test_web_page.py",
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("VIGIL_TEST_CATALOG") == "postgres":
+    if os.environ.get("VIGIL_TEST_CATALOG") == "postgres" and os.environ.get("VIGIL_TEST_PG_MODULES") != "all":
         other = [item for item in items if item.path.name not in HUB_MODULES]
         if other:
             config.hook.pytest_deselected(items=other)
