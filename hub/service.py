@@ -63,6 +63,12 @@ class HubService:
         if self.role != "all" and not cfg.catalog.url:
             raise StartupError(f"--role {self.role}: several hub processes share one catalog, and a SQLite catalog "
                                "belongs to one process; set [catalog] url to a PostgreSQL database (or run --role all)")
+        unshared = [key for key, value in (("api.token_key", cfg.api.token_key),
+                                           ("exports.signing_key_file", cfg.exports.signing_key_file)) if not value]
+        if self.role != "all" and unshared:
+            raise StartupError(f"--role {self.role}: every process of a hub must sign with the same keys; set "
+                               f"{' and '.join(unshared)} (without them each process makes its own, and playback "
+                               "tokens or export signatures of one would not check at another)")
         self.catalog = HubCatalog(data_dir, url=cfg.catalog.url)
         store = ObjectStore(cfg.s3, max_pool=2 * cfg.ingest.pull_concurrency + 4)
         try:

@@ -23,7 +23,15 @@ from tools.services import Postgres
 
 API = "/api/v1"
 TAKEOVER_S = 30
-SHARED = '[api]\ntoken_key = "one-key-for-every-hub-process-0123456789"\n'
+TOKEN_KEY = '[api]\ntoken_key = "one-key-for-every-hub-process-0123456789"\n'
+
+
+def _signing_key(path: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +61,9 @@ def test_jobs_move_to_another_process_when_the_holder_dies(tmp_path: Path, pg: P
                                                             media: dict[str, Path]) -> None:
     broker = Mosquitto.start(tmp_path / "mqtt")
     url = pg.create_database("roles")
+    shared = TOKEN_KEY + f'[exports]\nsigning_key_file = "{_signing_key(tmp_path / "export-signing.pem")}"\n'
     hubs = {name: Hub(tmp_path / name, broker, s3, extra_nodes=[{"id": "site", "url": "http://127.0.0.1:9"}],
-                      extra=SHARED, role=role, catalog_url=url)
+                      extra=shared, role=role, catalog_url=url)
             for name, role in (("jobs1", "jobs"), ("jobs2", "jobs"), ("api", "api"))}
     storage = HubStorage(hubs["jobs1"].config, tmp_path / "seed")
     try:
@@ -69,6 +78,10 @@ def test_jobs_move_to_another_process_when_the_holder_dies(tmp_path: Path, pg: P
         api = hubs["api"]
         first = _export(api, segs[0].start_us, segs[1].end_us)
         assert first["status"] == "done", first
+        # every process hands out the key the holder signed with
+        key_ids = {{k.lower(): v for k, v in h.request("GET", f"{API}/exports/public-key", role="viewer")[1].items()}
+                   ["x-vigil-key-id"] for h in hubs.values()}
+        assert len(key_ids) == 1, key_ids
 
         # every process answers the same, and takes the playback tokens another made
         q = f"/cameras/site.door/timeline?start={us_to_iso(segs[0].start_us)}&end={us_to_iso(segs[-1].end_us)}"
@@ -117,3 +130,26 @@ accept_new_nodes = true
     for role in ("api", "ingest", "jobs"):
         with pytest.raises(StartupError, match="set \\[catalog\\] url to a PostgreSQL database"):
             HubService(cfg, role=role).start()
+
+
+def test_processes_of_one_hub_must_share_their_signing_keys(tmp_path: Path, pg: Postgres,
+                                                             shared_s3: SeaweedS3) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(f"""[hub]
+data_dir = "{tmp_path / 'data'}"
+[catalog]
+url = "{pg.create_database('keys')}"
+[mqtt]
+url = "mqtt://127.0.0.1:9"
+[s3]
+endpoint_url = "{shared_s3.endpoint_url}"
+bucket = "roles"
+access_key = "{shared_s3.access_key}"
+secret_key = "{shared_s3.secret_key}"
+[edge]
+token = "test-token-0123456789"
+[ingest]
+accept_new_nodes = true
+""")
+    with pytest.raises(StartupError, match=r"set api\.token_key and exports\.signing_key_file"):
+        HubService(load_hub_config(config), role="api").start()
