@@ -134,7 +134,8 @@ def test_live_footage_first_after_a_cut_and_on_a_lossy_link(wan: ThinWan, tmp_pa
             backlog = [s for s, (end, _) in rows.items() if end < t_back]
             return bool(backlog) and all(s in stored for s in backlog)
         try:
-            wait_for("the backlog to be caught up", backlog_stored, timeout=CATCH_UP_MAX_S + 60, every=0.5)
+            wait_for("the backlog to be caught up", backlog_stored, timeout=CATCH_UP_SLACK * CATCH_UP_MAX_S + 90,
+                     every=0.5)
         except AssertionError:
             pass   # reported below with the figures
         t_caught = time.time()
