@@ -58,8 +58,7 @@ def _export(api: Hub, start_us: int, end_us: int) -> dict[str, Any]:
 
 
 def test_jobs_move_to_another_process_when_the_holder_dies(tmp_path: Path, pg: Postgres, s3: S3Bucket,
-                                                            media: dict[str, Path]) -> None:
-    broker = Mosquitto.start(tmp_path / "mqtt")
+                                                            media: dict[str, Path], broker: Mosquitto) -> None:
     url = pg.create_database("roles")
     shared = TOKEN_KEY + f'[exports]\nsigning_key_file = "{_signing_key(tmp_path / "export-signing.pem")}"\n'
     hubs = {name: Hub(tmp_path / name, broker, s3, extra_nodes=[{"id": "site", "url": "http://127.0.0.1:9"}],
@@ -107,7 +106,6 @@ def test_jobs_move_to_another_process_when_the_holder_dies(tmp_path: Path, pg: P
     finally:
         for hub in hubs.values():
             hub.close()
-        broker.stop()
 
 
 def test_a_sqlite_catalog_takes_no_role_but_all(tmp_path: Path, shared_s3: SeaweedS3) -> None:
