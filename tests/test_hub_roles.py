@@ -108,22 +108,28 @@ def test_jobs_move_to_another_process_when_the_holder_dies(tmp_path: Path, pg: P
             hub.close()
 
 
-def test_a_sqlite_catalog_takes_no_role_but_all(tmp_path: Path, shared_s3: SeaweedS3) -> None:
+def _one_process_config(tmp_path: Path, s3: SeaweedS3, extra: str = "") -> Path:
+    """A hub config that no process is started with: for the checks HubService makes at start."""
     config = tmp_path / "hub.toml"
-    config.write_text(f"""[hub]
+    config.write_text(f"""{extra}[hub]
 data_dir = "{tmp_path / 'data'}"
 [mqtt]
 url = "mqtt://127.0.0.1:9"
 [s3]
-endpoint_url = "{shared_s3.endpoint_url}"
+endpoint_url = "{s3.endpoint_url}"
 bucket = "roles"
-access_key = "{shared_s3.access_key}"
-secret_key = "{shared_s3.secret_key}"
+access_key = "{s3.access_key}"
+secret_key = "{s3.secret_key}"
 [edge]
 token = "test-token-0123456789"
 [ingest]
 accept_new_nodes = true
 """)
+    return config
+
+
+def test_a_sqlite_catalog_takes_no_role_but_all(tmp_path: Path, shared_s3: SeaweedS3) -> None:
+    config = _one_process_config(tmp_path, shared_s3)
     cfg = load_hub_config(config)
     for role in ("api", "ingest", "jobs"):
         with pytest.raises(StartupError, match="set \\[catalog\\] url to a PostgreSQL database"):
@@ -132,22 +138,6 @@ accept_new_nodes = true
 
 def test_processes_of_one_hub_must_share_their_signing_keys(tmp_path: Path, pg: Postgres,
                                                              shared_s3: SeaweedS3) -> None:
-    config = tmp_path / "hub.toml"
-    config.write_text(f"""[hub]
-data_dir = "{tmp_path / 'data'}"
-[catalog]
-url = "{pg.create_database('keys')}"
-[mqtt]
-url = "mqtt://127.0.0.1:9"
-[s3]
-endpoint_url = "{shared_s3.endpoint_url}"
-bucket = "roles"
-access_key = "{shared_s3.access_key}"
-secret_key = "{shared_s3.secret_key}"
-[edge]
-token = "test-token-0123456789"
-[ingest]
-accept_new_nodes = true
-""")
+    config = _one_process_config(tmp_path, shared_s3, f'[catalog]\nurl = "{pg.create_database("keys")}"\n')
     with pytest.raises(StartupError, match=r"set api\.token_key and exports\.signing_key_file"):
         HubService(load_hub_config(config), role="api").start()
