@@ -14,6 +14,7 @@ a failure message carries that log.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import itertools
@@ -172,6 +173,24 @@ def page(page_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
         supported = p.js("return vigil.supported()")
         assert supported == {"hls": True, "h264": True}, f"chromium cannot play H.264 fMP4 over MSE: {supported}"
         yield p
+    finally:
+        try:
+            driver.quit()
+        finally:
+            _reap(profile)
+
+
+@contextlib.contextmanager
+def chromium_session(base: Path) -> Iterator[Any]:
+    """Debian's chromium (failing, never skipping, when it is not installed) with a fresh profile in
+    `base`; quit and reaped (no process of it left) on leaving."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        pytest.fail(f"browser test: {', '.join(missing)} not installed; {SETUP_HINT}", pytrace=False)
+    profile = tempfile.mkdtemp(prefix="vigil-chromium-", dir=base)
+    driver = start_chromium(profile)
+    try:
+        yield driver
     finally:
         try:
             driver.quit()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import HUB_TOKENS, Edge, Hub, Mosquitto, SeaweedS3, TestCam, edge_mqtt, wait_for
-from test_player_browser import CHROMEDRIVER, CHROMIUM, SETUP_HINT, _reap, start_chromium
+from test_player_browser import chromium_session
 
 from shared.timeutil import iso_to_us, us_to_iso
 
@@ -89,19 +88,9 @@ def system(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]) -> 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(f"browser test: {', '.join(missing)} not installed; {SETUP_HINT}", pytrace=False)
-    profile = tempfile.mkdtemp(prefix="vigil-chromium-", dir=tmp_path_factory.getbasetemp())
-    driver = start_chromium(profile)
-    driver.set_window_size(1280, 1000)
-    try:
+    with chromium_session(tmp_path_factory.getbasetemp()) as driver:
+        driver.set_window_size(1280, 1000)
         yield driver
-    finally:
-        try:
-            driver.quit()
-        finally:
-            _reap(profile)
 
 
 @pytest.fixture(scope="module")

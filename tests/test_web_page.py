@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hubkit import InProcessHub, seed_fake, seed_footage
-from test_player_browser import CHROMEDRIVER, CHROMIUM, SETUP_HINT, _reap, start_chromium
+from test_player_browser import chromium_session
 
 from hub.catalog.segments import StoredSegment
 from shared import activity, fragments
@@ -70,18 +69,8 @@ def hub_url(served: Served) -> str:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(f"browser test: {', '.join(missing)} not installed; {SETUP_HINT}", pytrace=False)
-    profile = tempfile.mkdtemp(prefix="vigil-chromium-", dir=tmp_path_factory.getbasetemp())
-    driver = start_chromium(profile)
-    try:
+    with chromium_session(tmp_path_factory.getbasetemp()) as driver:
         yield driver
-    finally:
-        try:
-            driver.quit()
-        finally:
-            _reap(profile)
 
 
 def _wait(driver: Any, what: str, script: str, *args: Any, timeout: float = 10) -> Any:
