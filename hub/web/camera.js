@@ -157,6 +157,10 @@ class CameraView {
           api("GET", `/annotations?camera=${cam}&${range}&limit=500`)]);
       } catch (err) {
         $("timeline-hover").textContent = `could not load the timeline: ${err.message}`;
+        if (mine === this.loads) {         // the playhead may ask again, not sooner than in 2 s
+          this.loadingDay = null;
+          this.dayRetryAt = Date.now() + 2000;
+        }
         return;
       }
     }
@@ -243,7 +247,9 @@ class CameraView {
     clock.dataset.ms = String(Math.round(t));
     this.timeline.setPlayhead(t);
     if (this.dayStart != null && (t < this.dayStart || t >= this.dayStart + DAY)) {
-      if (this.loadingDay !== localMidnight(t)) this.loadDay(t).then(() => this.timeline.setView(t));
+      if (this.loadingDay !== localMidnight(t) && !(Date.now() < this.dayRetryAt)) {
+        this.loadDay(t).then(() => this.timeline.setView(t));
+      }
     } else if (!this.timeline.pressed && (t < this.timeline.view[0] || t > this.timeline.view[1])) {
       this.timeline.setView(t + (this.timeline.view[1] - this.timeline.view[0]) * 0.4);   // follow the playhead
     }
