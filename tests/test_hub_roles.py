@@ -102,7 +102,7 @@ def test_jobs_move_to_another_process_when_the_holder_dies(tmp_path: Path, pg: P
         second = _export(api, segs[1].start_us, segs[2].end_us)
         assert second["status"] == "done", second
         assert iso_to_us(second["files"][0]["start"]) >= segs[1].start_us - 2_000_000
-        assert not [line for line in hubs["jobs2"].log_lines() if line.get("level") == "ERROR"]
+        assert not [line for line in hubs["jobs2"].log_lines() if line.get("level") == "error"]
     finally:
         for hub in hubs.values():
             hub.close()
