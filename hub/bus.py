@@ -45,16 +45,30 @@ log = logging.getLogger(__name__)
 
 class Bus:
     """The hub's MQTT client. `subscribe=False` (a process that runs jobs but does not ingest):
-    it only publishes the edges' holds, under a client id and session of its own."""
+    it only publishes the edges' holds, under a client id and session of its own.
 
-    def __init__(self, cfg: HubConfig, ingest: Ingestor, metrics: HubMetrics, subscribe: bool = True) -> None:
+    `worker` (one of several ingest workers sharing a catalog): its own client id
+    (`<ingest.client_id>-<worker>`) and a shared subscription `$share/<ingest.client_id>/…`, so
+    the broker hands each message to one worker of the group. Its session ends with its
+    connection: the broker queues nothing for a worker that is gone (a persistent member of a
+    share group would keep its share of the doorbells queued until its session expired) and hands
+    everything to the live ones; what nobody received, catch-up finds."""
+
+    def __init__(self, cfg: HubConfig, ingest: Ingestor, metrics: HubMetrics, subscribe: bool = True,
+                 worker: str | None = None) -> None:
         self.cfg = cfg
         self.ingest = ingest
         self.metrics = metrics
         self.subscribe = subscribe
+        self.shared = subscribe and worker is not None
         self.topics = Topics(cfg.mqtt.topic_prefix)
         self.connected = False
-        self.client_id = cfg.ingest.client_id if subscribe else f"{cfg.ingest.client_id}-jobs-{os.getpid()}"
+        if not subscribe:
+            self.client_id = f"{cfg.ingest.client_id}-jobs-{os.getpid()}"
+        elif worker is not None:
+            self.client_id = f"{cfg.ingest.client_id}-{worker}"
+        else:
+            self.client_id = cfg.ingest.client_id
         self.client = make_client(cfg.mqtt, client_id=self.client_id)
         self.client.max_inflight_messages_set(100)
         self.client.on_connect = self._on_connect
@@ -70,13 +84,15 @@ class Bus:
         self.discovery = Discovery(self.topics, ha.discovery_prefix) if ha.enabled else None
 
     def start(self) -> None:
+        persistent = self.subscribe and not self.shared
         self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_seconds,
-                                  clean_start=not self.subscribe,
+                                  clean_start=not persistent,
                                   properties=connect_properties(self.cfg.ingest.session_expiry_seconds
-                                                                if self.subscribe else 0))
+                                                                if persistent else 0))
         self.client.loop_start()
 
     def stop(self) -> None:
+        self.connected = False     # our own disconnect: nothing to warn about
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -122,7 +138,9 @@ class Bus:
         self.problems.connected()
         self.connected = True
         self.metrics.mqtt_connected.set(1)
-        if self.subscribe:
+        if self.shared:
+            client.subscribe(f"$share/{self.cfg.ingest.client_id}/{self.topics.all()}", qos=1)
+        elif self.subscribe:
             client.subscribe(self.topics.all(), qos=1)
         log.info("connected to the broker", extra={"broker": self.cfg.mqtt.url,
                                                    "session_present": bool(flags.session_present)})

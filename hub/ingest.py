@@ -216,6 +216,10 @@ class NodeSync:
             self.catchup_wake.clear()
             if stop.is_set():
                 return
+            if not self.ingest.owns(self.node):
+                self.follow_catalog()   # another worker's: its live lane still skips what is stored
+                wait = interval
+                continue
             stored_before = self.stored
             try:
                 self.catch_up()
@@ -254,6 +258,9 @@ class NodeSync:
         blocked = False  # a segment failed earlier in this pass: the cursor stays before it
         try:
             for row, wanted in self._listing(self.cursor):
+                if not self.ingest.owns(self.node):
+                    log.info("node handed to another worker: pass ended", extra={"peer": self.node})
+                    return
                 if wanted:
                     self._yield_to_live(window)
                 window.append((row, self.pool.submit(self.pull, row) if wanted else None))
@@ -340,16 +347,39 @@ class NodeSync:
             self.ingest.catalog.upsert_gaps(self.node, gaps, rev)
             self.gaps_rev = rev
 
+    def own(self) -> None:
+        """This worker now owns the node's catch-up and cursor (a lease, hub/roles.py): start from
+        the catalog's cursor and look at once."""
+        self.follow_catalog()
+        self.last_published = None
+        self.catchup_wake.set()
+
+    def follow_catalog(self) -> None:
+        """The cursor and gap revision as the catalog has them (moved by the node's owner), where ahead."""
+        with self.ingest.catalog.read() as r:
+            row = r.node(self.node)
+        if row is not None:
+            self.cursor = max(self.cursor, row.synced_through)
+            self.gaps_rev = max(self.gaps_rev, row.gaps_rev)
+
     def _publish_cursor(self, force: bool = False) -> None:
+        """Record the cursor in the catalog and publish it: only while this worker owns the node,
+        never backwards (`advance_cursor` checks both in the database, so a worker that lost its
+        lease, or a stale value, changes nothing and is not published)."""
         if self.cursor == self.last_published and not force:
             return
         now = time.monotonic()
         if not force and now - self.published_at < 1.0:
             return
+        if not self.ingest.owns(self.node):
+            return
         self.published_at = now
-        if self.cursor != self.last_published:
-            self.ingest.catalog.update_node(self.node, synced_through=self.cursor)
-            self.ingest.metrics.node_synced_through.labels(self.node).set(self.cursor)
+        if not self.ingest.catalog.advance_cursor(self.node, self.cursor, self.ingest.worker):
+            log.info("cursor not recorded: the node's lease is gone or the catalog is ahead", extra={
+                "peer": self.node, "seq": self.cursor})
+            self.follow_catalog()
+            return
+        self.ingest.metrics.node_synced_through.labels(self.node).set(self.cursor)
         with self.ingest.catalog.read() as r:
             quarantined = [q for q in r.quarantined(self.node) if q <= self.cursor]
         if self.ingest.publish_synced(self.node, self.cursor, tuple(quarantined)):

@@ -44,6 +44,10 @@ class HubMetrics:
         self.mqtt_connected = Gauge("vigil_hub_mqtt_connected", "1 while connected to the broker", registry=r)
         self.jobs_holder = Gauge("vigil_hub_jobs_holder", "1 while this process runs the hub's jobs (exports, "
                                  "retention, hold publication): one process of a hub at a time", registry=r)
+        self.node_leases = Gauge("vigil_hub_node_leases", "Nodes whose catch-up and cursor this ingest worker owns "
+                                 "(hubs whose workers share a catalog)", registry=r)
+        self.ingest_workers = Gauge("vigil_hub_ingest_workers", "Live ingest workers sharing the nodes, as this "
+                                    "worker last saw them", registry=r)
         self.mqtt_messages = Counter("vigil_hub_mqtt_messages", "MQTT messages received, by topic kind", ["kind"],
                                      registry=r)
         self.mqtt_invalid = Counter("vigil_hub_mqtt_invalid_messages", "MQTT messages dropped as invalid, by reason",

@@ -9,7 +9,9 @@ advertising a different URL later is logged and counted, not followed. Each node
 only that node's own token (`EdgeAccess.node_token`: HMAC-SHA256 of its id keyed with the hub's
 edge secret), never the secret itself nor another node's token. Each trusted node gets its two
 lanes (`hub/ingest.py`, `NodeSync`) when it is first seen online; the global download slots they
-share (`hub/slots.py`, fair per node) live here.
+share (`hub/slots.py`, fair per node) live here. When several ingest workers share one catalog,
+every worker's live lanes pull what the doorbells it is handed announce, and a node's catch-up and
+cursor run only in the worker holding the node's lease (`hub/roles.py`, `NodeLeases`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 
@@ -35,6 +37,10 @@ from shared.mqtt import CameraStatusMessage, NodeStatus, SegmentEvent
 from shared.timeutil import iso_to_us, now_us
 
 log = logging.getLogger(__name__)
+
+
+class NodeOwnership(Protocol):
+    def owns(self, node: str) -> bool: ...
 
 
 class Ingestor:
@@ -59,6 +65,24 @@ class Ingestor:
         self.syncs: dict[str, NodeSync] = {}
         self.lock = threading.Lock()
         self._warned: set[tuple[str, str]] = set()
+        # several ingest workers on one catalog: this one's name, and which nodes it owns
+        self.worker: str | None = None
+        self.leases: NodeOwnership | None = None
+
+    def owns(self, node: str) -> bool:
+        """Whether this process runs the node's catch-up and publishes its cursor (always, alone)."""
+        return self.leases is None or self.leases.owns(node)
+
+    def gained(self, node: str) -> None:
+        """A node lease taken: run the node's catch-up and cursor here (lanes started if need be)."""
+        with self.catalog.read() as r:
+            row = r.node(node)
+        if row is None or not row.accepted or not row.http_url:
+            return
+        self._start_sync(node, row.http_url)
+        sync = self.syncs.get(node)
+        if sync is not None:
+            sync.own()
 
     def start(self) -> None:
         for entry in self.cfg.nodes:

@@ -1,10 +1,10 @@
 """The hub process: catalog, object store, ingest lanes, MQTT bus, jobs and the HTTP server.
 
-Threads: paho's network thread (bus callbacks), two lanes per trusted node plus their download
-pools (`hub/ingest.py`), the jobs (exports, retention, hold publication) and their lease,
-uvicorn's event loop (`hub/api/`, with a worker pool for anything touching disk, the catalog or
-S3), and main, which waits for SIGTERM/SIGINT and stops the rest. Which of them run is the
-process's role (`hub/roles.py`).
+Threads: paho's network thread (bus callbacks), two lanes per trusted node plus their download pools
+(`hub/ingest.py`), on a shared catalog the node leases (`hub/roles.py`), the jobs (exports,
+retention, hold publication) and their lease, uvicorn's event loop (`hub/api/`, with a worker pool
+for anything touching disk, the catalog or S3), and main, which waits for SIGTERM/SIGINT and stops
+the rest. Which of them run is the process's role (`hub/roles.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hub.exports import Exporter
 from hub.metrics import CatalogRows, HubMetrics
 from hub.registry import Ingestor
 from hub.retention import HubRetention
-from hub.roles import ROLES, JobsLease, runs_ingest, runs_jobs
+from hub.roles import ROLES, JobsLease, NodeLeases, runs_ingest, runs_jobs, worker_name
 from hub.store import ObjectStore, StoreError
 from shared import __version__
 from shared.process import data_dir_problem, run_until_signal, start_http_server
@@ -46,6 +46,7 @@ class HubService:
         self.cfg = cfg
         self.role = role
         self.lease: JobsLease | None = None
+        self.node_leases: NodeLeases | None = None
         self.stop_event = threading.Event()
         self.metrics = HubMetrics()
         self.catalog: HubCatalog | None = None
@@ -80,8 +81,14 @@ class HubService:
         self.metrics.registry.register(CatalogRows(lambda: catalog.reader().table_rows()))
         ingest, jobs = runs_ingest(self.role), runs_jobs(self.role)
         self.ingest = Ingestor(cfg, self.catalog, store, self.metrics, self.stop_event)
+        if ingest and self.catalog.shared:   # one of several ingest workers: they share the nodes
+            self.ingest.worker = worker_name(cfg.hub.listen)
+            self.node_leases = self.ingest.leases = NodeLeases(
+                self.catalog, self.ingest.worker, self.stop_event, on_gain=self.ingest.gained,
+                on_change=lambda held, workers: (self.metrics.node_leases.set(held),
+                                                 self.metrics.ingest_workers.set(workers)))
         if ingest or jobs:
-            self.bus = Bus(cfg, self.ingest, self.metrics, subscribe=ingest)
+            self.bus = Bus(cfg, self.ingest, self.metrics, subscribe=ingest, worker=self.ingest.worker)
         holds_changed = self.bus.publish_holds if self.bus is not None else (lambda: None)
         try:
             self.exporter = Exporter(cfg, self.catalog, store, self.metrics, self.stop_event, holds_changed)
@@ -91,6 +98,8 @@ class HubService:
                                       expire_exports=self.exporter.expire)
         if ingest:
             self.ingest.start()
+        if self.node_leases is not None:
+            self.node_leases.start()
         if self.bus is not None:
             self.bus.start()
         if jobs:
@@ -169,7 +178,8 @@ class HubService:
         jobs = "" if self.lease is None or not self.cfg.catalog.url else (
             ", running the jobs" if self.lease.held() else ", jobs elsewhere")
         role = "" if self.role == "all" else f"{self.role}: "
-        return True, (f"{role}pulling from {len(self.ingest.syncs) if self.ingest else 0} nodes, broker "
+        owning = "" if self.node_leases is None else f" (catch-up of {len(self.node_leases.held())})"
+        return True, (f"{role}pulling from {len(self.ingest.syncs) if self.ingest else 0} nodes{owning}, broker "
                       f"{'connected' if connected else 'not connected'}{jobs}")
 
     def run_forever(self) -> None:
@@ -179,6 +189,8 @@ class HubService:
         t0 = time.monotonic()
         self.stop_event.set()
         stopped = self.ingest.stop(timeout=5.0) if self.ingest else True
+        if self.node_leases is not None:
+            self.node_leases.stop()     # the other workers take this one's nodes at their next renewal
         if self.bus:
             self.bus.stop()
         if self.http:

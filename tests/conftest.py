@@ -38,6 +38,7 @@ FRAME_US = 1_000_000 // 15  # test cameras run at 15 fps
 # (without --no-loadscope-reorder it would order them by how many tests they hold).
 SLOW_MODULES = (
     "test_thin_wan.py",         # (560) a 3-minute cut, the catch-up, 2 minutes of loss
+    "test_ingest_workers.py",   # (150) seven hub processes and four edges on one PostgreSQL catalog
     "test_activity.py",         # (235) three cameras recorded through a 3.5-minute schedule
     "test_sync.py",             # (210) one scripted run with outages
     "test_ansible.py",          # (110) the playbooks, twice
@@ -68,14 +69,23 @@ HUB_MODULES = (
     "test_hub_fuzz.py", "test_mqtt_tls.py", "test_playback.py", "test_player_browser.py", "test_sessions.py",
     "test_sync_trust.py", "test_web_acceptance.py", "test_web_page.py",
 )
+# The modules of a hub made of several processes: PostgreSQL whatever the pass, so scripts/test.sh
+# runs them in its PostgreSQL pass only (run on their own, they start a cluster of their own).
+PG_ONLY_MODULES = ("test_hub_roles.py", "test_ingest_workers.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("VIGIL_TEST_CATALOG") == "postgres" and os.environ.get("VIGIL_TEST_PG_MODULES") != "all":
-        other = [item for item in items if item.path.name not in HUB_MODULES]
+    engine = os.environ.get("VIGIL_TEST_CATALOG")
+    keep: Any = None
+    if engine == "postgres" and os.environ.get("VIGIL_TEST_PG_MODULES") != "all":
+        keep = HUB_MODULES + PG_ONLY_MODULES
+    elif engine == "sqlite":
+        keep = [item.path.name for item in items if item.path.name not in PG_ONLY_MODULES]
+    if keep is not None:
+        other = [item for item in items if item.path.name not in keep]
         if other:
             config.hook.pytest_deselected(items=other)
-            items[:] = [item for item in items if item.path.name in HUB_MODULES]
+            items[:] = [item for item in items if item.path.name in keep]
 
     def rank(item: pytest.Item) -> int:
         name = item.path.name

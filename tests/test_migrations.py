@@ -37,7 +37,8 @@ RELEASED = {
             "SCHEMA_V6": "a809a94d6e80adc8b012b95c09c4f61793b21f753b0024c5d3e867f5aee02211",
             "SCHEMA_V7": "f5230369d6f7546c8ead0ecb5674007ff2bfdf5fe1cd6fbde3fb761a679a41b8",
             "SCHEMA_V8": "9eec30b1f242a2a3159e4d3e654c41a7b7d801f333d3676c9d6999c445678f8a",
-            "SCHEMA_V9": "1079681f854d7c7c944505d15ab14ffc088608ea45364d9d88e0d2586184f6ad"},
+            "SCHEMA_V9": "1079681f854d7c7c944505d15ab14ffc088608ea45364d9d88e0d2586184f6ad",
+            "SCHEMA_V10": "ce1a90d3f48744b3120e5e93100d81f5a547b1d6650bf0b3c64e324f5f9bb904"},
 }
 MODULES = {"edge": edge_catalog, "hub": hub_schema}
 # (table, column) -> the enum its CHECK must list, in the newest schema
@@ -143,7 +144,8 @@ def test_a_hub_catalog_from_v1_upgraded_takes_every_enum_and_audits_exports(tmp_
 
 # -- PostgreSQL: the same schema, its own released steps ---------------------------------------------
 PG_RELEASED = {"PG_SCHEMA_V8": "5c0207d26cf7b23f5c1815b5a1ad6d9924d2c8415ca35dead2478e8bd3ff95af",
-               "PG_SCHEMA_V9": "428bbf27c4a7a9951f8de526bfd445e0c8521b19ce047743b266f3d2b768bd05"}
+               "PG_SCHEMA_V9": "428bbf27c4a7a9951f8de526bfd445e0c8521b19ce047743b266f3d2b768bd05",
+               "PG_SCHEMA_V10": "27fbb8f4c84adca7fb30b805586fb5732ae58ea53d6dd5ffb9957b88bf4d0991"}
 
 
 @pytest.fixture(scope="module")

@@ -65,10 +65,16 @@ class _App(ManagedProcess):
         """Launch; with ``wait``, until ``/healthz`` answers (AssertionError after 30 s or if it exits)."""
         self._spawn([str(VENV_BIN / self.what), "--config", str(self.config), *self.args])
         if wait:
-            try:
-                self._wait_ready(self._healthy, HEALTHY_TIMEOUT_S, 0.1)
-            except RuntimeError as exc:
-                raise AssertionError(str(exc)) from None
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> Self:
+        """Wait until a process started with ``wait=False`` answers ``/healthz`` (AssertionError
+        after 30 s or if it exits): for starting several at once."""
+        try:
+            self._wait_ready(self._healthy, HEALTHY_TIMEOUT_S, 0.1)
+        except RuntimeError as exc:
+            raise AssertionError(str(exc)) from None
         return self
 
     def _launch(self) -> None:

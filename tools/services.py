@@ -257,15 +257,21 @@ class Mosquitto(ManagedProcess):
 
         The window starts once the SUBACK arrived, so retained messages are always included.
         """
+        with self.collecting(topic_filter, user) as got:
+            time.sleep(seconds)
+            return list(got)
+
+    @contextlib.contextmanager
+    def collecting(self, topic_filter: str, user: str = "test") -> Iterator[list[tuple[str, bytes, bool]]]:
+        """Subscribe (QoS 1) for the ``with`` block; the list it yields grows by ``(topic, payload,
+        retain)`` per message received, in order (retained ones first: it starts after the SUBACK)."""
         import paho.mqtt.client as mqtt
 
         got: list[tuple[str, bytes, bool]] = []
-        lock = threading.Lock()
         subscribed = threading.Event()
 
         def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-            with lock:
-                got.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            got.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
         def on_subscribe(_c: Any, _u: Any, _mid: int, reason_codes: list[Any], _props: Any) -> None:
             subscribed.set()
@@ -276,9 +282,7 @@ class Mosquitto(ManagedProcess):
             client.subscribe(topic_filter, qos=1)
             if not subscribed.wait(5):
                 raise RuntimeError(f"no SUBACK for {topic_filter!r} within 5 s")
-            time.sleep(seconds)
-            with lock:
-                return list(got)
+            yield got
 
     def __repr__(self) -> str:
         return f"<Mosquitto {self.url} pid={self.pid} {self._state()}>"

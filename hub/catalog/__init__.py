@@ -13,7 +13,7 @@ annotations, the audit trail and export jobs. The rest of the hub sees typed row
         r.stored_seqs(node, seqs)           #   (ingest threads: no connection per thread)
 
 The queries live in one module per table group (`fleet`, `segments`, `activity`, `holds`, `incidents`,
-`annotations`, `audit`, `exports`, `tokens`, `sessions`), as read and write mixins that `CatalogReader` and
+`annotations`, `audit`, `exports`, `tokens`, `sessions`, `leases`), as read and write mixins that `CatalogReader` and
 `HubCatalog` combine; `schema`
 holds the migrations (postgres.py PostgreSQL's). Both engines run the same query modules: db.py
 says what their SQL keeps to. A segment row is written only after its object is in S3 with a verified sha256, so a row
@@ -46,6 +46,7 @@ from hub.catalog.incidents import (
     NewIncident,
     links_json,
 )
+from hub.catalog.leases import LeaseReads, LeaseState, LeaseWrites, NodeLease
 from hub.catalog.schema import MIGRATIONS
 from hub.catalog.segments import (
     ROWS,
@@ -64,8 +65,9 @@ from shared import sqlite
 __all__ = [
     "CATALOG_NAME", "EVERY_ISSUER", "ROWS", "SPANS", "Annotation", "AnnotationChanges", "AuditEntry", "CameraRow",
     "CatalogBusy", "CatalogError", "CatalogReader", "DoomedSegment", "EdgeGap", "ExportJob", "GapSpan", "HoldRow",
-    "HoldSpan", "HubCatalog", "Incident", "IncidentChanges", "IncidentQuery", "Link", "NewAnnotation", "NewIncident",
-    "NodeRow", "QuarantineRow", "SegmentRow", "SegmentSpan", "SessionRow", "StoredSegment", "Tag", "links_json",
+    "HoldSpan", "HubCatalog", "Incident", "IncidentChanges", "IncidentQuery", "LeaseState", "Link", "NewAnnotation",
+    "NewIncident", "NodeLease", "NodeRow", "QuarantineRow", "SegmentRow", "SegmentSpan", "SessionRow",
+    "StoredSegment", "Tag", "links_json",
 ]
 
 CATALOG_NAME = "hub.db"
@@ -74,7 +76,7 @@ COUNTED_TABLES = ("segments", "gaps", "incidents", "annotations", "tags", "audit
 
 
 class CatalogReader(FleetReads, SegmentReads, ActivityReads, HoldReads, IncidentReads, AnnotationReads, AuditReads,
-                    ExportReads, TokenReads, SessionReads):
+                    ExportReads, TokenReads, SessionReads, LeaseReads):
     """Every read of the catalog, on one connection."""
 
     def __init__(self, db: Sql) -> None:
@@ -143,7 +145,7 @@ class _AlwaysHeld:
 
 
 class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, ExportWrites, TokenWrites,
-                 SessionWrites):
+                 SessionWrites, LeaseWrites):
     """The catalog's writer (one transaction at a time) and its readers, on SQLite (`data_dir/hub.db`)
     or, given `url` (`postgresql://…`), on PostgreSQL (hub/catalog/postgres.py)."""
 
@@ -170,6 +172,11 @@ class HubCatalog(FleetWrites, SegmentWrites, IncidentWrites, AnnotationWrites, E
             from hub.catalog.postgres import JOBS_LOCK, SessionLock
             return SessionLock(self.url, JOBS_LOCK)
         return _AlwaysHeld()
+
+    @property
+    def shared(self) -> bool:
+        """Whether several hub processes may share this catalog (PostgreSQL)."""
+        return bool(self.url)
 
     def ping(self) -> None:
         """Raise if the catalog cannot be read now (readiness: SQLite opens its file again,

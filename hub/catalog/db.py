@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from shared.timeutil import now_us
+
 Row = sqlite3.Row
 
 
@@ -66,6 +68,11 @@ class Sql:
         """Execute an INSERT … RETURNING id; the id (0 when a conflict clause skipped the row)."""
         row = self.row(sql, args)
         return 0 if row is None else int(row[0])
+
+    def clock_us(self) -> int:
+        """Now, by the database's clock (SQLite: this process's), in microseconds: what leases
+        compare with, so that the clocks of the processes sharing a catalog never meet."""
+        return now_us()
 
     def greatest(self, *terms: str) -> str:
         """SQL for the largest of `terms` (SQLite's scalar max(), PostgreSQL's GREATEST)."""

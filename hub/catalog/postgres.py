@@ -278,8 +278,26 @@ CREATE TRIGGER segment_activity_deleted AFTER DELETE ON segments
     FOR EACH ROW EXECUTE FUNCTION segment_activity_deleted();
 """
 
+PG_SCHEMA_V10 = """
+-- Ingest workers and node leases (SQLite's v10; hub/catalog/leases.py).
+CREATE TABLE ingest_workers (
+    worker TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    started_us BIGINT NOT NULL,
+    expires_us BIGINT NOT NULL
+);
+CREATE TABLE node_leases (
+    node TEXT PRIMARY KEY,
+    worker TEXT NOT NULL,
+    since_us BIGINT NOT NULL,
+    expires_us BIGINT NOT NULL
+);
+CREATE INDEX node_leases_worker ON node_leases (worker);
+"""
+
 # index i: the step that brings the schema to version i + 1 (None: PostgreSQL started later)
-PG_MIGRATIONS: list[str | None] = [None] * 7 + [PG_SCHEMA_V8, PG_SCHEMA_V9]
+PG_MIGRATIONS: list[str | None] = [None] * 7 + [PG_SCHEMA_V8, PG_SCHEMA_V9, PG_SCHEMA_V10]
 
 
 class _IntBool(psycopg.adapt.Dumper):
@@ -365,6 +383,9 @@ class PgSql(Sql):
                 return cur.rowcount
         except psycopg.Error as exc:
             raise _busy(exc) from None
+
+    def clock_us(self) -> int:
+        return int(self.value("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"))
 
     def greatest(self, *terms: str) -> str:
         return f"GREATEST({', '.join(terms)})"

@@ -340,4 +340,26 @@ END;
 """
 
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8, SCHEMA_V9]
+SCHEMA_V10 = """
+-- Ingest workers of a hub whose processes share one catalog, and the node each owns
+-- (hub/catalog/leases.py): a worker's registration and each node lease expire unless renewed;
+-- instants are the database's clock. A one-process hub (SQLite) leaves both empty.
+CREATE TABLE ingest_workers (
+    worker TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL
+);
+CREATE TABLE node_leases (
+    node TEXT PRIMARY KEY,
+    worker TEXT NOT NULL,
+    since_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL
+);
+CREATE INDEX node_leases_worker ON node_leases (worker);
+"""
+
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8, SCHEMA_V9,
+              SCHEMA_V10]
