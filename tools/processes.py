@@ -133,6 +133,9 @@ class ManagedProcess:
     stop_timeout_s = 10.0       # how long stop() waits after SIGTERM before SIGKILL
     bind_retry_pause_s = 0.2    # the pause between restart() attempts while the port is taken
     netns: str | None = None    # run the child in this network namespace (`ip netns exec`), e.g. tools/wan.py
+    # a session of the child's own: a Ctrl-C at the terminal reaches only the parent, which stops
+    # its children in order (vigil-demo: the hub processes before the catalog's database)
+    own_session = False
 
     def __init__(self, workdir: Path, log_stem: str, per_run_logs: bool = False) -> None:
         self.workdir = Path(workdir)
@@ -195,7 +198,8 @@ class ManagedProcess:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]   # execs the command: the PID stays the child's
         # Files, not pipes: nothing blocks on a full pipe and the log stays for a failed test.
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env)
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
+                                         start_new_session=self.own_session)
 
     def _wait_ready(self, ready: Callable[[], bool], timeout: float, every: float) -> None:
         """Poll ``ready()`` every ``every`` s until it is true.
