@@ -15,7 +15,12 @@ tools/apps.py. One run measures, in order:
    `raw/…` with plain boto3 `put_object` from `--concurrency` threads (the hub's S3 client
    config), while the edges keep recording; then hub drain MB/s ÷ raw MB/s.
 
-    .venv/bin/python bench/sync_bench.py [--edges 2] [--cameras 8] [--per-node 4] [--json out.json]
+`--workers N` runs the hub scaled out instead (docs/design/scale.md): a PostgreSQL catalog and N
+`vigil-hub --role ingest` workers sharing the edges (each with `--concurrency` pull slots); the
+drain stops and restarts them all, and the report adds each worker's CPU, CPU-ms per MB drained
+and PostgreSQL's CPU, against which a run without `--workers` (one hub on SQLite) is the baseline.
+
+    .venv/bin/python bench/sync_bench.py [--edges 2] [--cameras 8] [--per-node 4] [--workers N] [--json out.json]
 
 See bench/README.md ("Sync ingest") for what each figure means. Every process it starts is stopped
 by its PID in a `finally`; it never signals anything else.
@@ -41,13 +46,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import record_bench  # noqa: E402 - the /proc readers, shared with the recorder benchmark
+import record_floor  # noqa: E402 - its process-tree walk
 from benchlib import stop_services  # noqa: E402
 
 from hub.config import S3Config  # noqa: E402
+from hub.exports import SIGNING_KEY_FILE, ManifestSigner  # noqa: E402
 from hub.store import make_s3_client  # noqa: E402
 from tools.apps import Edge, Hub, edge_mqtt  # noqa: E402
 from tools.cameras import TestCam, ensure_media  # noqa: E402
-from tools.services import Mosquitto, SeaweedS3  # noqa: E402
+from tools.services import Mosquitto, Postgres, SeaweedS3  # noqa: E402
 
 MB = 1_000_000  # throughput figures are in decimal MB/s (1 MB = 10^6 bytes)
 
@@ -122,8 +129,17 @@ def edge_segments(edge: Edge) -> dict[int, dict[str, Any]]:
         conn.close()
 
 
-def hub_rows(hub: Hub, after_id: int = 0) -> list[tuple[int, str, int, int, int, int, str]]:
-    """(id, node, seq, bytes, end_us, stored_us, camera) of hub catalog rows with id > after_id."""
+def hub_rows(hub: Hub, after_id: int = 0, pg: Any = None) -> list[tuple[int, str, int, int, int, int, str]]:
+    """(id, node, seq, bytes, end_us, stored_us, camera) of hub catalog rows with id > after_id (from
+    the hub's SQLite file, or through `pg`, a psycopg connection to the shared catalog)."""
+    if pg is not None:
+        import psycopg
+        try:
+            return [tuple(r) for r in pg.execute(
+                "SELECT id, node, seq, bytes, end_us, stored_us, camera FROM segments WHERE id > %s ORDER BY id",
+                (after_id,)).fetchall()]
+        except psycopg.errors.UndefinedTable:   # the workers have not created the schema yet
+            return []
     path = hub.data_dir / "hub.db"
     if not path.exists():
         return []
@@ -167,20 +183,23 @@ def fmt(v: Any, digits: int = 2) -> str:
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)")
 
 
-def hub_metrics(hub: Hub) -> dict[str, float]:
-    """{'name{labels}': value} of the hub's /metrics (empty if it does not answer)."""
-    try:
-        text = hub.metrics()
-    except OSError:
-        return {}
+def hub_metrics(*hubs: Hub) -> dict[str, float]:
+    """{'name{labels}': value} of the hubs' /metrics, summed over them (a hub that does not answer
+    adds nothing)."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m and not line.startswith("#"):
-            try:
-                out[m[1] + (f"{{{m[2]}}}" if m[2] else "")] = float(m[3])
-            except ValueError:
-                pass
+    for hub in hubs:
+        try:
+            text = hub.metrics()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            m = _SAMPLE.match(line)
+            if m and not line.startswith("#"):
+                try:
+                    key = m[1] + (f"{{{m[2]}}}" if m[2] else "")
+                    out[key] = out.get(key, 0.0) + float(m[3])
+                except ValueError:
+                    pass
     return out
 
 
@@ -219,7 +238,9 @@ class Rig:
         self.broker: Mosquitto | None = None
         self.s3: SeaweedS3 | None = None
         self.edges: list[Edge] = []
-        self.hub: Hub | None = None
+        self.hubs: list[Hub] = []
+        self.pg: Postgres | None = None
+        self.pg_conn: Any = None      # the benchmark's own connection to the shared catalog
 
     def start(self) -> None:
         a = self.args
@@ -236,13 +257,64 @@ class Rig:
                         mqtt=edge_mqtt(self.broker))
             self.edges.append(edge)
             edge.start()
-        self.hub = Hub(self.run_dir / "hub", self.broker, self.s3, self.edges,
-                       ingest={"pull_concurrency": a.concurrency, "pull_concurrency_per_node": a.per_node})
-        print(f"starting vigil-hub (pull_concurrency {a.concurrency}, per node {a.per_node}) ...", flush=True)
-        self.hub.start()
+        ingest = {"pull_concurrency": a.concurrency, "pull_concurrency_per_node": a.per_node}
+        if not a.workers:
+            self.hubs = [Hub(self.run_dir / "hub", self.broker, self.s3, self.edges, ingest=ingest)]
+        else:
+            import psycopg
+            print("starting PostgreSQL (the workers' shared catalog) ...", flush=True)
+            self.pg = Postgres.start(self.run_dir / "pg", durable=True)
+            url = self.pg.create_database("hub")
+            key = self.run_dir / "export-signing.pem"
+            ManifestSigner.load("", self.run_dir)
+            (self.run_dir / SIGNING_KEY_FILE).rename(key)
+            shared = (f'[api]\ntoken_key = "{"k" * 40}"\n[exports]\nsigning_key_file = "{key}"\n')
+            self.hubs = [Hub(self.run_dir / f"hub{i + 1}", self.broker, self.s3, self.edges, ingest=ingest,
+                             extra=shared, role="ingest", catalog_url=url) for i in range(a.workers)]
+            self.pg_conn = psycopg.connect(url, autocommit=True)
+        print(f"starting {len(self.hubs)} vigil-hub (pull_concurrency {a.concurrency}, per node {a.per_node}"
+              f"{', role ingest, PostgreSQL catalog' if a.workers else ''}) ...", flush=True)
+        self.start_hubs()
+
+    def start_hubs(self) -> None:
+        for hub in self.hubs:
+            hub.start(wait=False)
+        for hub in self.hubs:
+            hub.wait_ready()
+
+    def stop_hubs(self) -> None:
+        for hub in self.hubs:
+            hub.stop()
+
+    def rows(self, after_id: int = 0) -> list[tuple[int, str, int, int, int, int, str]]:
+        return hub_rows(self.hubs[0], after_id, self.pg_conn)
+
+    def metrics(self) -> dict[str, float]:
+        return hub_metrics(*self.hubs)
+
+    def hub_cpu(self) -> list[float | None]:
+        return [proc_cpu_s(h.proc.pid if h.proc else None) for h in self.hubs]
+
+    def pg_cpu(self) -> float:
+        """CPU-s of PostgreSQL (0 without --workers): the postmaster with the backends it reaped
+        (cutime, cstime), plus the live backends."""
+        if self.pg is None or self.pg.pid is None:
+            return 0.0
+        total = 0.0
+        for pid in record_floor.tree(self.pg.pid):
+            try:
+                raw = Path(f"/proc/{pid}/stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            fields = raw[raw.rindex(")") + 2:].split()
+            ticks = int(fields[11]) + int(fields[12])
+            if pid == self.pg.pid:
+                ticks += int(fields[13]) + int(fields[14])
+            total += ticks / record_bench.CLK_TCK
+        return total
 
     def pids(self) -> dict[str, list[int | None]]:
-        return {"hub": [self.hub.proc.pid if self.hub and self.hub.proc else None],
+        return {"hub": [h.proc.pid if h.proc else None for h in self.hubs],
                 "seaweedfs": [self.s3.pid if self.s3 else None],
                 "edges": [e.proc.pid if e.proc else None for e in self.edges],
                 "testcam": [self.cam.pid if self.cam else None],
@@ -258,9 +330,9 @@ class Rig:
             raise BenchError(f"seaweedfs died:\n{self.s3 and self.s3.log_text(20)}")
 
     def check_hub(self) -> None:
-        assert self.hub is not None
-        if self.hub.proc is None or self.hub.proc.poll() is not None:
-            raise BenchError(f"vigil-hub exited; output tail:\n{self.hub.output()[-3000:]}")
+        for hub in self.hubs:
+            if hub.proc is None or hub.proc.poll() is not None:
+                raise BenchError(f"vigil-hub exited; output tail:\n{hub.output()[-3000:]}")
 
     def all_edge_segments(self) -> dict[tuple[str, int], dict[str, Any]]:
         out: dict[tuple[str, int], dict[str, Any]] = {}
@@ -270,7 +342,9 @@ class Rig:
         return out
 
     def close(self) -> None:
-        for what in ([self.hub] if self.hub else []) + self.edges:
+        if self.pg_conn is not None:
+            self.pg_conn.close()
+        for what in self.hubs + self.edges:
             try:
                 what.stop()
             except AssertionError as exc:  # ignored SIGTERM: Edge/Hub.stop SIGKILLed it
@@ -278,34 +352,32 @@ class Rig:
             except Exception as exc:
                 print(f"warning: stopping {what}: {exc!r}", file=sys.stderr)
             what.close()  # SIGKILL if still running (no-op otherwise)
-        stop_services(self.cam, self.broker, self.s3)
+        stop_services(self.cam, self.broker, self.s3, *([self.pg] if self.pg else []))
 
 
 def warm_up(rig: Rig, timeout: float) -> float:
     """Wait until the hub holds a segment of every camera; returns how long it took."""
-    assert rig.hub is not None
     t0 = time.monotonic()
     want = {(e.node_id, f"cam{j + 1:02d}") for e in rig.edges for j in range(rig.args.cameras)}
     have: set[tuple[str, str]] = set()
     while time.monotonic() - t0 < timeout:
         rig.check_alive()
         rig.check_hub()
-        have = {(node, camera) for _id, node, _s, _b, _e, _st, camera in hub_rows(rig.hub)}
+        have = {(node, camera) for _id, node, _s, _b, _e, _st, camera in rig.rows()}
         if want <= have:
             return time.monotonic() - t0
         time.sleep(0.5)
     raise BenchError(f"after {timeout:.0f} s the hub still has no segment of {len(want - have)} cameras "
-                     f"(e.g. {sorted(want - have)[:5]}); hub output:\n{rig.hub.output()[-3000:]}")
+                     f"(e.g. {sorted(want - have)[:5]}); hub output:\n{rig.hubs[0].output()[-3000:]}")
 
 
 def wait_stored(rig: Rig, keys: set[tuple[str, int]], timeout: float) -> set[tuple[str, int]]:
     """Wait until every (node, seq) in keys is in the hub catalog; returns those still missing."""
-    assert rig.hub is not None
     deadline = time.monotonic() + timeout
     missing = set(keys)
     last_id = 0
     while True:
-        for row in hub_rows(rig.hub, last_id):
+        for row in rig.rows(last_id):
             last_id = row[0]
             missing.discard((row[1], row[2]))
         if not missing or time.monotonic() > deadline:
@@ -315,9 +387,8 @@ def wait_stored(rig: Rig, keys: set[tuple[str, int]], timeout: float) -> set[tup
 
 def live_phase(rig: Rig) -> dict[str, Any]:
     a = rig.args
-    assert rig.hub is not None
     print(f"[live] window of {a.live_seconds:g} s ...", flush=True)
-    m0 = hub_metrics(rig.hub)
+    m0 = rig.metrics()
     t0_us = now_us()
     cpu = CpuMeter(rig.pids())
     end = time.monotonic() + a.live_seconds
@@ -327,12 +398,12 @@ def live_phase(rig: Rig) -> dict[str, Any]:
         rig.check_hub()
     t1_us = now_us()
     res: dict[str, Any] = cpu.stop()
-    m1 = hub_metrics(rig.hub)
+    m1 = rig.metrics()
     seconds = (t1_us - t0_us) / 1e6
     # the segments that ended in the window must all arrive; give the last ones a moment
     recorded = {k: v for k, v in rig.all_edge_segments().items() if t0_us <= v["end_us"] <= t1_us}
     missing = wait_stored(rig, set(recorded), a.segment_seconds + 30)
-    rows = hub_rows(rig.hub)
+    rows = rig.rows()
     lags = [(stored - end_us) / 1e6 for _id, node, seq, _b, end_us, stored, _c in rows
             if (node, seq) in recorded]
     stored_in_window = [(b, stored) for _id, _n, _s, b, _e, stored, _c in rows if t0_us <= stored <= t1_us]
@@ -354,11 +425,9 @@ def live_phase(rig: Rig) -> dict[str, Any]:
 
 def drain_phase(rig: Rig) -> tuple[dict[str, Any], dict[tuple[str, int], dict[str, Any]]]:
     a = rig.args
-    hub = rig.hub
-    assert hub is not None
     print(f"[drain] stopping vigil-hub; the edges record {a.backlog_seconds:g} s of backlog ...", flush=True)
-    hub.stop()
-    have = {(node, seq) for _id, node, seq, *_ in hub_rows(hub)}
+    rig.stop_hubs()
+    have = {(node, seq) for _id, node, seq, *_ in rig.rows()}
     end = time.monotonic() + a.backlog_seconds
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(5.0, left))
@@ -372,12 +441,13 @@ def drain_phase(rig: Rig) -> tuple[dict[str, Any], dict[tuple[str, int], dict[st
     machine0 = machine_cpu()
     bench0 = self_cpu_s()
     edges0 = sum(proc_cpu_s(e.proc.pid if e.proc else None) or 0.0 for e in rig.edges)
+    pg0 = rig.pg_cpu()
     t_start = time.monotonic()
     t_start_us = now_us()
-    hub.start()  # Popen, then waits for /healthz
+    rig.start_hubs()  # Popen, then waits for /healthz
     healthy_s = time.monotonic() - t_start
-    hub_cpu_at_healthz = proc_cpu_s(hub.proc.pid if hub.proc else None) or 0.0
-    m0 = hub_metrics(hub)
+    hub_cpu_at_healthz = sum(c or 0.0 for c in rig.hub_cpu())
+    m0 = rig.metrics()
     missing = set(backlog)
     last_id = 0
     first_s: float | None = None
@@ -390,7 +460,7 @@ def drain_phase(rig: Rig) -> tuple[dict[str, Any], dict[tuple[str, int], dict[st
             break
         rig.check_alive()
         rig.check_hub()
-        for row in hub_rows(hub, last_id):
+        for row in rig.rows(last_id):
             last_id = row[0]
             if (row[1], row[2]) in missing:
                 missing.discard((row[1], row[2]))
@@ -404,13 +474,15 @@ def drain_phase(rig: Rig) -> tuple[dict[str, Any], dict[tuple[str, int], dict[st
         time.sleep(0.1)
     drain_s = time.monotonic() - t_start
     t_end_us = now_us()
-    hub_cpu = proc_cpu_s(hub.proc.pid if hub.proc else None)
+    workers_cpu = rig.hub_cpu()
+    hub_cpu = None if None in workers_cpu else sum(c or 0.0 for c in workers_cpu)
+    pg_cpu = rig.pg_cpu() - pg0
     seaweed_cpu = (proc_cpu_s(rig.s3.pid if rig.s3 else None) or 0.0) - seaweed_cpu0
     edges_cpu = sum(proc_cpu_s(e.proc.pid if e.proc else None) or 0.0 for e in rig.edges) - edges0
     machine1 = machine_cpu()
     bench_cpu = self_cpu_s() - bench0
-    m1 = hub_metrics(hub)
-    all_rows = hub_rows(hub)
+    m1 = rig.metrics()
+    all_rows = rig.rows()
     stored_during = [b for _id, _n, _s, b, _e, stored, _c in all_rows if t_start_us <= stored <= t_end_us]
     drained = len(backlog) - len(missing)
     drained_bytes = sum(v["bytes"] for k, v in backlog.items() if k not in missing)
@@ -431,6 +503,11 @@ def drain_phase(rig: Rig) -> tuple[dict[str, Any], dict[tuple[str, int], dict[st
         "all_ingested_mb_s": round(sum(stored_during) / MB / drain_s, 2),
         "hub_cpu_s": None if hub_cpu is None else round(hub_cpu, 2),
         "hub_cpu_s_at_healthz": round(hub_cpu_at_healthz, 2),
+        "workers_cpu_s": [None if c is None else round(c, 2) for c in workers_cpu],
+        "hub_cpu_ms_per_mb": None if hub_cpu is None or not drained_bytes else
+        round(1000 * (hub_cpu - hub_cpu_at_healthz) / (drained_bytes / MB), 1),
+        "postgres_cpu_s": round(pg_cpu, 2),
+        "postgres_cpu_ms_per_mb": round(1000 * pg_cpu / (drained_bytes / MB), 1) if drained_bytes else None,
         "seaweedfs_cpu_s": round(seaweed_cpu, 2),
         "edges_cpu_s": round(edges_cpu, 2),
         "bench_cpu_s": round(bench_cpu, 2),
@@ -478,9 +555,11 @@ def raw_phase(rig: Rig, segments: dict[tuple[str, int], dict[str, Any]], threads
 
 def print_report(r: dict[str, Any]) -> None:
     p, live, drain, raw = r["params"], r["live"], r["drain"], r["raw"]
+    scaled = f", {p['workers']} ingest workers on PostgreSQL" if p.get("workers") else ""
     print()
     print(f"=== sync ingest: {p['edges']} edges × {p['cameras']} cameras (1080p15 H.264 ≈4 Mbit/s), "
-          f"{p['segment_seconds']} s segments, pull_concurrency {p['concurrency']}, per node {p['per_node']} ===")
+          f"{p['segment_seconds']} s segments, pull_concurrency {p['concurrency']}, per node {p['per_node']}"
+          f"{scaled} ===")
     print(f"live ({live['seconds']} s, hub running):")
     print(f"  ingest lag (stored_us − end_us) over {live['segments_recorded']} segments: "
           f"p50 {fmt(live['lag_p50_s'])} s, p95 {fmt(live['lag_p95_s'])} s, max {fmt(live['lag_max_s'])} s "
@@ -509,6 +588,11 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"  CPU-s over the drain: hub {drain['hub_cpu_s']} (of which {drain['hub_cpu_s_at_healthz']} start-up "
           f"until /healthz), seaweedfs {drain['seaweedfs_cpu_s']}, edges {drain['edges_cpu_s']}, this benchmark "
           f"{drain['bench_cpu_s']}; machine busy {drain['machine_busy_percent']} %")
+    workers = f"{len(drain['workers_cpu_s'])} ingest workers on PostgreSQL" if p.get("workers") else \
+        "one hub on SQLite"
+    print(f"  hub CPU per MB drained ({workers}, start-up excluded): {fmt(drain['hub_cpu_ms_per_mb'], 1)} ms"
+          + (f"; per worker CPU-s {drain['workers_cpu_s']}; PostgreSQL {drain['postgres_cpu_s']} CPU-s "
+             f"({fmt(drain['postgres_cpu_ms_per_mb'], 1)} ms per MB)" if p.get("workers") else ""))
     print(f"raw boto3 put_object, same files, {p['concurrency']} threads (edges still recording, hub stopped):")
     print(f"  {raw['segments']} segments, {raw['mb']} MB in {raw['seconds']} s: {raw['mb_s']} MB/s, "
           f"{raw['segments_per_s']} segments/s; CPU-s: uploader {raw['bench_cpu_s']}, seaweedfs "
@@ -538,6 +622,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="hub ingest.pull_concurrency, and the raw uploader's threads (default 8)")
     ap.add_argument("--per-node", type=int, default=4,
                     help="hub ingest.pull_concurrency_per_node (default 4, the hub's)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="N ingest workers (vigil-hub --role ingest) on a PostgreSQL catalog instead of one hub "
+                         "on SQLite (default 0: one hub)")
     ap.add_argument("--warmup-timeout", type=float, default=90,
                     help="seconds for the hub to hold a segment of every camera before the live window (default 90)")
     ap.add_argument("--drain-timeout", type=float, default=600, help="give up on the drain after this (default 600)")
@@ -549,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.edges < 1 or args.cameras < 1 or args.segment_seconds < 1 or args.concurrency < 1 or args.per_node < 1:
         ap.error("--edges, --cameras, --segment-seconds, --concurrency and --per-node must be >= 1")
+    if args.workers < 0:
+        ap.error("--workers must be >= 0")
     for exe in ("vigil-edge", "vigil-hub", "weed"):
         if not (Path(sys.executable).parent / exe).exists():
             print(f"error: {exe} not found next to {sys.executable} (run with the project's .venv/bin/python)",
@@ -578,8 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.segment_seconds)  # let the first catch-up passes settle
         result["live"] = live_phase(rig)
         result["drain"], drained = drain_phase(rig)
-        assert rig.hub is not None
-        rig.hub.stop()  # the raw uploads get the machine the hub had (the edges keep recording)
+        rig.stop_hubs()  # the raw uploads get the machine the hub had (the edges keep recording)
         result["raw"] = raw_phase(rig, drained, args.concurrency)
         effective = min(args.concurrency, args.edges * args.per_node)
         if effective < args.concurrency:  # catch-up runs at most per_node downloads per edge
