@@ -281,9 +281,11 @@ class NodeSync:
         in the gaps: one at a time they stay well within their deadline (too_slow ends the pass)."""
         stop = self.ingest.stop_event
         while not stop.is_set() and (not self.live_idle.is_set() or time.monotonic() < self.live_recent):
-            if not any(fut is not None and not fut.done() for _, fut in window):
+            in_flight = [fut for _, fut in window if fut is not None and not fut.done()]
+            if not in_flight:
                 return
-            self.live_idle.wait(0.25)
+            # until one of them ends (never a busy loop: live may be idle while still recent)
+            concurrent.futures.wait(in_flight, timeout=0.25, return_when=concurrent.futures.FIRST_COMPLETED)
 
     def _listing(self, after: int) -> Iterator[tuple[EdgeSegment, bool]]:
         """(row, needs a pull) for every row the edge lists after `after`, a page at a time."""
