@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,10 @@ def code_fingerprint() -> str:
     h = hashlib.sha256()
     for f in sorted([*(REPO / "hub").rglob("*.py"), *(REPO / "shared").rglob("*.py")]):
         h.update(str(f.relative_to(REPO)).encode() + f.read_bytes())
-    try:
-        head = (REPO / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            head = (REPO / ".git" / head[5:]).read_text().strip()
-    except OSError:
+    try:   # `git rev-parse` also reads a worktree's HEAD (there .git is a file) and packed refs
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
         head = "?"
     return f"{head[:7]}+{h.hexdigest()[:10]}"
 
