@@ -141,10 +141,27 @@ def _marked_html(snippet: str) -> str:
     return html.escape(snippet, quote=True).replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>")
 
 
-def _incident(db: Sql, row: Row, snippet: str | None = None) -> Incident:
+def _incident(db: Sql, row: Row, snippet: str | None = None, links: list[Link] | None = None,
+              tags: list[str] | None = None) -> Incident:
     return Incident(row["id"], row["title"], row["description"], row["severity"], row["status"], row["assignee"],
                     bool(row["hold"]), row["start_us"], row["end_us"], row["created_us"], row["created_by"],
-                    row["updated_us"], row["updated_by"], _links(db, row["id"]), _tags(db, row["id"]), snippet)
+                    row["updated_us"], row["updated_by"], _links(db, row["id"]) if links is None else links,
+                    _tags(db, row["id"]) if tags is None else tags, snippet)
+
+
+def _links_and_tags(db: Sql, ids: list[int]) -> tuple[dict[int, list[Link]], dict[int, list[str]]]:
+    """The links and tags of a page of incidents in two statements (not two per incident: on
+    PostgreSQL each statement is a round trip)."""
+    marks = ",".join("?" * len(ids))
+    links: dict[int, list[Link]] = {i: [] for i in ids}
+    tags: dict[int, list[str]] = {i: [] for i in ids}
+    for r in db.rows(f"SELECT incident_id, node, camera, start_us, end_us FROM incident_links WHERE incident_id IN "
+                     f"({marks}) ORDER BY incident_id, node, camera, start_us", ids):
+        links[r[0]].append(Link(r[1], r[2], r[3], r[4]))
+    for r in db.rows(f"SELECT incident_id, tag FROM incident_tags WHERE incident_id IN ({marks}) "
+                     "ORDER BY incident_id, tag", ids):
+        tags[r[0]].append(r[1])
+    return links, tags
 
 
 def links_json(links: list[Link]) -> list[dict[str, str]]:
@@ -320,7 +337,9 @@ class IncidentReads(Reader):
             snippets = {r[0]: _marked_html(r[1]) for r in self.db.rows(
                 f"SELECT rowid, snippet(incident_fts, -1, '{_OPEN}', '{_CLOSE}', '…', 16) FROM incident_fts "
                 f"WHERE incident_fts MATCH ? AND rowid IN ({marks})", (fts, *ids))}
-        return [_incident(self.db, rows[i], snippets.get(i, "") if fts else None) for i in ids if i in rows], capped
+        links, tags = _links_and_tags(self.db, ids)
+        return [_incident(self.db, rows[i], snippets.get(i, "") if fts else None, links[i], tags[i])
+                for i in ids if i in rows], capped
 
 
 class IncidentWrites(Writer):
