@@ -166,6 +166,8 @@ class HubService:
             problems.append("the HTTP server is not serving")
         if runs_ingest(self.role) and (self.ingest is None or not self.ingest.alive()):
             problems.append("ingest stopped")
+        if self.node_leases is not None and not self.node_leases.thread.is_alive():
+            problems.append("the node leases thread stopped")
         if runs_jobs(self.role):
             for name, thread in (("exports", self.exporter and self.exporter.thread),
                                  ("retention", self.retention and self.retention.thread),
