@@ -23,6 +23,11 @@ until the next one; a segment that keeps failing for a reason of its own (hash o
 404/410 for a listed row, an object key holding other content) is quarantined after
 `ingest.max_attempts` and skipped, never blocking the others.
 
+Several ingest workers on one PostgreSQL catalog: any worker's live lane pulls the doorbells it
+is handed, and catch-up and the cursor run only in the worker that holds the node's lease
+(`Ingestor.owns`, `hub/roles.py`); the cursor is written only while that lease is live and never
+backwards (`catalog.advance_cursor`), and published only when written.
+
 Which nodes have lanes is the registry's business (`hub/registry.py`); what an edge answers is
 checked by its client (`hub/edge_client.py`): a row it refuses is quarantined at once, never
 downloaded. Download slots and each node's spool quota: `hub/slots.py`.
