@@ -141,6 +141,7 @@ class CameraView {
     const end = start + DAY;
     const mine = (this.loads = (this.loads || 0) + 1);   // only the latest request is shown
     this.loadingDay = start;
+    window.vigilDayLoad = { day: dateText(start), n: mine, state: "loading" };   // for diagnosis (and the tests)
     const until = Math.min(end, Date.now());
     const cam = encodeURIComponent(this.camera);
     const t0 = performance.now();
@@ -156,6 +157,7 @@ class CameraView {
           api("GET", `/incidents?camera=${cam}&${range}&sort=start&limit=500`),
           api("GET", `/annotations?camera=${cam}&${range}&limit=500`)]);
       } catch (err) {
+        window.vigilDayLoad = { day: dateText(start), n: mine, state: `failed: ${err.message}` };
         $("timeline-hover").textContent = `could not load the timeline: ${err.message}`;
         if (mine === this.loads) {         // the playhead may ask again, not sooner than in 2 s
           this.loadingDay = null;
@@ -164,7 +166,11 @@ class CameraView {
         return;
       }
     }
-    if (this.abort.signal.aborted || mine !== this.loads) return;
+    if (this.abort.signal.aborted || mine !== this.loads) {
+      window.vigilDayLoad = { day: dateText(start), n: mine, state: `superseded by load ${this.loads}` };
+      return;
+    }
+    window.vigilDayLoad = { day: dateText(start), n: mine, state: "shown" };
     const fetched = performance.now();
     this.dayStart = start;
     $("day").value = dateText(start);
