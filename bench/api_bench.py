@@ -50,7 +50,7 @@ import threading
 import time
 import types
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -827,17 +827,12 @@ def windows(kind: str, n: int, rng: random.Random, cams: list[tuple[str, str]], 
     return out
 
 
-def explain(db_dir: Path, span: dict[str, Any], cameras: int, n: int) -> dict[str, Any]:
-    """The routes' catalog reads without HTTP: plan, time, and for search the candidate fixes."""
-    conn = sqlite3.connect(f"file:{db_dir / 'data' / 'hub.db'}?mode=ro", uri=True)
-    catalog = HubCatalog(db_dir / "data", readonly=True)
-    reader = catalog.reader()
-    ran: list[str] = []
-    reader.db.conn.set_trace_callback(ran.append)   # each statement as run, its parameters filled in
-    rng = random.Random(SEED + 11)
-    cams = camera_ids(cameras)
-    out: dict[str, Any] = {}
-    reads = {  # as list_segments (limit=1000, one more to know there is a next page) and get_timeline read
+def timed_reads(reader: Any, n: int, rng: random.Random, cams: list[tuple[str, str]], span: dict[str, Any]
+                ) -> Iterator[tuple[str, list[float], list[int], Callable[[], Any]]]:
+    """The segments and timeline routes' catalog reads (as list_segments, limit=1000 and one more to
+    know there is a next page, and get_timeline read) over `n` windows each: (route, seconds per
+    read, rows per read, a callable that runs the first window's read again)."""
+    reads = {
         "segments": (windows("segments", n, rng, cams, span),
                      lambda w: reader.segments_overlapping(*w, view=ROWS, after=None, limit=1001)),
         "timeline": (windows("timeline", n, rng, cams, span),
@@ -849,8 +844,22 @@ def explain(db_dir: Path, span: dict[str, Any], cameras: int, n: int) -> dict[st
             t = time.perf_counter()
             rows.append(len(read(w)))
             times.append(time.perf_counter() - t)
+        yield name, times, rows, lambda read=read, w=wins[0]: read(w)
+
+
+def explain(db_dir: Path, span: dict[str, Any], cameras: int, n: int) -> dict[str, Any]:
+    """The routes' catalog reads without HTTP: plan, time, and for search the candidate fixes."""
+    conn = sqlite3.connect(f"file:{db_dir / 'data' / 'hub.db'}?mode=ro", uri=True)
+    catalog = HubCatalog(db_dir / "data", readonly=True)
+    reader = catalog.reader()
+    ran: list[str] = []
+    reader.db.conn.set_trace_callback(ran.append)   # each statement as run, its parameters filled in
+    rng = random.Random(SEED + 11)
+    cams = camera_ids(cameras)
+    out: dict[str, Any] = {}
+    for name, times, rows, again in timed_reads(reader, n, rng, cams, span):
         ran.clear()
-        read(wins[0])
+        again()
         out[name] = {"sql": ran[-1], "plan": plan(conn, ran[-1]), **summary(times),
                      "rows_mean": round(sum(rows) / len(rows), 1)}
     queries = [fts_query(urllib.parse.unquote(p.split("q=")[1].split("&")[0]))
@@ -1035,21 +1044,10 @@ def explain_pg(url: str, span: dict[str, Any], cameras: int, n: int) -> dict[str
     rng = random.Random(SEED + 11)   # the same windows and queries as the SQLite explain
     cams = camera_ids(cameras)
     out: dict[str, Any] = {}
-    reads = {
-        "segments": (windows("segments", n, rng, cams, span),
-                     lambda w: reader.segments_overlapping(*w, view=ROWS, after=None, limit=1001)),
-        "timeline": (windows("timeline", n, rng, cams, span),
-                     lambda w: reader.segments_overlapping(*w, view=SPANS)),
-    }
     try:
-        for name, (wins, read) in reads.items():
-            times, rows = [], []
-            for w in wins:
-                t = time.perf_counter()
-                rows.append(len(read(w)))
-                times.append(time.perf_counter() - t)
+        for name, times, rows, again in timed_reads(reader, n, rng, cams, span):
             ran.clear()
-            read(wins[0])
+            again()
             sql, args, _ = ran[-1]
             out[name] = {"sql": sql, "args": list(args), "plan": analyze(sql, args), **summary(times),
                          "rows_mean": round(sum(rows) / len(rows), 1)}
